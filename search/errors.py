@@ -1,0 +1,19 @@
+"""One exception family for errors a user can fix; the CLI turns each into one line and exit 2."""
+
+from __future__ import annotations
+
+
+class FsearchError(Exception):
+    """An error with a message that names the thing, the place and the fix."""
+
+
+class DataError(FsearchError):
+    """The dataset is missing, corrupt or unreadable."""
+
+
+class StorageError(FsearchError):
+    """The study storage URL or the study itself is wrong."""
+
+
+class ConfigError(FsearchError):
+    """An option or a configuration is invalid."""

@@ -1,0 +1,26 @@
+"""The search space and the model builder: configs, ``suggest``, ``build_model``, presets."""
+
+from __future__ import annotations
+
+from space.config import Architecture, Augment, ConvBlock, TrainConfig, TrialConfig, from_dict, to_dict
+from space.model import ArchitectureError, build_model, count_macs, count_parameters
+from space.presets import PRESETS, preset_config
+from space.sample import SPACE_VERSION, suggest
+
+__all__ = [
+    "PRESETS",
+    "SPACE_VERSION",
+    "Architecture",
+    "ArchitectureError",
+    "Augment",
+    "ConvBlock",
+    "TrainConfig",
+    "TrialConfig",
+    "build_model",
+    "count_macs",
+    "count_parameters",
+    "from_dict",
+    "preset_config",
+    "suggest",
+    "to_dict",
+]

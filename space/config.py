@@ -1,0 +1,112 @@
+"""Frozen configuration dataclasses: what a trial decides, as plain data.
+
+A trial's parameters become a :class:`TrialConfig` exactly once, in :func:`space.sample.suggest`.
+Everything downstream (the model builder, the training loop, the exporter) reads these
+dataclasses and never sees an Optuna ``Trial``. They serialise to JSON-friendly dicts so a
+checkpoint can carry the configuration it was trained with (see :func:`to_dict`/:func:`from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Activation = Literal["relu", "gelu", "silu", "leaky_relu"]
+Pool = Literal["max", "avg", "none"]
+Padding = Literal["same", "valid"]
+Head = Literal["flatten", "gap"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["constant", "cosine", "onecycle"]
+
+ACTIVATIONS: tuple[Activation, ...] = ("relu", "gelu", "silu", "leaky_relu")
+POOLS: tuple[Pool, ...] = ("max", "avg", "none")
+OPTIMIZERS: tuple[Optimizer, ...] = ("adam", "adamw", "sgd")
+SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """``convs`` convolutions of ``filters`` channels, then an optional 2x2 pooling.
+
+    ``padding='same'`` keeps the spatial size; ``'valid'`` shrinks it by ``kernel - 1`` per conv.
+    """
+
+    filters: int
+    convs: int = 1
+    kernel: int = 3
+    padding: Padding = "same"
+    pool: Pool = "max"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A plain CNN: conv blocks, then a head (flatten or global average pool) and dense layers.
+
+    ``conv_dropout`` follows every pooling; ``dense_dropout`` follows every hidden dense layer.
+    """
+
+    blocks: tuple[ConvBlock, ...]
+    dense: tuple[int, ...] = (128,)
+    activation: Activation = "relu"
+    batch_norm: bool = False
+    conv_dropout: float = 0.0
+    dense_dropout: float = 0.0
+    head: Head = "flatten"
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-batch augmentation done on the device: random crop (zero padding), flip, random erasing."""
+
+    crop_pad: int = 0
+    flip: bool = False
+    erasing: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.crop_pad > 0 or self.flip or self.erasing > 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, learning-rate schedule, regularisation, batch size, epochs."""
+
+    optimizer: Optimizer = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    batch_size: int = 128
+    epochs: int = 10
+    schedule: Schedule = "constant"
+    label_smoothing: float = 0.0
+    augment: Augment = field(default_factory=Augment)
+
+    def with_epochs(self, epochs: int) -> TrainConfig:
+        return dataclasses.replace(self, epochs=epochs)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial decides: the architecture and how to train it."""
+
+    arch: Architecture
+    train: TrainConfig
+
+
+def to_dict(cfg: TrialConfig) -> dict[str, Any]:
+    """A JSON-friendly dict (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> TrialConfig:
+    """Rebuild a :class:`TrialConfig` from :func:`to_dict` output; unknown keys fail at once."""
+    arch = dict(data["arch"])
+    arch["blocks"] = tuple(ConvBlock(**b) for b in arch["blocks"])
+    arch["dense"] = tuple(int(d) for d in arch["dense"])
+    train = dict(data["train"])
+    train["augment"] = Augment(**train["augment"])
+    return TrialConfig(arch=Architecture(**arch), train=TrainConfig(**train))

@@ -1,0 +1,132 @@
+"""Build a PyTorch CNN from an :class:`~space.config.Architecture` (no Optuna here).
+
+One builder reads the architecture as data, in the style of timm: a tuple of block configs
+becomes ``features``; the head flattens (or global-average-pools) and runs the dense layers.
+Geometry is checked before any layer is allocated, so an impossible or absurd configuration
+fails with :class:`ArchitectureError` instead of a shape error deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from space.config import Architecture
+
+# Guards against configurations no Fashion-MNIST CNN needs (and that would allocate gigabytes).
+MAX_CHANNELS = 4096
+MAX_DENSE = 16384
+MAX_PARAMETERS = 200_000_000
+
+
+class ArchitectureError(ValueError):
+    """The architecture cannot be built (collapsing geometry, absurd sizes)."""
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "gelu":
+        return nn.GELU()
+    if name == "silu":
+        return nn.SiLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.1, inplace=True)
+    raise ArchitectureError(f"unknown activation {name!r}")
+
+
+def feature_shape(arch: Architecture) -> tuple[int, int]:
+    """(channels, side) after the conv blocks; raises if the image collapses."""
+    side, channels = arch.image_size, arch.in_channels
+    for i, block in enumerate(arch.blocks):
+        if not 1 <= block.filters <= MAX_CHANNELS or not 1 <= block.convs <= 8:
+            raise ArchitectureError(f"block {i}: filters/convs out of range ({block.filters}, {block.convs})")
+        if block.kernel not in (1, 3, 5, 7):
+            raise ArchitectureError(f"block {i}: kernel must be 1, 3, 5 or 7, not {block.kernel}")
+        for _ in range(block.convs):
+            if block.padding == "valid":
+                side -= block.kernel - 1
+            if side < 1:
+                raise ArchitectureError(f"block {i}: the image shrinks to nothing")
+        if block.pool != "none":
+            if side < 2:
+                raise ArchitectureError(f"block {i}: cannot pool a {side}x{side} map")
+            side //= 2
+        channels = block.filters
+    return channels, side
+
+
+def build_model(arch: Architecture) -> nn.Sequential:
+    """The network for ``arch``: ``features`` (conv blocks) then ``head`` (dense layers)."""
+    channels, side = feature_shape(arch)
+    if any(not 1 <= d <= MAX_DENSE for d in arch.dense):
+        raise ArchitectureError(f"dense widths must be within 1..{MAX_DENSE}, got {arch.dense}")
+    if not (0 <= arch.conv_dropout < 1 and 0 <= arch.dense_dropout < 1):
+        raise ArchitectureError("dropout rates must be in [0, 1)")
+    flat = channels if arch.head == "gap" else channels * side * side
+    widths = [flat, *arch.dense]
+    dense_params = sum(a * b for a, b in zip(widths, [*arch.dense, arch.num_classes], strict=True))
+    if dense_params > MAX_PARAMETERS:
+        raise ArchitectureError(f"the dense head alone would have {dense_params:,} parameters")
+
+    layers: list[nn.Module] = []
+    in_ch = arch.in_channels
+    for block in arch.blocks:
+        for _ in range(block.convs):
+            pad = block.kernel // 2 if block.padding == "same" else 0
+            # A conv followed by batch norm needs no bias: BN's shift does its job.
+            layers.append(nn.Conv2d(in_ch, block.filters, block.kernel, padding=pad, bias=not arch.batch_norm))
+            if arch.batch_norm:
+                layers.append(nn.BatchNorm2d(block.filters))
+            layers.append(_activation(arch.activation))
+            in_ch = block.filters
+        if block.pool != "none":
+            layers.append(nn.MaxPool2d(2) if block.pool == "max" else nn.AvgPool2d(2))
+            if arch.conv_dropout > 0:
+                layers.append(nn.Dropout(arch.conv_dropout))
+
+    head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if arch.head == "gap" else []
+    head.append(nn.Flatten())
+    for width_in, width_out in zip(widths, arch.dense, strict=False):
+        head += [nn.Linear(width_in, width_out), _activation(arch.activation)]
+        if arch.dense_dropout > 0:
+            head.append(nn.Dropout(arch.dense_dropout))
+    head.append(nn.Linear(widths[-1], arch.num_classes))
+    return nn.Sequential(nn.Sequential(*layers), nn.Sequential(*head))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, arch: Architecture) -> int:
+    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers)."""
+    total = 0
+
+    def conv_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, nn.Conv2d)  # noqa: S101 - registered on Conv2d only
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += out[0].numel() * k
+
+    def linear_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, nn.Linear)  # noqa: S101 - registered on Linear only
+        total += out[0].numel() * module.in_features
+
+    handles = [
+        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, arch.in_channels, arch.image_size, arch.image_size, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

@@ -1,0 +1,80 @@
+"""The reference models (``../shared/REFERENCES.md``) as parameters of the search space.
+
+Presets are parameter dicts, not hand-built modules: ``preset_config`` replays them through
+``suggest`` with Optuna's ``FixedTrial``, so a preset is built and trained by exactly the code
+a searched trial uses, and ``fsearch run --warm-start`` can enqueue them as the first trials.
+Parameter counts are the check that the builder reproduces each reference exactly.
+
+Normalisation differs from some originals (they used ``Normalize(0.5, 0.5)``; fsearch always
+uses the dataset's own mean and std), which does not change what the networks can learn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from space.config import TrialConfig
+from space.sample import suggest
+
+_NO_AUG: dict[str, Any] = {
+    "schedule": "constant",
+    "label_smoothing": 0.0,
+    "crop_pad": 0,
+    "flip": False,
+    "erasing": 0.0,
+    "optimizer": "adam",
+    "adam_lr": 1e-3,
+    "activation": "relu",
+    "batch_norm": False,
+}
+
+
+def _blocks(*specs: tuple[int, int, str]) -> dict[str, Any]:
+    params: dict[str, Any] = {"n_blocks": len(specs)}
+    for i, (filters, convs, pool) in enumerate(specs):
+        params |= {f"b{i}_filters": filters, f"b{i}_convs": convs, f"b{i}_pool": pool}
+    return params
+
+
+def _dense(*units: int) -> dict[str, Any]:
+    return {"dense_layers": len(units)} | {f"dense{j}_units": u for j, u in enumerate(units)}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # conv 6@5x5 pad 2 -> pool -> conv 16@5x5 valid -> pool -> FC 400-120-84-10: 61,706 parameters.
+    "lenet5": _NO_AUG
+    | _blocks((6, 1, "max"), (16, 1, "max"))
+    | {"kernel": 5, "padding": "valid", "conv_dropout": 0.0, "head": "flatten", "batch_size": 64}
+    | _dense(120, 84)
+    | {"dense_dropout": 0.0},
+    # conv 32 -> conv 64 -> pool -> dropout .25 -> FC 12,544-128 -> dropout .5 -> 10: 1,625,866 parameters.
+    "cnn2": _NO_AUG
+    | _blocks((32, 1, "none"), (64, 1, "max"))
+    | {"kernel": 3, "padding": "same", "conv_dropout": 0.25, "head": "flatten", "batch_size": 128}
+    | _dense(128)
+    | {"dense_dropout": 0.5},
+    # 3 x [conv 3x3 (32, 64, 128), pool] -> FC 1,152-256 -> dropout .5 -> 10.
+    "cnn3": _NO_AUG
+    | _blocks((32, 1, "max"), (64, 1, "max"), (128, 1, "max"))
+    | {"kernel": 3, "conv_dropout": 0.0, "head": "flatten", "batch_size": 64}
+    | _dense(256)
+    | {"dense_dropout": 0.5},
+    # As cnn3 with FC 1,152-128 and dropout .4.
+    "cnn3-fc128": _NO_AUG
+    | _blocks((32, 1, "max"), (64, 1, "max"), (128, 1, "max"))
+    | {"kernel": 3, "conv_dropout": 0.0, "head": "flatten", "batch_size": 64}
+    | _dense(128)
+    | {"dense_dropout": 0.4},
+}
+
+# Documented epochs of each reference recipe (used when a preset is trained on its own).
+PRESET_EPOCHS = {"lenet5": 20, "cnn2": 20, "cnn3": 10, "cnn3-fc128": 50}
+
+
+def preset_config(name: str, *, epochs: int | None = None) -> TrialConfig:
+    """The :class:`TrialConfig` of a named preset, through the search space's own ``suggest``."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return suggest(optuna.trial.FixedTrial(PRESETS[name]), epochs=epochs or PRESET_EPOCHS[name])

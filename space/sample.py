@@ -1,0 +1,95 @@
+"""The search space: ``suggest(trial)`` is the only place in fsearch that calls ``trial.suggest_*``.
+
+Conditional parameters are conditional: a block's parameters exist only if the block does,
+``padding`` only for shallow nets (valid padding would collapse a deep net's 28x28 input),
+dense widths only for the dense layers that exist, the weight decay only for optimisers that
+decouple it, the learning rate per optimiser family (Adam and SGD live on different scales).
+
+Compute-aware bounds: the first blocks run at full resolution, so their width is capped lower;
+each pooling halves the side and quarters the cost, so later blocks may be wider.
+
+Epochs are not searched: they are a fidelity set by the search (``--max-epochs``) and by
+``export-best``, and are passed in.
+"""
+
+from __future__ import annotations
+
+from optuna.trial import BaseTrial
+
+from space.config import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    POOLS,
+    SCHEDULES,
+    Architecture,
+    Augment,
+    ConvBlock,
+    TrainConfig,
+    TrialConfig,
+)
+
+# Bump when the meaning of a parameter changes: studies record it and export-best checks it.
+SPACE_VERSION = "1"
+
+MAX_FILTERS = (64, 128, 256, 256)  # per block index: width cap, by the cost at that resolution
+BATCH_SIZES = (64, 128, 256, 512)
+
+
+def suggest_architecture(trial: BaseTrial) -> Architecture:
+    n_blocks = trial.suggest_int("n_blocks", 1, 4)
+    kernel = trial.suggest_categorical("kernel", [3, 5])
+    # 'valid' padding shrinks every conv after the first block (LeNet-5 on 28x28 does exactly
+    # this: its first conv is padded to stand in for the original 32x32 input).
+    padding = trial.suggest_categorical("padding", ["same", "valid"]) if n_blocks <= 2 else "same"
+    blocks = []
+    for i in range(n_blocks):
+        blocks.append(
+            ConvBlock(
+                filters=trial.suggest_int(f"b{i}_filters", 4, MAX_FILTERS[i], log=True),
+                convs=trial.suggest_int(f"b{i}_convs", 1, 3),
+                kernel=kernel,
+                padding="same" if i == 0 else padding,
+                pool=trial.suggest_categorical(f"b{i}_pool", list(POOLS)),
+            )
+        )
+    head = trial.suggest_categorical("head", ["flatten", "gap"])
+    dense_layers = trial.suggest_int("dense_layers", 0, 2)
+    dense = tuple(trial.suggest_int(f"dense{j}_units", 16, 1024, log=True) for j in range(dense_layers))
+    return Architecture(
+        blocks=tuple(blocks),
+        dense=dense,
+        activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
+        batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
+        conv_dropout=trial.suggest_float("conv_dropout", 0.0, 0.5),
+        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.6) if dense_layers else 0.0,
+        head=head,
+    )
+
+
+def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
+    optimizer = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+    if optimizer == "sgd":
+        lr = trial.suggest_float("sgd_lr", 1e-3, 0.3, log=True)
+    else:
+        lr = trial.suggest_float("adam_lr", 1e-4, 1e-2, log=True)
+    # Plain Adam couples weight decay with the gradient (L2); the references use none.
+    weight_decay = 0.0 if optimizer == "adam" else trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    return TrainConfig(
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
+        epochs=epochs,
+        schedule=trial.suggest_categorical("schedule", list(SCHEDULES)),
+        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
+        augment=Augment(
+            crop_pad=trial.suggest_int("crop_pad", 0, 3),
+            flip=trial.suggest_categorical("flip", [True, False]),
+            erasing=trial.suggest_float("erasing", 0.0, 0.5),
+        ),
+    )
+
+
+def suggest(trial: BaseTrial, *, epochs: int) -> TrialConfig:
+    """Sample (or, with a ``FixedTrial``, replay) one configuration of the search space."""
+    return TrialConfig(arch=suggest_architecture(trial), train=suggest_training(trial, epochs=epochs))
