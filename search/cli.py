@@ -1,0 +1,210 @@
+"""The ``fsearch`` command line: thin typer commands over the library, one error line per failure."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from search.errors import FsearchError
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Search CNN architectures and training settings on Fashion-MNIST with Optuna.",
+)  # fmt: skip
+
+StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
+StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL (SQLite, PostgreSQL, ...).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """fsearch: search CNNs for Fashion-MNIST; see each command's --help."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
+    return value
+
+
+@app.command()
+def run(
+    trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 50,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding FashionMNIST/raw/*.gz [default: $FSEARCH_DATA_DIR or cache]")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = "hyperband",
+    max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = 0,
+    train_subset: Annotated[
+        int | None, typer.Option(help="Train each trial on this many images of the training split; 0 = all.")
+    ] = None,
+    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = 10_000,
+    max_mmacs: Annotated[
+        float | None, typer.Option(help="Skip architectures above this many million MACs per image; 0 = no cap.")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and every trial's training.")] = 0,
+    warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
+    verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search: add TRIALS trials to the study (a second run resumes it)."""
+    from search.progress import SearchDisplay
+    from search.runner import (
+        DEFAULT_MAX_EPOCHS,
+        DEFAULT_MAX_MMACS,
+        DEFAULT_TRAIN_SUBSET,
+        SearchOptions,
+        run_search,
+    )
+
+    _choice("--sampler", sampler, SAMPLERS)
+    _choice("--pruner", pruner, PRUNERS)
+    opts = SearchOptions(
+        study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
+        sampler=sampler, pruner=pruner, max_epochs=max_epochs or DEFAULT_MAX_EPOCHS,
+        train_subset=DEFAULT_TRAIN_SUBSET if train_subset is None else (train_subset or None),
+        val_size=val_size, max_mmacs=DEFAULT_MAX_MMACS if max_mmacs is None else (max_mmacs or None),
+        seed=seed, warm_start=warm_start, verify_data=verify_data,
+    )  # fmt: skip
+    opts.validate()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live display reports every trial
+    console = Console(stderr=json_out, log_path=False)
+    header = f"fsearch · study {study} · {storage}"
+    try:
+        with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
+            report = run_search(opts, observer=display, on_trial_end=display)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "Interrupted: the running trial was marked failed and the study is saved; "
+            "run the same command again to resume.", markup=False,
+        )  # fmt: skip
+        raise typer.Exit(130) from None
+    if json_out:
+        from search.study import trial_record
+
+        out = {
+            "study": study, "storage": storage, "device": report.device, "wall_seconds": report.wall_seconds,
+            "this_run": report.counts, "best": trial_record(report.best) if report.best else None,
+        }  # fmt: skip
+        typer.echo(json.dumps(out, indent=2))
+        return
+    _print_summary(console, report)
+
+
+def _print_summary(console: Console, report: Any) -> None:
+    from search.progress import format_params
+    from search.study import top_trials
+
+    c = report.counts
+    console.print(
+        f"[bold]{report.study.study_name}[/]: this run {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) in {report.wall_seconds / 60:.1f} min on {report.device}"
+    )
+    table = Table(title="Best trials of the study")
+    for col in ("trial", "val acc", "epochs", "params", "MMACs", "img/s", "configuration"):
+        table.add_column(col, overflow="fold")
+    for t in top_trials(report.study, 5):
+        ua = t.user_attrs
+        table.add_row(
+            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
+            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('images_per_second', 0):,.0f}", format_params(t.params),
+        )  # fmt: skip
+    console.print(table)
+    if report.best is None:
+        console.print("[yellow]No trial completed yet; run again with more --trials or a larger --timeout.[/]")
+
+
+@app.command()
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False) -> None:
+    """List the studies in a storage: trials by state and the best value."""
+    from search.study import open_storage, study_summaries
+
+    rows = study_summaries(open_storage(storage, create=False))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Studies in {storage}")
+    for col in ("study", "trials", "complete", "pruned", "failed", "running", "best val acc", "best trial"):
+        table.add_column(col)
+    for r in rows:
+        best = f"{r['best_value']:.4f}" if r["best_value"] is not None else "-"
+        table.add_row(
+            r["study"], str(r["trials"]), str(r["complete"]), str(r["pruned"]), str(r["fail"]),
+            str(r["running"]), best, str(r["best_trial"] if r["best_trial"] is not None else "-"),
+        )  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def show(
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    top: Annotated[int, typer.Option(help="How many trials.", min=1)] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the best trials of a study with their parameters."""
+    from search.progress import format_params
+    from search.study import load_study, open_storage, top_trials, trial_record
+
+    found = load_study(open_storage(storage, create=False), study, storage)
+    best = top_trials(found, top)
+    if json_out:
+        typer.echo(json.dumps([trial_record(t) for t in best], indent=2))
+        return
+    table = Table(title=f"Top {len(best)} of {len(found.trials)} trials in study {study!r}")
+    for col in ("trial", "val acc", "epochs", "params", "MMACs", "train s", "configuration"):
+        table.add_column(col, overflow="fold")
+    for t in best:
+        ua = t.user_attrs
+        table.add_row(
+            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
+            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('train_seconds', 0):.0f}", format_params(t.params),
+        )  # fmt: skip
+    Console().print(table)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Typer's (click's) usage errors: bad option values, unknown options, missing arguments."""
+    return callable(getattr(exc, "format_message", None)) and getattr(exc, "exit_code", None) == 2
+
+
+def main() -> None:
+    """Entry point: run the app and turn every user error into one line and exit code 2."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    debug = "--debug" in sys.argv[1:]
+    try:
+        rv = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(1)
+    except FsearchError as exc:
+        if debug:
+            err.print(traceback.format_exc(), markup=False)
+        err.print(f"Error: {exc}", markup=False)
+        sys.exit(2)
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "fsearch"
+        err.print(f"Error: {exc.format_message()}; see '{cmd} --help'", markup=False)  # type: ignore[attr-defined]
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)

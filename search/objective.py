@@ -1,0 +1,145 @@
+"""The only Optuna-aware training glue: suggest -> build -> train, reporting and pruning.
+
+Per epoch the objective reports validation accuracy and asks the pruner; a pruned, diverged
+or out-of-memory trial ends as PRUNED with its reason in the ``pruned_reason`` user attribute,
+so the study goes on. Each trial records what it cost (parameters, MACs, seconds, images/s).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import torch
+
+from search.data import Splits
+from search.device import describe
+from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
+from space import build_model, count_macs, count_parameters, suggest
+
+
+class TrialObserver(Protocol):
+    """What a live display wants to know about the running trial (all optional to act on)."""
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None: ...
+    def step(self, done: int, total: int) -> None: ...
+    def epoch_ended(self, number: int, stats: EpochStats) -> None: ...
+
+
+class _Silent:
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        pass
+
+    def step(self, done: int, total: int) -> None:
+        pass
+
+    def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """Fidelity and runtime of the trials of one search."""
+
+    max_epochs: int
+    seed: int
+    runtime: Runtime = field(default_factory=Runtime)
+    max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """A training seed derived from the study seed and the trial number (same on any worker)."""
+    return int(np.random.SeedSequence([study_seed, number]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Objective:
+    """Callable passed to ``study.optimize``: returns the trial's best validation accuracy."""
+
+    def __init__(
+        self, *, splits: Splits, settings: ObjectiveSettings, observer: TrialObserver | None = None
+    ) -> None:
+        if splits.val is None:
+            raise ValueError("a search needs a validation split")
+        self.splits = splits
+        self.settings = settings
+        self.observer: TrialObserver = observer or _Silent()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # Optuna marks the trial failed and the search goes on; keep the reason where users look.
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        settings = self.settings
+        cfg = suggest(trial, epochs=settings.max_epochs)
+        seed = trial_seed(settings.seed, trial.number)
+        self.observer.trial_started(trial.number, trial.params)
+        seed_everything(seed)
+        model = build_model(cfg.arch)
+        macs = count_macs(model, cfg.arch)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("parameters", count_parameters(model))
+        trial.set_user_attr("macs", macs)
+        trial.set_user_attr("flops", 2 * macs)
+        trial.set_user_attr("device", describe(settings.runtime.device))
+        if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
+            reason = f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M"
+            trial.set_user_attr("pruned_reason", reason)
+            trial.set_user_attr("over_budget", True)  # not counted as one of the --trials
+            raise optuna.TrialPruned(reason)
+
+        spent = {"seconds": 0.0, "images": 0}
+
+        def on_epoch_end(stats: EpochStats) -> None:
+            spent["seconds"] += stats.seconds
+            spent["images"] += stats.images
+            trial.set_user_attr("epochs_run", stats.epoch)
+            trial.set_user_attr("train_seconds", round(spent["seconds"], 3))
+            trial.set_user_attr("images_per_second", round(spent["images"] / max(spent["seconds"], 1e-9), 1))
+            self.observer.epoch_ended(trial.number, stats)
+            assert stats.val_acc is not None
+            trial.report(stats.val_acc, stats.epoch)
+            if trial.should_prune():
+                reason = f"pruned at epoch {stats.epoch}: val acc {stats.val_acc:.4f} behind the others"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+
+        started = time.perf_counter()
+        try:
+            result = train(
+                model, cfg.train, self.splits, runtime=settings.runtime, seed=seed,
+                on_epoch_end=on_epoch_end, on_step=self.observer.step,
+            )  # fmt: skip
+        except DivergedError as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from exc
+        except torch.OutOfMemoryError as exc:
+            reason = f"out of memory on {settings.runtime.device}"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason) from exc
+        finally:
+            trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
+            del model
+            _release_memory(settings.runtime.device)
+        best = result.best
+        assert best is not None and best.val_acc is not None
+        trial.set_user_attr("best_epoch", best.epoch)
+        return best.val_acc
+
+
+def _release_memory(device: torch.device) -> None:
+    """Give the accelerator's cached memory back between trials."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,107 @@
+"""The live display of ``fsearch run`` (rich): counts, best so far, current trial, epoch bar.
+
+It implements :class:`~search.objective.TrialObserver` and an Optuna trial-end callback; the
+objective and the runner know nothing of rich. Each finished trial also gets one log line, so
+a non-interactive log (CI) shows the search too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from search.train import EpochStats
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class SearchDisplay:
+    """Context manager that renders the search live on ``console``."""
+
+    def __init__(self, console: Console, *, total_trials: int, max_epochs: int, header: str) -> None:
+        self.console = console
+        self.max_epochs = max_epochs
+        self.header = header
+        self.counts = {"complete": 0, "pruned": 0, "fail": 0}
+        self.best: tuple[float, int] | None = None
+        self.current = Text("")
+        self.trials = Progress(
+            TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        self.epochs = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
+        )  # fmt: skip
+        self.trials_task = self.trials.add_task("trials", total=total_trials)
+        self.epoch_task = self.epochs.add_task("waiting", total=1, last="")
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+
+    def _status(self) -> Text:
+        best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else "best -"
+        c = self.counts
+        return Text.assemble(
+            (self.header + "\n", "bold"),
+            f"complete {c['complete']} · pruned {c['pruned']} · failed {c['fail']} · ",
+            (best, "green"),
+        )
+
+    def _render(self) -> Group:
+        return Group(self._status(), self.current, self.epochs, self.trials)
+
+    def __enter__(self) -> SearchDisplay:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    # TrialObserver
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.current = Text(f"trial {number}: {format_params(params)}", style="dim")
+        self.epochs.reset(self.epoch_task, description=f"epoch 1/{self.max_epochs}", total=1, last="")
+        self.live.update(self._render())
+
+    def step(self, done: int, total: int) -> None:
+        self.epochs.update(self.epoch_task, completed=done, total=total)
+
+    def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        nxt = min(stats.epoch + 1, self.max_epochs)
+        last = f"val acc {stats.val_acc:.4f} @ epoch {stats.epoch}" if stats.val_acc is not None else ""
+        self.epochs.reset(self.epoch_task, description=f"epoch {nxt}/{self.max_epochs}", total=1, last=last)
+
+    # Optuna callback
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        state = trial.state.name.lower()
+        if trial.user_attrs.get("over_budget"):
+            self.console.log(f"[dim]trial {trial.number} skipped: {trial.user_attrs.get('pruned_reason')}[/]")
+            return
+        self.counts[state] = self.counts.get(state, 0) + 1
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            if self.best is None or trial.value > self.best[0]:
+                self.best = (trial.value, trial.number)
+            detail = f"val acc {trial.value:.4f} in {trial.user_attrs.get('epochs_run', '?')} epochs"
+        elif trial.state == TrialState.PRUNED:
+            detail = trial.user_attrs.get("pruned_reason", "pruned")
+        else:
+            detail = trial.user_attrs.get("fail_reason", "failed")
+        secs = trial.duration.total_seconds() if trial.duration else 0.0
+        style = {"complete": "green", "pruned": "yellow"}.get(state, "red")
+        self.console.log(f"trial {trial.number} [{style}]{state}[/]: {detail} ({secs:.0f}s)")
+        self.trials.advance(self.trials_task)
+        self.live.update(self._render())

@@ -1,0 +1,165 @@
+"""``run_search``: the library API behind ``fsearch run`` (the CLI only parses and displays).
+
+Opens (or resumes) the study, loads the data once, optionally enqueues the reference presets,
+and runs ``study.optimize`` with the :class:`~search.objective.Objective`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.data import default_data_dir, load_splits
+from search.device import describe, resolve_device
+from search.errors import ConfigError
+from search.objective import Objective, ObjectiveSettings, TrialObserver
+from search.study import (
+    DEFAULT_STORAGE,
+    DEFAULT_STUDY,
+    PRUNERS,
+    SAMPLERS,
+    best_trial,
+    create_or_resume,
+    make_pruner,
+    make_sampler,
+    open_storage,
+)
+from search.train import Runtime
+from space import PRESETS
+
+# Defaults of ``fsearch run``; the README explains how they were chosen.
+DEFAULT_TRIALS = 50
+DEFAULT_MAX_EPOCHS = 6
+DEFAULT_TRAIN_SUBSET = 20_000
+DEFAULT_MAX_MMACS = 25.0
+WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    trials: int = DEFAULT_TRIALS
+    timeout: float | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    max_epochs: int = DEFAULT_MAX_EPOCHS
+    train_subset: int | None = DEFAULT_TRAIN_SUBSET
+    val_size: int = 10_000
+    max_mmacs: float | None = DEFAULT_MAX_MMACS
+    seed: int = 0
+    warm_start: bool = False
+    verify_data: bool = True
+
+    def validate(self) -> None:
+        """Fail at once, with the option's name, on values that cannot work."""
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if self.max_epochs < 1:
+            raise ConfigError(f"--max-epochs must be at least 1, got {self.max_epochs}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ConfigError(f"--train-subset must be positive, got {self.train_subset}")
+        if self.val_size < 1:
+            raise ConfigError(f"--val-size must be positive, got {self.val_size}")
+        if self.max_mmacs is not None and self.max_mmacs <= 0:
+            raise ConfigError(f"--max-mmacs must be positive, got {self.max_mmacs}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        if not self.study.strip():
+            raise ConfigError("--study must not be empty")
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    study: optuna.Study
+    device: str
+    wall_seconds: float
+    counts: dict[str, int]  # trials of this run by state
+    best: FrozenTrial | None  # best of the whole study
+
+
+TrialEndCallback = Callable[[optuna.Study, FrozenTrial], None]
+MAX_SKIPS_PER_TRIAL = 20  # over-budget draws allowed per requested trial before giving up
+
+
+class _StopAfterTrained:
+    """Stop the study after ``n`` trials that trained; over-budget draws (skipped in
+    milliseconds, recorded as pruned so the sampler learns to avoid them) do not count."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.trained = 0
+        self.skipped = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get("over_budget"):
+            self.skipped += 1
+        else:
+            self.trained += 1
+        if self.trained >= self.n or self.skipped >= MAX_SKIPS_PER_TRIAL * self.n:
+            study.stop()
+
+
+def run_search(
+    opts: SearchOptions, *, observer: TrialObserver | None = None, on_trial_end: TrialEndCallback | None = None
+) -> SearchReport:
+    """Run ``opts.trials`` more trials of ``opts.study``; a KeyboardInterrupt fails the running trial."""
+    opts.validate()
+    started = time.perf_counter()
+    device = resolve_device(opts.device)
+    data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
+    if opts.data_dir is not None and not opts.data_dir.is_dir():
+        raise ConfigError(f"data dir {opts.data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
+    storage = open_storage(opts.storage, create=True)
+    study = create_or_resume(
+        storage, opts.study,
+        sampler=make_sampler(opts.sampler, seed=opts.seed),
+        pruner=make_pruner(opts.pruner, max_epochs=opts.max_epochs),
+    )  # fmt: skip
+    already = len(study.trials)
+    if already:
+        # A resumed study must not replay the random draws of the first run.
+        study.sampler = make_sampler(opts.sampler, seed=opts.seed + already)
+    splits = load_splits(
+        data_dir, device=device, val_size=opts.val_size, train_subset=opts.train_subset,
+        seed=opts.seed, verify=opts.verify_data,
+    )  # fmt: skip
+    if opts.warm_start:
+        for name in WARM_START_PRESETS:
+            study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)
+    settings = ObjectiveSettings(
+        max_epochs=opts.max_epochs, seed=opts.seed, runtime=Runtime(device=device), max_mmacs=opts.max_mmacs
+    )
+    objective = Objective(splits=splits, settings=settings, observer=observer)
+    start_number = already
+    callbacks: list[TrialEndCallback] = [_StopAfterTrained(opts.trials)]
+    if on_trial_end is not None:
+        callbacks.append(on_trial_end)
+    # catch: an exception inside one trial fails that trial (reason recorded), not the search.
+    study.optimize(objective, timeout=opts.timeout, callbacks=callbacks, catch=(Exception,))
+    trials = study.get_trials(deepcopy=False)
+    mine = [t for t in trials if t.number >= start_number]
+    skipped = [t for t in mine if t.user_attrs.get("over_budget")]
+    counts = {
+        s.name.lower(): sum(t.state == s and not t.user_attrs.get("over_budget") for t in mine)
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    counts["skipped"] = len(skipped)
+    return SearchReport(
+        study=study,
+        device=describe(device),
+        wall_seconds=time.perf_counter() - started,
+        counts=counts,
+        best=best_trial(trials),
+    )
