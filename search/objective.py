@@ -131,7 +131,8 @@ class Objective:
             del model
             _release_memory(settings.runtime.device)
         best = result.best
-        assert best is not None and best.val_acc is not None
+        assert best is not None
+        assert best.val_acc is not None
         trial.set_user_attr("best_epoch", best.epoch)
         return best.val_acc
 

@@ -21,6 +21,8 @@ Schedule = Literal["constant", "cosine", "onecycle"]
 
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "gelu", "silu", "leaky_relu")
 POOLS: tuple[Pool, ...] = ("max", "avg", "none")
+PADDINGS: tuple[Padding, ...] = ("same", "valid")
+HEADS: tuple[Head, ...] = ("flatten", "gap")
 OPTIMIZERS: tuple[Optimizer, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
 

@@ -14,22 +14,35 @@ Epochs are not searched: they are a fidelity set by the search (``--max-epochs``
 
 from __future__ import annotations
 
+from typing import Any, TypeVar, cast
+
 from optuna.trial import BaseTrial
 
 from space.config import (
     ACTIVATIONS,
+    HEADS,
     OPTIMIZERS,
+    PADDINGS,
     POOLS,
     SCHEDULES,
     Architecture,
     Augment,
     ConvBlock,
+    Padding,
     TrainConfig,
     TrialConfig,
 )
 
 # Bump when the meaning of a parameter changes: studies record it and export-best checks it.
 SPACE_VERSION = "1"
+
+T = TypeVar("T")
+
+
+def _pick(trial: BaseTrial, name: str, choices: tuple[T, ...]) -> T:
+    """``suggest_categorical`` keeping the choices' type (e.g. a ``Literal``)."""
+    return cast(T, trial.suggest_categorical(name, cast(list[Any], list(choices))))
+
 
 MAX_FILTERS = (64, 128, 256, 256)  # per block index: width cap, by the cost at that resolution
 BATCH_SIZES = (64, 128, 256, 512)
@@ -40,7 +53,7 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
     kernel = trial.suggest_categorical("kernel", [3, 5])
     # 'valid' padding shrinks every conv after the first block (LeNet-5 on 28x28 does exactly
     # this: its first conv is padded to stand in for the original 32x32 input).
-    padding = trial.suggest_categorical("padding", ["same", "valid"]) if n_blocks <= 2 else "same"
+    padding: Padding = _pick(trial, "padding", PADDINGS) if n_blocks <= 2 else "same"
     blocks = []
     for i in range(n_blocks):
         blocks.append(
@@ -49,16 +62,16 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
                 convs=trial.suggest_int(f"b{i}_convs", 1, 3),
                 kernel=kernel,
                 padding="same" if i == 0 else padding,
-                pool=trial.suggest_categorical(f"b{i}_pool", list(POOLS)),
+                pool=_pick(trial, f"b{i}_pool", POOLS),
             )
         )
-    head = trial.suggest_categorical("head", ["flatten", "gap"])
+    head = _pick(trial, "head", HEADS)
     dense_layers = trial.suggest_int("dense_layers", 0, 2)
     dense = tuple(trial.suggest_int(f"dense{j}_units", 16, 1024, log=True) for j in range(dense_layers))
     return Architecture(
         blocks=tuple(blocks),
         dense=dense,
-        activation=trial.suggest_categorical("activation", list(ACTIVATIONS)),
+        activation=_pick(trial, "activation", ACTIVATIONS),
         batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
         conv_dropout=trial.suggest_float("conv_dropout", 0.0, 0.5),
         dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.6) if dense_layers else 0.0,
@@ -67,7 +80,7 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
 
 
 def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
-    optimizer = trial.suggest_categorical("optimizer", list(OPTIMIZERS))
+    optimizer = _pick(trial, "optimizer", OPTIMIZERS)
     if optimizer == "sgd":
         lr = trial.suggest_float("sgd_lr", 1e-3, 0.3, log=True)
     else:
@@ -80,7 +93,7 @@ def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
         weight_decay=weight_decay,
         batch_size=trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
         epochs=epochs,
-        schedule=trial.suggest_categorical("schedule", list(SCHEDULES)),
+        schedule=_pick(trial, "schedule", SCHEDULES),
         label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
         augment=Augment(
             crop_pad=trial.suggest_int("crop_pad", 0, 3),
