@@ -14,7 +14,7 @@ Epochs are not searched: they are a fidelity set by the search (``--max-epochs``
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from optuna.trial import BaseTrial
 
@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 def _pick(trial: BaseTrial, name: str, choices: tuple[T, ...]) -> T:
     """``suggest_categorical`` keeping the choices' type (e.g. a ``Literal``)."""
-    return cast(T, trial.suggest_categorical(name, cast(list[Any], list(choices))))
+    return cast(T, trial.suggest_categorical(name, list(choices)))  # type: ignore[arg-type]
 
 
 MAX_FILTERS = (64, 128, 256, 256)  # per block index: width cap, by the cost at that resolution
