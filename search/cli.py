@@ -12,6 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from search.defaults import (
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_MAX_MMACS,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TRAIN_SUBSET,
+    DEFAULT_TRIALS,
+    DEFAULT_VAL_SIZE,
+)
 from search.errors import FsearchError
 from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS
 
@@ -40,23 +49,27 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 @app.command()
 def run(
-    trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 50,
+    trials: Annotated[int, typer.Option(help="Trials to train and add to the study.")] = DEFAULT_TRIALS,
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder holding FashionMNIST/raw/*.gz [default: $FSEARCH_DATA_DIR or cache]")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = "tpe",
-    pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = "hyperband",
-    max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = 0,
+    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = DEFAULT_SAMPLER,
+    pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = DEFAULT_PRUNER,
+    max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = (
+        DEFAULT_MAX_EPOCHS
+    ),
     train_subset: Annotated[
-        int | None, typer.Option(help="Train each trial on this many images of the training split; 0 = all.")
-    ] = None,
-    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = 10_000,
+        int, typer.Option(help="Train each trial on this many images of the training split; 0 = all.")
+    ] = DEFAULT_TRAIN_SUBSET,
+    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = (
+        DEFAULT_VAL_SIZE
+    ),
     max_mmacs: Annotated[
-        float | None, typer.Option(help="Skip architectures above this many million MACs per image; 0 = no cap.")
-    ] = None,
+        float, typer.Option(help="Skip architectures above this many million MACs per image; 0 = no cap.")
+    ] = DEFAULT_MAX_MMACS,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and every trial's training.")] = 0,
     warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
@@ -66,9 +79,6 @@ def run(
     """Search: add TRIALS trials to the study (a second run resumes it)."""
     from search.progress import SearchDisplay
     from search.runner import (
-        DEFAULT_MAX_EPOCHS,
-        DEFAULT_MAX_MMACS,
-        DEFAULT_TRAIN_SUBSET,
         SearchOptions,
         run_search,
     )
@@ -77,9 +87,8 @@ def run(
     _choice("--pruner", pruner, PRUNERS)
     opts = SearchOptions(
         study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
-        sampler=sampler, pruner=pruner, max_epochs=max_epochs or DEFAULT_MAX_EPOCHS,
-        train_subset=DEFAULT_TRAIN_SUBSET if train_subset is None else (train_subset or None),
-        val_size=val_size, max_mmacs=DEFAULT_MAX_MMACS if max_mmacs is None else (max_mmacs or None),
+        sampler=sampler, pruner=pruner, max_epochs=max_epochs, train_subset=train_subset or None,
+        val_size=val_size, max_mmacs=max_mmacs or None,
         seed=seed, warm_start=warm_start, verify_data=verify_data,
     )  # fmt: skip
     opts.validate()
@@ -116,7 +125,8 @@ def _print_summary(console: Console, report: Any) -> None:
     c = report.counts
     console.print(
         f"[bold]{report.study.study_name}[/]: this run {c['complete']} complete, {c['pruned']} pruned, "
-        f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) in {report.wall_seconds / 60:.1f} min on {report.device}"
+        f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) "
+        f"in {report.wall_seconds / 60:.1f} min on {report.device}"
     )
     table = Table(title="Best trials of the study")
     for col in ("trial", "val acc", "epochs", "params", "MMACs", "img/s", "configuration"):

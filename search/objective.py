@@ -91,7 +91,9 @@ class Objective:
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("flops", 2 * macs)
         trial.set_user_attr("device", describe(settings.runtime.device))
-        if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
+        # Enqueued presets (--warm-start) are trained whatever they cost: they were asked for.
+        over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
+        if over and "preset" not in trial.user_attrs:
             reason = f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M"
             trial.set_user_attr("pruned_reason", reason)
             trial.set_user_attr("over_budget", True)  # not counted as one of the --trials

@@ -15,6 +15,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.data import default_data_dir, load_splits
+from search.defaults import (
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_MAX_MMACS,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TRAIN_SUBSET,
+    DEFAULT_TRIALS,
+    DEFAULT_VAL_SIZE,
+)
 from search.device import describe, resolve_device
 from search.errors import ConfigError
 from search.objective import Objective, ObjectiveSettings, TrialObserver
@@ -32,11 +41,6 @@ from search.study import (
 from search.train import Runtime
 from space import PRESETS
 
-# Defaults of ``fsearch run``; the README explains how they were chosen.
-DEFAULT_TRIALS = 50
-DEFAULT_MAX_EPOCHS = 6
-DEFAULT_TRAIN_SUBSET = 20_000
-DEFAULT_MAX_MMACS = 25.0
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")
 
 
@@ -48,11 +52,11 @@ class SearchOptions:
     timeout: float | None = None
     data_dir: Path | None = None
     device: str = "auto"
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
+    sampler: str = DEFAULT_SAMPLER
+    pruner: str = DEFAULT_PRUNER
     max_epochs: int = DEFAULT_MAX_EPOCHS
     train_subset: int | None = DEFAULT_TRAIN_SUBSET
-    val_size: int = 10_000
+    val_size: int = DEFAULT_VAL_SIZE
     max_mmacs: float | None = DEFAULT_MAX_MMACS
     seed: int = 0
     warm_start: bool = False

@@ -8,6 +8,7 @@ A read-only command never creates a database as a side effect of a typo.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +72,18 @@ def open_storage(url: str, *, create: bool) -> RDBStorage:
 def make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
     """A sampler by name; TPE is multivariate and grouped because the space is conditional."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=10, seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=10, seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         # CMA-ES handles the numeric parameters; categorical/conditional ones fall back to random.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 

@@ -6,7 +6,9 @@ dense widths only for the dense layers that exist, the weight decay only for opt
 decouple it, the learning rate per optimiser family (Adam and SGD live on different scales).
 
 Compute-aware bounds: the first blocks run at full resolution, so their width is capped lower;
-each pooling halves the side and quarters the cost, so later blocks may be wider.
+each pooling halves the side and quarters the cost, so later blocks may be wider. The other
+ranges are priors that pay off within a few epochs: a 50-trial search cannot afford learning
+rates that diverge or regularisation too strong to fit in its budget.
 
 Epochs are not searched: they are a fidelity set by the search (``--max-epochs``) and by
 ``export-best``, and are passed in.
@@ -58,7 +60,7 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
     for i in range(n_blocks):
         blocks.append(
             ConvBlock(
-                filters=trial.suggest_int(f"b{i}_filters", 4, MAX_FILTERS[i], log=True),
+                filters=trial.suggest_int(f"b{i}_filters", 6, MAX_FILTERS[i], log=True),
                 convs=trial.suggest_int(f"b{i}_convs", 1, 3),
                 kernel=kernel,
                 padding="same" if i == 0 else padding,
@@ -67,14 +69,14 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
         )
     head = _pick(trial, "head", HEADS)
     dense_layers = trial.suggest_int("dense_layers", 0, 2)
-    dense = tuple(trial.suggest_int(f"dense{j}_units", 16, 1024, log=True) for j in range(dense_layers))
+    dense = tuple(trial.suggest_int(f"dense{j}_units", 32, 512, log=True) for j in range(dense_layers))
     return Architecture(
         blocks=tuple(blocks),
         dense=dense,
         activation=_pick(trial, "activation", ACTIVATIONS),
         batch_norm=trial.suggest_categorical("batch_norm", [True, False]),
-        conv_dropout=trial.suggest_float("conv_dropout", 0.0, 0.5),
-        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.6) if dense_layers else 0.0,
+        conv_dropout=trial.suggest_float("conv_dropout", 0.0, 0.3),
+        dense_dropout=trial.suggest_float("dense_dropout", 0.0, 0.5) if dense_layers else 0.0,
         head=head,
     )
 
@@ -82,11 +84,11 @@ def suggest_architecture(trial: BaseTrial) -> Architecture:
 def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
     optimizer = _pick(trial, "optimizer", OPTIMIZERS)
     if optimizer == "sgd":
-        lr = trial.suggest_float("sgd_lr", 1e-3, 0.3, log=True)
+        lr = trial.suggest_float("sgd_lr", 5e-3, 0.2, log=True)
     else:
-        lr = trial.suggest_float("adam_lr", 1e-4, 1e-2, log=True)
+        lr = trial.suggest_float("adam_lr", 2e-4, 5e-3, log=True)
     # Plain Adam couples weight decay with the gradient (L2); the references use none.
-    weight_decay = 0.0 if optimizer == "adam" else trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True)
+    weight_decay = 0.0 if optimizer == "adam" else trial.suggest_float("weight_decay", 1e-5, 5e-2, log=True)
     return TrainConfig(
         optimizer=optimizer,
         lr=lr,
@@ -94,11 +96,11 @@ def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
         batch_size=trial.suggest_categorical("batch_size", list(BATCH_SIZES)),
         epochs=epochs,
         schedule=_pick(trial, "schedule", SCHEDULES),
-        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.2),
+        label_smoothing=trial.suggest_float("label_smoothing", 0.0, 0.15),
         augment=Augment(
-            crop_pad=trial.suggest_int("crop_pad", 0, 3),
+            crop_pad=trial.suggest_int("crop_pad", 0, 2),
             flip=trial.suggest_categorical("flip", [True, False]),
-            erasing=trial.suggest_float("erasing", 0.0, 0.5),
+            erasing=trial.suggest_float("erasing", 0.0, 0.3),
         ),
     )
 
