@@ -30,6 +30,7 @@ test: lint test-fast test-slow  ## set up, then lint, type-check, default suite,
 
 lint: $(STAMP)
 	$(BIN)/ruff check search space tests
+	$(BIN)/ruff format --check search space tests
 	$(BIN)/mypy
 
 test-fast: $(STAMP)

@@ -64,9 +64,7 @@ def run(
     train_subset: Annotated[
         int, typer.Option(help="Train each trial on this many images of the training split; 0 = all.")
     ] = DEFAULT_TRAIN_SUBSET,
-    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = (
-        DEFAULT_VAL_SIZE
-    ),
+    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = (DEFAULT_VAL_SIZE),
     max_mmacs: Annotated[
         float, typer.Option(help="Skip architectures above this many million MACs per image; 0 = no cap.")
     ] = DEFAULT_MAX_MMACS,
@@ -138,7 +136,9 @@ def _print_summary(console: Console, report: Any) -> None:
             f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('images_per_second', 0):,.0f}", format_params(t.params),
         )  # fmt: skip
     console.print(table)
-    if report.best is None:
+    if report.best is None and c["skipped"] and not (c["complete"] + c["pruned"] + c["fail"]):
+        console.print("[yellow]Every architecture drawn was over the --max-mmacs budget; raise it (0 = no cap).[/]")
+    elif report.best is None:
         console.print("[yellow]No trial completed yet; run again with more --trials or a larger --timeout.[/]")
 
 
@@ -201,7 +201,7 @@ def main() -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     debug = "--debug" in sys.argv[1:]
     try:
-        rv = app(standalone_mode=False)
+        rv = app(standalone_mode=False, prog_name="fsearch")
     except typer.Abort:
         err.print("Aborted.")
         sys.exit(1)

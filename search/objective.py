@@ -59,9 +59,7 @@ def trial_seed(study_seed: int, number: int) -> int:
 class Objective:
     """Callable passed to ``study.optimize``: returns the trial's best validation accuracy."""
 
-    def __init__(
-        self, *, splits: Splits, settings: ObjectiveSettings, observer: TrialObserver | None = None
-    ) -> None:
+    def __init__(self, *, splits: Splits, settings: ObjectiveSettings, observer: TrialObserver | None = None) -> None:
         if splits.val is None:
             raise ValueError("a search needs a validation split")
         self.splits = splits

@@ -66,6 +66,8 @@ def open_storage(url: str, *, create: bool) -> RDBStorage:
         # WAL lets readers (the dashboard) work while a search writes; the mode persists in the file.
         with storage.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        # Pooled connections opened before the switch still run in rollback mode: start afresh.
+        storage.engine.dispose()
     return storage
 
 
@@ -127,9 +129,7 @@ def load_study(storage: RDBStorage, name: str, storage_url: str) -> optuna.Study
     names = [s.study_name for s in storage.get_all_studies()]
     if name not in names:
         known = f" (studies there: {', '.join(names)})" if names else ""
-        raise StorageError(
-            f"study {name!r} not found in {storage_url}{known}; run 'fsearch run --study {name}' first"
-        )
+        raise StorageError(f"study {name!r} not found in {storage_url}{known}; run 'fsearch run --study {name}' first")
     return optuna.load_study(study_name=name, storage=storage)
 
 

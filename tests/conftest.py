@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny IDX files written on the fly, and the real data for the slow suite."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from search.data import Splits, load_splits, raw_dir
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_TRAIN = 300  # 30 per class
+TINY_TEST = 50
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as a gzip'd IDX file, the format of the official files."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images whose class is a bright horizontal bar at row ``2 * label + 4``: easy to learn."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row = 2 * int(label) + 4
+        images[i, row : row + 2, 4:24] = 230
+    return images, labels
+
+
+def write_tiny_dataset(root: Path, *, n_train: int = TINY_TRAIN, n_test: int = TINY_TEST) -> Path:
+    folder = raw_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = tiny_images(n, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path: Path) -> Path:
+    """A data dir in torchvision's layout with 300 training and 50 test images (md5s do not match)."""
+    return write_tiny_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_splits(tiny_data_dir: Path) -> Splits:
+    return load_splits(tiny_data_dir, device=torch.device("cpu"), val_size=100, verify=False, download=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the user's cache or writes into the repo's studies/ folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The official files (``$FSEARCH_DATA_DIR`` or ``../shared/data``); the slow suite needs them."""
+    candidates = [Path(os.environ["FSEARCH_DATA_DIR"])] if os.environ.get("FSEARCH_DATA_DIR") else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for candidate in candidates:
+        if (raw_dir(candidate) / "train-images-idx3-ubyte.gz").is_file():
+            return candidate
+    pytest.fail("the real Fashion-MNIST files are not in $FSEARCH_DATA_DIR or ../shared/data")

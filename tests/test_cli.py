@@ -1,0 +1,129 @@
+"""The CLI: exit codes and the exact one-line errors users see; JSON output for scripts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+
+
+def fsearch(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """Run ``fsearch ARGS`` in-process through the real entry point; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.argv", ["fsearch", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
+    return [
+        "run", "--trials", "2", "--max-epochs", "1", "--data-dir", str(data_dir), "--no-verify-data",
+        "--val-size", "100", "--train-subset", "0", "--storage", f"sqlite:///{db}", "--study", "cli",
+        "--device", "cpu", "--sampler", "random", "--max-mmacs", "3", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["run", "--sampler", "bohb"],
+            "Error: Invalid value for --sampler: 'bohb' is not one of tpe, random, cmaes, gp; see 'fsearch run --help'",
+        ),
+        (
+            ["run", "--pruner", "asha"],
+            "Error: Invalid value for --pruner: 'asha' is not one of hyperband, median, sha, none; "
+            "see 'fsearch run --help'",
+        ),
+        (["run", "--trials", "-3"], "Error: --trials must be at least 1, got -3"),
+        (["run", "--trials", "many"], None),
+        (["run", "--timeout", "0"], "Error: --timeout must be positive, got 0.0"),
+        (["run", "--device", "tpu"], "Error: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"),
+        (["run", "--storage", "nonsense"], None),  # checked below: names the URL and an example
+        (
+            ["show", "--storage", "sqlite:///nowhere.db"],
+            "Error: no study database at nowhere.db; run 'fsearch run' first or pass --storage",
+        ),
+        (
+            ["studies", "--storage", "sqlite:///nowhere.db"],
+            "Error: no study database at nowhere.db; run 'fsearch run' first or pass --storage",
+        ),
+        (
+            ["run", "--data-dir", "does/not/exist"],
+            "Error: data dir does/not/exist does not exist; pass a folder holding FashionMNIST/raw/*.gz",
+        ),
+        (["frobnicate"], None),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    args: list[str], line: str | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2
+    assert out == ""  # errors go to stderr only
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    assert "Traceback" not in err
+    if line is not None:
+        assert lines[0] == line
+
+
+def test_corrupt_data_names_the_file(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [a for a in _tiny_run(tiny_data_dir, tmp_path / "s.db") if a != "--no-verify-data"]
+    code, _, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2
+    assert err.startswith(f"Error: {tiny_data_dir}/FashionMNIST/raw/train-images-idx3-ubyte.gz is corrupt (md5 ")
+
+
+def test_run_then_studies_then_show(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "s.db"
+    code, out, err = fsearch([*_tiny_run(tiny_data_dir, db), "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["study"] == "cli" and report["this_run"]["complete"] == 2
+    assert report["best"]["state"] == "complete" and 0 <= report["best"]["value"] <= 1
+
+    code, out, _ = fsearch(["studies", "--storage", f"sqlite:///{db}", "--json"], capsys, monkeypatch)
+    assert code == 0
+    [row] = json.loads(out)
+    assert row["study"] == "cli" and row["complete"] == 2
+
+    code, out, _ = fsearch(["show", "--storage", f"sqlite:///{db}", "--study", "cli", "--json"], capsys, monkeypatch)
+    assert code == 0
+    shown = json.loads(out)
+    assert shown[0]["number"] == report["best"]["number"]
+    assert all("parameters" in t["user_attrs"] for t in shown)
+
+    code, _, err = fsearch(["show", "--storage", f"sqlite:///{db}", "--study", "other"], capsys, monkeypatch)
+    assert code == 2
+    assert err.strip() == (
+        f"Error: study 'other' not found in sqlite:///{db} (studies there: cli); run 'fsearch run --study other' first"
+    )
+
+
+def test_human_output_has_a_summary_table(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = fsearch(_tiny_run(tiny_data_dir, tmp_path / "s.db"), capsys, monkeypatch)
+    assert code == 0, err
+    assert "cli: this run 2 complete, 0 pruned, 0 failed" in out
+    assert "Best trials of the study" in out
+    assert "trial 0" in out or "trial 1" in out  # the per-trial log lines
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = fsearch(["--help"], capsys, monkeypatch)
+    assert code == 0
+    assert all(cmd in out for cmd in ("run", "studies", "show"))

@@ -1,0 +1,157 @@
+"""The search end to end on tiny data: trials land in SQLite, get pruned, resume, survive Ctrl+C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import data, objective
+from search.errors import ConfigError
+from search.objective import Objective, ObjectiveSettings, trial_seed
+from search.runner import MAX_SKIPS_PER_TRIAL, SearchOptions, run_search
+from search.train import DivergedError, EpochStats
+
+RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}
+
+
+def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
+    base: dict[str, Any] = {
+        "storage": f"sqlite:///{tmp_path / 'search.db'}", "study": "tiny", "trials": 2, "data_dir": data_dir,
+        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None,
+        "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0,
+    }  # fmt: skip
+    return SearchOptions(**(base | kw))
+
+
+def test_a_search_records_every_trial_and_a_second_run_resumes(tiny_data_dir: Path, tmp_path: Path) -> None:
+    first = run_search(_opts(tiny_data_dir, tmp_path, trials=2))
+    trained = [t for t in first.study.trials if not t.user_attrs.get("over_budget")]
+    assert len(trained) == 2 and first.counts["complete"] == 2
+    for t in trained:
+        assert set(t.user_attrs) >= RECORDED, t.user_attrs
+        assert t.user_attrs["epochs_run"] == 1 and t.intermediate_values.keys() == {1}
+        assert 0.0 <= t.value <= 1.0  # type: ignore[operator]
+    before = {t.number: (t.params, t.value) for t in first.study.trials}
+
+    second = run_search(_opts(tiny_data_dir, tmp_path, trials=1))
+    trials = second.study.trials
+    assert {t.number: (t.params, t.value) for t in trials if t.number in before} == before  # kept as they were
+    assert sum(not t.user_attrs.get("over_budget") for t in trials) == 3  # --trials adds that many
+    new_params = [t.params for t in trials if t.number not in before and not t.user_attrs.get("over_budget")]
+    assert new_params and all(p not in [v[0] for v in before.values()] for p in new_params)
+
+
+def test_over_budget_draws_are_skipped_and_not_counted(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = run_search(_opts(tiny_data_dir, tmp_path, trials=1, max_mmacs=1.5))
+    skipped = [t for t in report.study.trials if t.user_attrs.get("over_budget")]
+    assert skipped and report.counts["skipped"] == len(skipped)
+    assert all(
+        t.state == TrialState.PRUNED and "over the --max-mmacs" in t.user_attrs["pruned_reason"] for t in skipped
+    )
+    assert report.counts["complete"] + report.counts["pruned"] + report.counts["fail"] == 1
+
+
+def test_a_budget_nothing_fits_gives_up_instead_of_spinning(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = run_search(_opts(tiny_data_dir, tmp_path, trials=1, max_mmacs=0.01))
+    assert report.counts["skipped"] == MAX_SKIPS_PER_TRIAL and report.best is None
+
+
+def test_warm_start_trains_the_presets_first(tiny_data_dir: Path, tmp_path: Path) -> None:
+    report = run_search(_opts(tiny_data_dir, tmp_path, trials=3, warm_start=True, max_mmacs=1.0))
+    presets = [t.user_attrs.get("preset") for t in report.study.trials[:3]]
+    assert presets == ["cnn3", "cnn2", "lenet5"]
+    assert all(t.state == TrialState.COMPLETE for t in report.study.trials[:3])  # exempt from the MAC cap
+
+
+class _PruneEverything(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+def _objective(tiny_splits: data.Splits, **kw: Any) -> Objective:
+    return Objective(splits=tiny_splits, settings=ObjectiveSettings(max_epochs=3, seed=0, **kw))
+
+
+def test_the_objective_stops_a_trial_the_pruner_rejects(tiny_splits: data.Splits) -> None:
+    study = optuna.create_study(direction="maximize", pruner=_PruneEverything())
+    study.optimize(_objective(tiny_splits, max_mmacs=3.0), n_trials=1)
+    [t] = study.trials
+    assert t.state == TrialState.PRUNED
+    if not t.user_attrs.get("over_budget"):
+        assert t.user_attrs["epochs_run"] == 1 and list(t.intermediate_values) == [1]
+        assert t.user_attrs["pruned_reason"].startswith("pruned at epoch 1")
+
+
+def test_a_diverging_trial_is_pruned_with_its_reason(tiny_splits: data.Splits, monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverge(*args: Any, **kwargs: Any) -> None:
+        raise DivergedError("loss became non-finite at epoch 1, step 50")
+
+    monkeypatch.setattr(objective, "train", diverge)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(_objective(tiny_splits), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert study.trials[0].user_attrs["pruned_reason"] == "loss became non-finite at epoch 1, step 50"
+
+
+def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tiny_data_dir: Path, tmp_path: Path) -> None:
+    class InterruptAtFirstEpoch:
+        def trial_started(self, number: int, params: dict[str, Any]) -> None:
+            pass
+
+        def step(self, done: int, total: int) -> None:
+            pass
+
+        def epoch_ended(self, number: int, stats: EpochStats) -> None:
+            raise KeyboardInterrupt
+
+    opts = _opts(tiny_data_dir, tmp_path, trials=2, max_mmacs=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(opts, observer=InterruptAtFirstEpoch())
+    study = optuna.load_study(study_name="tiny", storage=opts.storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    resumed = run_search(opts)
+    assert [t.state for t in resumed.study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_a_search_never_reads_the_test_set(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[str] = []
+    real = data.read_split
+
+    def spy(data_dir: Path, split: str, **kw: Any) -> data.ImageSet:
+        read.append(split)
+        return real(data_dir, split, **kw)
+
+    monkeypatch.setattr(data, "read_split", spy)
+    run_search(_opts(tiny_data_dir, tmp_path, trials=1))
+    assert read == ["train"]
+
+
+def test_trial_seeds_are_derived_from_the_study_seed_and_number() -> None:
+    assert trial_seed(0, 5) == trial_seed(0, 5)
+    assert len({trial_seed(0, n) for n in range(100)}) == 100
+    assert trial_seed(1, 5) != trial_seed(0, 5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trials": 0}, "--trials must be at least 1"),
+        ({"max_epochs": 0}, "--max-epochs must be at least 1"),
+        ({"timeout": -1.0}, "--timeout must be positive"),
+        ({"train_subset": -5}, "--train-subset must be positive"),
+        ({"sampler": "bohb"}, "unknown sampler 'bohb'"),
+        ({"study": " "}, "--study must not be empty"),
+    ],
+)
+def test_options_are_validated_before_anything_runs(
+    tiny_data_dir: Path, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_search(_opts(tiny_data_dir, tmp_path, **change))
+    assert not (tmp_path / "search.db").exists()

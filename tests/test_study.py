@@ -1,0 +1,112 @@
+"""Pruning (without training), samplers and pruners by name, storage errors, summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.errors import ConfigError, StorageError
+from search.study import (
+    PRUNERS,
+    SAMPLERS,
+    create_or_resume,
+    load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    study_summaries,
+)
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+@pytest.mark.parametrize("name", ["sha", "hyperband", "median"])
+def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
+    # The study's first trials set the bar; a trial far below it must be told to stop at the first rung.
+    # A fixed name: Hyperband assigns brackets by hashing the study name with the trial number.
+    study = optuna.create_study(study_name="pruning", direction="maximize", pruner=make_pruner(name, max_epochs=9))
+    for _ in range(12):
+        trial = study.ask()
+        for epoch in range(1, 10):
+            trial.report(0.90 + 0.001 * epoch, epoch)
+            assert not trial.should_prune()  # asking is what records a trial's rungs
+        study.tell(trial, 0.909)
+    laggard = study.ask()
+    laggard.report(0.10, 1)
+    assert laggard.should_prune()
+
+
+def test_the_none_pruner_never_prunes() -> None:
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("none", max_epochs=5))
+    study.tell(study.ask(), 0.9)
+    trial = study.ask()
+    trial.report(0.0, 1)
+    assert not trial.should_prune()
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_is_made_and_seeded(name: str) -> None:
+    sampler = make_sampler(name, seed=3)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+def test_unknown_names_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown sampler 'bohb'"):
+        make_sampler("bohb", seed=0)
+    with pytest.raises(ConfigError, match="unknown pruner 'asha'"):
+        make_pruner("asha", max_epochs=3)
+    assert set(PRUNERS) == {"hyperband", "median", "sha", "none"}
+
+
+def test_bad_storage_urls_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="bad storage URL"):
+        open_storage("not a url", create=True)
+    with pytest.raises(StorageError, match="unknown database kind"):
+        open_storage("nosuchdb://x/y", create=True)
+    with pytest.raises(StorageError, match="no study database at"):
+        open_storage(_url(tmp_path), create=False)
+    assert not (tmp_path / "s.db").exists()  # a read-only command creates nothing
+    with pytest.raises(StorageError, match="does not exist; create it first"):
+        open_storage(f"sqlite:///{tmp_path / 'missing' / 's.db'}", create=True)
+
+
+def test_sqlite_storage_uses_wal(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path), create=True)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_create_or_resume_keeps_trials_and_refuses_another_space(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path), create=True)
+    kw = {"sampler": make_sampler("random", seed=0), "pruner": make_pruner("none", max_epochs=1)}
+    study = create_or_resume(storage, "s", **kw)
+    study.tell(study.ask(), 0.5)
+    again = create_or_resume(open_storage(_url(tmp_path), create=False), "s", **kw)
+    assert [t.value for t in again.trials] == [0.5]
+    again.set_user_attr("space_version", "0")
+    with pytest.raises(StorageError, match="made with search space v0"):
+        create_or_resume(storage, "s", **kw)
+
+
+def test_load_study_lists_the_known_ones(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path), create=True)
+    optuna.create_study(storage=storage, study_name="alpha")
+    with pytest.raises(StorageError, match=r"study 'beta' not found in .* \(studies there: alpha\); run 'fsearch run"):
+        load_study(storage, "beta", _url(tmp_path))
+
+
+def test_summaries_count_states_and_best(tmp_path: Path) -> None:
+    storage = open_storage(_url(tmp_path), create=True)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.tell(study.ask(), 0.7)
+    study.tell(study.ask(), 0.8)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    [row] = study_summaries(storage)
+    assert row["trials"] == 4 and row["complete"] == 2 and row["pruned"] == 1 and row["fail"] == 1
+    assert row["best_value"] == 0.8 and row["best_trial"] == 1

@@ -1,0 +1,100 @@
+"""The training loop: learns, reports every epoch, stops on divergence, reproducible, augments on the batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from search.augment import normalize, prepare_batch, random_crop, random_erase, random_flip
+from search.data import Splits
+from search.train import DivergedError, EpochStats, Runtime, train
+from space import Architecture, Augment, ConvBlock, TrainConfig, build_model
+
+CPU = Runtime(device=torch.device("cpu"))
+SMALL = Architecture(blocks=(ConvBlock(8), ConvBlock(16)), dense=(32,), batch_norm=True)
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base: dict[str, object] = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 32, "epochs": 3}
+    return TrainConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_train_learns_the_tiny_task_and_reports_each_epoch(tiny_splits: Splits) -> None:
+    seen: list[EpochStats] = []
+    result = train(build_model(SMALL), _cfg(), tiny_splits, runtime=CPU, seed=0, on_epoch_end=seen.append)
+    assert [s.epoch for s in result.history] == [1, 2, 3] and seen == list(result.history)
+    assert result.epochs_run == 3
+    assert result.best is not None and result.best.val_acc is not None
+    assert result.best.val_acc >= 0.9  # the bar's row gives the class away
+    assert all(s.images == (200 // 32) * 32 and s.seconds > 0 for s in result.history)
+    assert result.images_per_second > 0
+
+
+def test_same_seed_same_run(tiny_splits: Splits) -> None:
+    cfg = _cfg(epochs=1, augment=Augment(crop_pad=2, flip=True, erasing=0.3), schedule="onecycle")
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # the model's initialisation is the caller's; train() seeds the rest
+        runs.append(train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=7).history[0])
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].val_acc == runs[1].val_acc
+
+
+def test_an_exception_from_the_callback_stops_training(tiny_splits: Splits) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(stats: EpochStats) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(build_model(SMALL), _cfg(), tiny_splits, runtime=CPU, seed=0, on_epoch_end=stop_after_first)
+
+
+def test_divergence_raises(tiny_splits: Splits) -> None:
+    cfg = _cfg(optimizer="sgd", lr=1e12, epochs=2)
+    arch = Architecture(blocks=(ConvBlock(8),), dense=())
+    with pytest.raises(DivergedError, match="non-finite"):
+        train(build_model(arch), cfg, tiny_splits, runtime=CPU, seed=0)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_every_optimizer_and_schedule_runs(tiny_splits: Splits, optimizer: str, schedule: str) -> None:
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    cfg = _cfg(optimizer=optimizer, lr=lr, schedule=schedule, epochs=1, weight_decay=1e-4, label_smoothing=0.1)
+    result = train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0)
+    assert result.history[0].train_loss > 0
+
+
+def test_random_crop_shifts_within_the_padding() -> None:
+    x = torch.zeros(64, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 14, 14] = 255
+    out = random_crop(x, 2)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    rows, cols = (out[:, 0] == 255).nonzero()[:, 1], (out[:, 0] == 255).nonzero()[:, 2]
+    assert int((out == 255).sum()) == 64  # every pixel moved, none lost (shift 2 < distance to the edge)
+    assert rows.min() >= 12 and rows.max() <= 16 and cols.min() >= 12 and cols.max() <= 16
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 1
+
+
+def test_random_flip_mirrors_about_half() -> None:
+    x = torch.arange(28, dtype=torch.uint8).expand(200, 1, 28, 28)
+    out = random_flip(x)
+    flipped = (out[:, 0, 0, 0] == 27).sum().item()
+    assert 60 < flipped < 140
+    assert all(torch.equal(o, x[0]) or torch.equal(o, x[0].flip(-1)) for o in out)
+
+
+def test_random_erase_zeroes_rectangles_with_probability_p() -> None:
+    x = torch.ones(400, 1, 28, 28)
+    out = random_erase(x, 0.5)
+    erased = (out == 0).flatten(1).any(1).float().mean().item()
+    assert 0.35 < erased < 0.65
+    assert (random_erase(x, 0.0) == x).all()
+
+
+def test_prepare_batch_normalises_without_augmenting_for_evaluation() -> None:
+    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    out = prepare_batch(x, None, 0.3, 0.35)
+    torch.testing.assert_close(out, (x.float() / 255 - 0.3) / 0.35)
+    torch.testing.assert_close(normalize(x, 0.3, 0.35), out)
