@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -95,6 +96,8 @@ def run(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live display reports every trial
     console = Console(stderr=json_out, log_path=False)
     header = f"fsearch · study {study} · {storage}"
+    # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
             report = run_search(opts, observer=display, on_trial_end=display)
@@ -114,6 +117,10 @@ def run(
         typer.echo(json.dumps(out, indent=2))
         return
     _print_summary(console, report)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_summary(console: Console, report: Any) -> None:
