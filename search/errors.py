@@ -17,3 +17,11 @@ class StorageError(FsearchError):
 
 class ConfigError(FsearchError):
     """An option or a configuration is invalid."""
+
+
+class ModelError(FsearchError):
+    """A saved model directory is missing, unsafe, truncated or does not match its config."""
+
+
+class ImageError(FsearchError):
+    """An input image cannot be read (not an image, empty, too large, corrupt)."""

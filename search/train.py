@@ -132,7 +132,10 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+        # Under 8 steps OneCycleLR's warm-up is degenerate (it divides by zero at 4: tiny data); a longer
+        # nominal schedule is harmless there.
+        steps = max(total_steps, 8)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))

@@ -1,0 +1,185 @@
+"""``export_best``: pick a trial of a study, replay it through ``suggest`` and retrain it.
+
+The trial's parameters go through Optuna's ``FixedTrial`` into the same ``suggest`` the search
+used, so the retrained model is built and trained by exactly the code that scored it. A study
+made with another search space, an empty study and a study without a completed trial are
+refused with one clear error before anything trains. The export is recorded on the study as
+the user attribute ``export:<trial>`` (finished trials' attributes cannot change), where the
+Optuna dashboard shows it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.trial import FixedTrial, FrozenTrial, TrialState
+
+from search.errors import ConfigError, StorageError
+from search.graph import check_formats
+from search.retrain import ExportReport, RetrainOptions, StartCallback, retrain, safe_name
+from search.study import best_trial, load_study, open_storage
+from search.train import EpochCallback, StepCallback
+from space import SPACE_VERSION, TrialConfig, suggest
+
+MIN_EPOCHS, MAX_EPOCHS = 5, 40
+RISING_FACTOR, PLATEAU_FACTOR = 3, 2
+
+
+def default_out(study: str) -> Path:
+    return Path("studies") / safe_name(study) / "best"
+
+
+def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
+    """The retraining's epochs from the trial's validation curve, and the rule's inputs.
+
+    The search trained the trial for ``epochs_run`` epochs on a subset of the training split.
+    If its validation accuracy was still rising (its last epoch was its best), it could have
+    used more: retrain for 3x the epochs it ran. Otherwise it peaked at ``best_epoch``: retrain
+    for 2x that. Either factor also accounts for the larger training set (60,000 images
+    instead of the search's subset, 25,000 by default): more data overfits later and so
+    supports a longer schedule. The result is clamped to [5, 40].
+    """
+    curve = dict(sorted(trial.intermediate_values.items()))
+    epochs_run = int(trial.user_attrs.get("epochs_run", max(curve, default=1)))
+    if curve:
+        best_value = max(curve.values())
+        best_epoch = min(step for step, value in curve.items() if value == best_value)
+        still_rising = curve[max(curve)] >= best_value
+    else:  # no curve recorded: treat it as still rising
+        best_epoch, still_rising = int(trial.user_attrs.get("best_epoch", epochs_run)), True
+    raw = RISING_FACTOR * epochs_run if still_rising else PLATEAU_FACTOR * best_epoch
+    epochs = min(max(raw, MIN_EPOCHS), MAX_EPOCHS)
+    rule = {
+        "rule": f"{RISING_FACTOR}x epochs_run if still rising else {PLATEAU_FACTOR}x best_epoch, "
+        f"clamped to [{MIN_EPOCHS}, {MAX_EPOCHS}]",
+        "epochs_run": epochs_run, "best_epoch": best_epoch, "still_rising": still_rising,
+        "val_curve": {str(k): v for k, v in curve.items()}, "epochs": epochs,
+    }  # fmt: skip
+    return epochs, rule
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """The best completed trial, or trial ``number``; one clear error when there is none."""
+    name = study.study_name
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise StorageError(f"study {name!r} has no trials; run 'fsearch run --study {name}' first")
+    if number is None:
+        best = best_trial(trials)
+        if best is None:
+            counts = Counter(t.state.name.lower() for t in trials)
+            states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            raise StorageError(
+                f"study {name!r} has no completed trial ({states}); run 'fsearch run --study {name}' to add trials"
+            )
+        return best
+    found = [t for t in trials if t.number == number]
+    if not found:
+        raise StorageError(
+            f"trial {number} not found in study {name!r} (trials 0-{trials[-1].number}); "
+            f"see 'fsearch show --study {name}'"
+        )
+    if found[0].state != TrialState.COMPLETE:
+        raise StorageError(
+            f"trial {number} of study {name!r} is {found[0].state.name.lower()}, not complete; "
+            f"pick a completed one (see 'fsearch show --study {name}')"
+        )
+    return found[0]
+
+
+def replay(trial: FrozenTrial, *, epochs: int, study: str) -> TrialConfig:
+    """The trial's configuration through ``suggest`` with a ``FixedTrial``; refuse foreign parameters."""
+    fixed = FixedTrial(trial.params, number=trial.number)
+    try:
+        with warnings.catch_warnings():
+            # FixedTrial only warns about a value outside this space's range: that is a mismatch here.
+            warnings.simplefilter("error", UserWarning)
+            cfg = suggest(fixed, epochs=epochs)
+    except (ValueError, UserWarning) as exc:
+        raise StorageError(
+            f"trial {trial.number} of study {study!r} does not fit this search space ({exc}); "
+            f"export it with the fsearch version that made the study"
+        ) from None
+    if set(fixed.params) != set(trial.params):
+        extra = ", ".join(sorted(set(trial.params) - set(fixed.params)))
+        raise StorageError(
+            f"trial {trial.number} of study {study!r} has parameters this search space does not know ({extra}); "
+            f"export it with the fsearch version that made the study"
+        )
+    return cfg
+
+
+def export_best(
+    *,
+    study: str,
+    storage: str,
+    opts: RetrainOptions | None = None,
+    trial: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    on_start: StartCallback | None = None,
+) -> ExportReport:
+    """Retrain trial ``trial`` (default: the best) of ``study`` on all training images and export it.
+
+    ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` to the trial's recorded seed;
+    ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
+    is loaded; ``on_start`` the config just before training (the CLI shows both).
+    """
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    found = load_study(open_storage(storage, create=False), study, storage)
+    space = found.user_attrs.get("space_version")
+    if space != SPACE_VERSION:
+        made = f"search space v{space}" if space is not None else "no fsearch search space version"
+        raise StorageError(
+            f"study {study!r} was made with {made}, this fsearch has v{SPACE_VERSION}; "
+            f"export it with the fsearch version that made it"
+        )
+    if opts is not None:  # fail on a --format whose packages are missing before anything else
+        check_formats(opts.formats)
+    chosen = pick_trial(found, trial)
+    auto_epochs, rule = default_epochs(chosen)
+    cfg = replay(chosen, epochs=epochs or auto_epochs, study=study)
+    if seed is None:
+        seed = int(chosen.user_attrs.get("seed", 0))
+    base = opts or RetrainOptions(out=default_out(study))
+    opts = RetrainOptions(
+        out=base.out, data_dir=base.data_dir, device=base.device, seed=seed, verify_data=base.verify_data,
+        formats=base.formats, tta=base.tta,
+    )  # fmt: skip
+    provenance = {
+        "source": "study", "study": study, "storage": _redacted(storage), "trial": chosen.number,
+        "params": chosen.params, "search_val_accuracy": chosen.value, "search_user_attrs": chosen.user_attrs,
+        "epochs": cfg.train.epochs, "epochs_from": "--epochs" if epochs else "default rule", "epochs_rule": rule,
+    }  # fmt: skip
+    if on_trial is not None:
+        on_trial(chosen)
+    report = retrain(cfg, opts, provenance=provenance, on_epoch_end=on_epoch_end, on_step=on_step, on_start=on_start)
+    found.set_user_attr(
+        f"export:{chosen.number}",
+        {
+            "test_accuracy": report.test_accuracy, "test_loss": report.metrics["loss"],
+            "tta_test_accuracy": (report.metrics.get("tta") or {}).get("accuracy"),
+            "path": str(report.directory.resolve()), "epochs": report.epochs, "seed": seed,
+            "device": report.device, "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    )  # fmt: skip
+    return report
+
+
+def _redacted(url: str) -> str:
+    """The storage URL without a password (it lands in config.json)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url

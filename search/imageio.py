@@ -1,0 +1,115 @@
+"""Turn a user's PNG or JPEG into a Fashion-MNIST-like 28x28 uint8 image for ``fsearch predict``.
+
+Preprocessing, in order (it follows how Fashion-MNIST itself was made from product photos:
+trim, resize the longest edge to 28, centre, negate, 8-bit grayscale):
+
+1. Only PNG and JPEG are opened (no other decoder runs on untrusted files). Images over
+   :data:`MAX_PIXELS` pixels are refused before decoding, and so is anything Pillow flags as a
+   decompression bomb. The EXIF orientation of photos is applied.
+2. Grayscale: 16-bit images are scaled (65535 -> 255), not clipped; transparent images
+   (RGBA, LA, palette with transparency) are composited onto white first; every other mode
+   (1, P, RGB, CMYK, ...) is converted with Pillow's ITU-R 601-2 luma.
+3. Polarity: Fashion-MNIST shows light garments on a dark background. If the border pixels
+   (an outer ring 2% of the shorter side wide, at least 1 pixel) are light on average, the
+   image is inverted.
+4. Background to black: the median border value becomes 0 and the rest is stretched linearly.
+5. Trim to the bounding box of the pixels brighter than 5% of full scale (the garment).
+6. Resize, keeping the aspect ratio, so the longer side is 28 pixels (Lanczos), and centre it
+   on a black 28x28 canvas (the padding).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from search.errors import ImageError
+
+SIZE = 28
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB: enough, and bounded
+FORMATS = ("PNG", "JPEG")
+BORDER_FRACTION = 0.02
+TRIM_THRESHOLD = 0.05 * 255  # Fashion-MNIST trimmed edges within 5% of the background
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """The image at ``path`` as uint8 ``(1, 28, 28)``, preprocessed as the module docstring says.
+
+    Raises :class:`ImageError` with one line naming the file and the problem.
+    """
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and raises above twice that: both are refusals here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,}; shrink the image first"
+                    )
+                gray = to_gray(ImageOps.exif_transpose(img))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a PNG or JPEG image") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for truncated or corrupt data
+        raise ImageError(f"{path}: cannot decode the image ({exc})") from None
+    return torch.from_numpy(fashion_mnist_like(gray)).unsqueeze(0)
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Float32 ``(H, W)`` grayscale in [0, 255] from any Pillow mode."""
+    if img.mode in _SIXTEEN_BIT:
+        return np.asarray(img, dtype=np.float32) / 257.0  # scale, since convert("L") would clip at 255
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = float(arr.max()) if arr.size else 0.0
+        return np.clip(arr * (255.0 / peak) if peak > 255 else arr, 0, 255)
+    if img.mode in _ALPHA or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.float32)
+    return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def border(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the outer ring of the image."""
+    ring = max(1, round(BORDER_FRACTION * min(gray.shape)))
+    mask = np.zeros(gray.shape, dtype=bool)
+    mask[:ring, :] = mask[-ring:, :] = True
+    mask[:, :ring] = mask[:, -ring:] = True
+    return gray[mask]
+
+
+def fashion_mnist_like(gray: np.ndarray) -> np.ndarray:
+    """Steps 3-6 of the module docstring: ``(H, W)`` float grayscale to uint8 ``(28, 28)``."""
+    edge = border(gray)
+    if float(edge.mean()) > 127.5:  # light background: invert to Fashion-MNIST's polarity
+        gray, edge = 255.0 - gray, 255.0 - edge
+    background = float(np.median(edge))
+    gray = np.clip((gray - background) * (255.0 / max(255.0 - background, 1.0)), 0, 255)
+    rows = np.flatnonzero((gray > TRIM_THRESHOLD).any(axis=1))
+    cols = np.flatnonzero((gray > TRIM_THRESHOLD).any(axis=0))
+    if rows.size:  # a blank image has nothing to trim to
+        gray = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = gray.shape
+    scale = SIZE / max(h, w)
+    new_w, new_h = max(1, min(SIZE, round(w * scale))), max(1, min(SIZE, round(h * scale)))
+    as_float = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))  # mode F: no rounding before resizing
+    resized = as_float.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    top, left = (SIZE - new_h) // 2, (SIZE - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(resized, dtype=np.float32)
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)

@@ -1,0 +1,101 @@
+"""Use a saved model: classify image files (``fsearch predict``), re-measure it (``fsearch evaluate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.data import CLASSES, default_data_dir, load_test
+from search.device import describe, resolve_device
+from search.errors import ConfigError, ImageError, ModelError
+from search.export import LoadedModel, load_model
+from search.imageio import read_image
+from search.metrics import classification_metrics
+from search.train import Runtime, evaluate, prepare_model
+
+BATCH = 1024  # images per forward pass when many files are given
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image, most probable first."""
+
+    image: str
+    top: tuple[tuple[str, float], ...]
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image, "class": self.label, "confidence": self.confidence,
+            "top": [{"class": c, "probability": p} for c, p in self.top],
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read, with the one-line reason."""
+
+    image: str
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "error": self.error}
+
+
+def predict_files(loaded: LoadedModel, paths: Sequence[Path], *, top: int = 1) -> list[Prediction | Failure]:
+    """One result per path, in order; unreadable images become :class:`Failure` and the rest go on."""
+    if not 1 <= top <= len(loaded.classes):
+        raise ConfigError(f"--top must be within 1..{len(loaded.classes)}, got {top}")
+    images: dict[int, torch.Tensor] = {}
+    results: list[Prediction | Failure | None] = []
+    for i, path in enumerate(paths):
+        try:
+            images[i] = read_image(path)
+            results.append(None)
+        except ImageError as exc:
+            results.append(Failure(image=str(path), error=str(exc)))
+    order = list(images)
+    for start in range(0, len(order), BATCH):
+        chunk = order[start : start + BATCH]
+        probs = loaded.probabilities(torch.stack([images[i] for i in chunk]))
+        values, indices = probs.topk(top, dim=1)
+        for row, i in enumerate(chunk):
+            top_k = tuple(
+                (loaded.classes[int(c)], round(float(p), 6)) for p, c in zip(values[row], indices[row], strict=True)
+            )
+            results[i] = Prediction(image=str(paths[i]), top=top_k)
+    return [r for r in results if r is not None]
+
+
+def evaluate_saved(loaded: LoadedModel, *, data_dir: Path | None, verify: bool = True) -> dict[str, Any]:
+    """The saved model's metrics on the 10,000 test images (on its device), beside the recorded ones."""
+    if data_dir is not None and not data_dir.is_dir():
+        raise ConfigError(f"data dir {data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
+    if tuple(loaded.classes) != CLASSES:
+        raise ModelError(f"{loaded.directory} was not trained on Fashion-MNIST's classes; it cannot be evaluated here")
+    device = next(loaded.model.parameters()).device
+    runtime = Runtime(device=device)
+    test = load_test(data_dir if data_dir is not None else default_data_dir(), device=device, verify=verify)
+    model = prepare_model(loaded.model, runtime)
+    ev = evaluate(model, test, mean=loaded.mean, std=loaded.std, runtime=runtime)
+    metrics = classification_metrics(ev.logits, test.y, loaded.classes)
+    return metrics | {
+        "model": str(loaded.directory), "device": describe(device),
+        "recorded_test_accuracy": loaded.meta.get("test_accuracy"),
+    }  # fmt: skip
+
+
+def load(directory: Path, *, device: str = "auto") -> LoadedModel:
+    """Resolve ``device`` (auto, cpu, cuda, ...) and load the model directory there."""
+    return load_model(directory, device=resolve_device(device))

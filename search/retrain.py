@@ -1,0 +1,197 @@
+"""Retrain a configuration on all 60,000 training images, test it once, write a model directory.
+
+The library API behind ``fsearch export-best`` and ``fsearch train --preset``. It trains with
+the one training loop (:func:`search.train.train`) with no validation split, reads the test
+set only after training has finished, evaluates on it exactly once, and writes into ``out``:
+
+- ``model.safetensors`` and ``config.json`` (see :mod:`search.export`);
+- ``metrics.json``: test accuracy and loss, per-class precision/recall/F1, confusion matrix,
+  training time (and flip test-time augmentation results with ``tta``);
+- ``history.csv``, ``confusion_matrix.png``, ``training_curves.png``;
+- ``model.onnx`` / ``model.torchscript.pt`` when asked for (see :mod:`search.graph`).
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search.data import CLASSES, ImageSet, default_data_dir, load_splits, load_test
+from search.device import describe, resolve_device
+from search.errors import ConfigError
+from search.export import save_model, write_json
+from search.graph import GRAPH_FILES, check_formats, export_graph
+from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
+from search.train import EpochCallback, Runtime, StepCallback, evaluate, seed_everything, train
+from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
+
+StartCallback = Callable[[TrialConfig], None]
+GRAPH_SAMPLE = 256  # test images the exported graphs are checked on
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """Where the data is, where to run, where to write, and what else to produce."""
+
+    out: Path
+    data_dir: Path | None = None
+    device: str = "auto"
+    seed: int = 0
+    verify_data: bool = True
+    formats: tuple[str, ...] = ()
+    tta: bool = False
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What a retraining produced (the CLI prints it; ``--json`` dumps it)."""
+
+    directory: Path
+    files: tuple[str, ...]
+    epochs: int
+    seed: int
+    device: str
+    train_seconds: float
+    metrics: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory), "files": list(self.files), "epochs": self.epochs, "seed": self.seed,
+            "device": self.device, "train_seconds": self.train_seconds, "test_accuracy": self.test_accuracy,
+            "test_loss": self.metrics["loss"], "tta": self.metrics.get("tta"), "provenance": self.provenance,
+        }  # fmt: skip
+
+
+def safe_name(name: str) -> str:
+    """A study or preset name usable as one folder name (no separators, no '..')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "_"
+    return cleaned
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that trained the model (recorded in config.json)."""
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchvision", "optuna", "safetensors", "fsearch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def retrain(
+    cfg: TrialConfig,
+    opts: RetrainOptions,
+    *,
+    provenance: dict[str, Any],
+    on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_start: StartCallback | None = None,
+) -> ExportReport:
+    """Train ``cfg`` on the full training set, evaluate once on the test set, write ``opts.out``.
+
+    ``provenance`` says where the configuration came from (study and trial, or preset); the
+    seed, the device and the software versions are added here. ``on_start`` is called with the
+    config once the data is loaded, just before training (a display sizes its bars there).
+    """
+    check_formats(opts.formats)
+    if opts.tta and not cfg.train.augment.flip:
+        raise ConfigError("--tta evaluates with flipped images, but this model does not train with flips; drop --tta")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {cfg.train.epochs}")
+    if opts.data_dir is not None and not opts.data_dir.is_dir():
+        raise ConfigError(f"data dir {opts.data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
+    data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
+    device = resolve_device(opts.device)
+    runtime = Runtime(device=device)
+    # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
+    splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
+    seed_everything(opts.seed)
+    model = build_model(cfg.arch)
+    if on_start is not None:
+        on_start(cfg)
+    started = time.perf_counter()
+    result = train(model, cfg.train, splits, runtime=runtime, seed=opts.seed, on_epoch_end=on_epoch_end,
+                   on_step=on_step)  # fmt: skip
+    wall = time.perf_counter() - started
+
+    # The test set is read only now, after training, and evaluated on once.
+    test = load_test(data_dir, device=device, verify=opts.verify_data)
+    ev = evaluate(model, test, mean=splits.mean, std=splits.std, runtime=runtime)
+    metrics = classification_metrics(ev.logits, test.y, CLASSES)
+    if opts.tta:
+        mirrored = evaluate(model, ImageSet(test.x.flip(-1), test.y), mean=splits.mean, std=splits.std, runtime=runtime)
+        metrics["tta"] = {"method": "mean softmax of image and its mirror image"} | flip_tta(
+            ev.logits, mirrored.logits, test.y
+        )
+    metrics |= {
+        "train_seconds": round(result.train_seconds, 3), "wall_seconds": round(wall, 3),
+        "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
+        "train_images": len(splits.train),
+    }  # fmt: skip
+
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    graphs: dict[str, str] = {}
+    for fmt, name in GRAPH_FILES.items():
+        (out / name).unlink(missing_ok=True)  # no stale graph from an earlier export of another model
+        if fmt in opts.formats:
+            graphs[fmt] = export_graph(fmt, out, model, mean=splits.mean, std=splits.std,
+                                       sample=test.x[:GRAPH_SAMPLE]).name  # fmt: skip
+    device_name = describe(device)
+    provenance = provenance | {"seed": opts.seed, "device": device_name, "versions": versions()}
+    extra = {
+        "parameters": count_parameters(model), "train_images": len(splits.train), "epochs": result.epochs_run,
+        "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
+        "tta_test_accuracy": metrics["tta"]["accuracy"] if opts.tta else None,
+        "graphs": graphs, "graph_input": "float32 (N, 1, 28, 28) pixels in [0, 1]; normalisation inside the graph",
+        "provenance": provenance,
+    }  # fmt: skip
+    save_model(out, model, cfg=cfg, mean=splits.mean, std=splits.std, classes=CLASSES, extra=extra)
+    write_json(out / "metrics.json", metrics)
+    write_history(out / "history.csv", result.history)
+    plot_confusion_matrix(out / "confusion_matrix.png", metrics["confusion_matrix"], CLASSES,
+                          title=f"Test set: accuracy {metrics['accuracy']:.4f}")  # fmt: skip
+    plot_training_curves(out / "training_curves.png", result.history, test_accuracy=metrics["accuracy"])
+    files = ("model.safetensors", "config.json", "metrics.json", "history.csv", "confusion_matrix.png",
+             "training_curves.png", *graphs.values())  # fmt: skip
+    return ExportReport(
+        directory=out, files=files, epochs=result.epochs_run, seed=opts.seed, device=device_name,
+        train_seconds=result.train_seconds, metrics=metrics, provenance=provenance,
+    )  # fmt: skip
+
+
+def preset_out(name: str) -> Path:
+    return Path("studies") / "presets" / safe_name(name)
+
+
+def retrain_preset(
+    name: str,
+    opts: RetrainOptions,
+    *,
+    epochs: int | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+    on_start: StartCallback | None = None,
+) -> ExportReport:
+    """Retrain a reference preset (``space.PRESETS``) by the same path as ``export-best``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    cfg = preset_config(name, epochs=epochs)
+    provenance = {"source": "preset", "preset": name, "params": PRESETS[name], "epochs": cfg.train.epochs}
+    return retrain(cfg, opts, provenance=provenance, on_epoch_end=on_epoch_end, on_step=on_step, on_start=on_start)
