@@ -29,8 +29,8 @@ run: $(STAMP)  ## set up, then search: fsearch run --trials $(TRIALS) $(ARGS)
 test: lint test-fast test-slow  ## set up, then lint, type-check, default suite, slow suite
 
 lint: $(STAMP)
-	$(BIN)/ruff check search space tests
-	$(BIN)/ruff format --check search space tests
+	$(BIN)/ruff check search space tests benchmarks
+	$(BIN)/ruff format --check search space tests benchmarks
 	$(BIN)/mypy
 
 test-fast: $(STAMP)

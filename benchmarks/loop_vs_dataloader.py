@@ -1,0 +1,95 @@
+"""Benchmark: fsearch's on-device training loop against a plain torchvision DataLoader loop.
+
+Same model, same optimiser, same augmentation (random crop with 2-pixel padding + horizontal
+flip), same number of images, same process and machine. The plain loop is the textbook one:
+``torchvision.datasets.FashionMNIST`` with per-sample ``transforms`` and a ``DataLoader``.
+
+    python benchmarks/loop_vs_dataloader.py --data-dir ../shared/data [--preset cnn3] [--images 10000]
+
+Prints images/second of each loop and their ratio (fsearch / plain). Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from search.data import ensure_files, load_splits
+from search.train import Runtime, train
+from space import Augment, build_model, preset_config
+
+
+def fsearch_loop(data_dir: Path, preset: str, images: int, batch: int) -> float:
+    """Images/second of :func:`search.train.train` for one epoch on ``images`` images."""
+    splits = load_splits(data_dir, device=torch.device("cpu"), train_subset=images)
+    splits = dataclasses.replace(splits, val=None)  # time training only, like the plain loop
+    cfg = preset_config(preset, epochs=1)
+    train_cfg = dataclasses.replace(cfg.train, batch_size=batch, augment=Augment(crop_pad=2, flip=True))
+    torch.manual_seed(0)
+    result = train(build_model(cfg.arch), train_cfg, splits, runtime=Runtime(), seed=0)
+    return result.images_per_second
+
+
+def plain_loop(data_dir: Path, preset: str, images: int, batch: int, workers: int) -> float:
+    """Images/second of a textbook DataLoader loop with per-sample transforms."""
+    splits = load_splits(data_dir, device=torch.device("cpu"), val_size=0)
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(28, padding=2),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((splits.mean,), (splits.std,)),
+        ]
+    )
+    dataset = datasets.FashionMNIST(str(data_dir), train=True, download=False, transform=tf)
+    loader = DataLoader(
+        Subset(dataset, range(images)), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+    )
+    cfg = preset_config(preset, epochs=1)
+    torch.manual_seed(0)
+    model = build_model(cfg.arch)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    seen = 0
+    started = time.perf_counter()
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--preset", default="cnn3")
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    ensure_files(args.data_dir, download=False)
+    rows = {"fsearch": fsearch_loop(args.data_dir, args.preset, args.images, args.batch)}
+    for workers in (0, 2):
+        rows[f"plain, {workers} workers"] = plain_loop(args.data_dir, args.preset, args.images, args.batch, workers)
+    result = {
+        "preset": args.preset,
+        "images": args.images,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "images_per_second": {k: round(v, 1) for k, v in rows.items()},
+        "ratio_vs_plain": {k: round(rows["fsearch"] / v, 2) for k, v in rows.items() if k != "fsearch"},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
