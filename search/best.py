@@ -40,7 +40,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     """The retraining's epochs from the trial's validation curve, and the rule's inputs.
 
     The search trained the trial for ``epochs_run`` epochs on a subset of the training split.
-    If its validation accuracy was still rising (its last epoch was its best), it could have
+    If its validation accuracy was still rising (its last epoch first reached its best), it could have
     used more: retrain for 3x the epochs it ran. Otherwise it peaked at ``best_epoch``: retrain
     for 2x that. Either factor also accounts for the larger training set (60,000 images
     instead of the search's subset, 25,000 by default): more data overfits later and so
@@ -51,7 +51,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     if curve:
         best_value = max(curve.values())
         best_epoch = min(step for step, value in curve.items() if value == best_value)
-        still_rising = curve[max(curve)] >= best_value
+        still_rising = best_epoch == max(curve)  # a plateau that ends level is not rising
     else:  # no curve recorded: treat it as still rising
         best_epoch, still_rising = int(trial.user_attrs.get("best_epoch", epochs_run)), True
     raw = RISING_FACTOR * epochs_run if still_rising else PLATEAU_FACTOR * best_epoch

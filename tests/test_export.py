@@ -1,0 +1,285 @@
+"""Model directories, metrics, the epochs rule and export-best / train --preset on tiny data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.best import default_epochs
+from search.data import CLASSES, ImageSet, load_test
+from search.errors import ModelError
+from search.export import WEIGHTS_FILE, load_model, save_model, sha256_file
+from search.metrics import classification_metrics
+from search.retrain import RetrainOptions, retrain
+from search.runner import SearchOptions, run_search
+from search.train import Runtime, evaluate, prepare_model
+from space import Architecture, Augment, ConvBlock, TrainConfig, TrialConfig, build_model, preset_config
+from tests.conftest import write_tiny_dataset
+from tests.test_cli import fsearch
+
+MEAN, STD = 0.2860, 0.3530
+# A small network (two blocks, batch norm, a hidden dense layer): fast to train on tiny data.
+SMALL = TrialConfig(
+    arch=Architecture(blocks=(ConvBlock(8), ConvBlock(12)), dense=(16,), batch_norm=True),
+    train=TrainConfig(batch_size=32, epochs=1),
+)
+
+
+def _save(directory: Path, cfg: TrialConfig = SMALL) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = build_model(cfg.arch)
+    for module in model.modules():  # non-default running statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    save_model(directory, model, cfg=cfg, mean=MEAN, std=STD, classes=CLASSES, extra={"test_accuracy": 0.5})
+    return model, directory
+
+
+def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:
+    model, folder = _save(tmp_path / "m")
+    loaded = load_model(folder, device=torch.device("cpu"))
+    assert loaded.cfg == SMALL and loaded.classes == CLASSES and (loaded.mean, loaded.std) == (MEAN, STD)
+    assert not loaded.model.training and loaded.meta["test_accuracy"] == 0.5
+    images = ImageSet(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10)
+    runtime = Runtime()
+    before = evaluate(prepare_model(model, runtime), images, mean=MEAN, std=STD, runtime=runtime)
+    after = evaluate(prepare_model(loaded.model, runtime), images, mean=MEAN, std=STD, runtime=runtime)
+    assert torch.equal(before.logits, after.logits)
+
+
+class _Payload:
+    """Unpickling this would create ``marker``: the proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    return _save(tmp_path / "model")[1]
+
+
+def _rewrite_config(directory: Path, change: Any) -> None:
+    path = directory / "config.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_a_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ModelError, match=r"holds model\.pt but no model\.safetensors; .*never from pickle files"):
+        load_model(folder, device=torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_a_pickle_named_like_safetensors_is_refused_even_with_a_matching_checksum(saved: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    weights = saved / WEIGHTS_FILE
+    weights.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ModelError, match="does not match the SHA-256"):
+        load_model(saved, device=torch.device("cpu"))
+    _rewrite_config(saved, lambda meta: meta["weights"].update(sha256=sha256_file(weights)))
+    with pytest.raises(ModelError, match="is not a valid safetensors file"):
+        load_model(saved, device=torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_truncated_weights_are_refused(saved: Path) -> None:
+    weights = saved / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="truncated or changed"):
+        load_model(saved, device=torch.device("cpu"))
+    _rewrite_config(saved, lambda meta: meta["weights"].update(sha256=sha256_file(weights)))
+    with pytest.raises(ModelError, match="is not a valid safetensors file"):
+        load_model(saved, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda m: m["config"]["arch"]["blocks"][0].update(filters=7),
+            r"does not fit the architecture .*size mismatch for 0\.0\.weight",
+        ),
+        (lambda m: m["config"]["arch"]["dense"].append(10), "does not fit the architecture .*Missing key"),
+        (lambda m: m["config"]["arch"].update(batch_norm=False), "does not fit the architecture .*Missing key.*bias"),
+        (lambda m: m["config"]["arch"].update(wings=2), "is incomplete or malformed"),
+        (lambda m: m.pop("normalization"), "is incomplete or malformed"),
+        (lambda m: m.update(format_version=99), "has model format version 99"),
+        (lambda m: m["classes"].pop(), "is inconsistent"),
+    ],
+)
+def test_a_tampered_config_is_refused(saved: Path, change: Any, message: str) -> None:
+    _rewrite_config(saved, change)
+    with pytest.raises(ModelError, match=message):
+        load_model(saved, device=torch.device("cpu"))
+
+
+def test_missing_pieces_are_named(saved: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found; run 'fsearch export-best' first or pass --model DIR"):
+        load_model(tmp_path / "nowhere", device=torch.device("cpu"))
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="is not readable JSON"):
+        load_model(saved, device=torch.device("cpu"))
+    (saved / "config.json").unlink()
+    with pytest.raises(ModelError, match=r"config\.json is missing"):
+        load_model(saved, device=torch.device("cpu"))
+
+
+def test_classification_metrics_by_hand() -> None:
+    classes = ("a", "b", "c")
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 0, 0])  # class c never predicted
+    m = classification_metrics(torch.nn.functional.one_hot(pred, 3).float() * 5, labels, classes)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [2, 0, 0]]
+    assert m["accuracy"] == pytest.approx(0.5)
+    a, b, c = m["per_class"]
+    assert (a["precision"], a["recall"], a["f1"]) == pytest.approx((1 / 3, 1 / 2, 0.4), abs=1e-6)
+    assert (b["precision"], b["recall"], b["f1"]) == pytest.approx((2 / 3, 1.0, 0.8), abs=1e-6)
+    assert (c["precision"], c["recall"], c["f1"], c["support"]) == (0.0, 0.0, 0.0, 2)
+
+
+def _finished(curve: dict[int, float], **attrs: Any) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        value=max(curve.values()), intermediate_values=curve, user_attrs={"epochs_run": len(curve), **attrs},
+        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("curve", "epochs", "rising"),
+    [
+        ({1: 0.80, 2: 0.84, 3: 0.86, 4: 0.87, 5: 0.88}, 15, True),  # still rising: 3 x 5
+        ({1: 0.80, 2: 0.86, 3: 0.85, 4: 0.85, 5: 0.84}, 5, False),  # peaked at 2: 2 x 2 = 4, clamped to 5
+        ({i: 0.8 + 0.01 * min(i, 12) for i in range(1, 16)}, 24, False),  # peaked at 12 (ties: first): 2 x 12
+        ({i: 0.5 + 0.01 * i for i in range(1, 21)}, 40, True),  # 3 x 20 = 60, clamped to 40
+        ({1: 0.7}, 5, True),  # a single epoch counts as rising: 3, clamped to 5
+    ],
+)
+def test_the_default_epochs_rule(curve: dict[int, float], epochs: int, rising: bool) -> None:
+    got, rule = default_epochs(_finished(curve))
+    assert (got, rule["still_rising"], rule["epochs"]) == (epochs, rising, epochs)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_retrain_with_flips_reports_tta_separately_and_writes_a_torchscript_graph(tiny_data_dir: Path) -> None:
+    cfg = dataclasses.replace(SMALL, train=dataclasses.replace(SMALL.train, augment=Augment(flip=True)))
+    opts = RetrainOptions(
+        out=Path("flip"), data_dir=tiny_data_dir, device="cpu", verify_data=False, tta=True, formats=("torchscript",)
+    )
+    report = retrain(cfg, opts, provenance={"source": "test"})
+    tta = report.metrics["tta"]
+    assert 0 <= tta["accuracy"] <= 1 and tta["loss"] > 0 and "mirror" in tta["method"]
+    meta = json.loads(Path("flip/config.json").read_text())
+    assert meta["tta_test_accuracy"] == tta["accuracy"] and meta["graphs"] == {"torchscript": "model.torchscript.pt"}
+    graph = torch.jit.load("flip/model.torchscript.pt")  # type: ignore[no-untyped-call]
+    loaded = load_model(Path("flip"), device=torch.device("cpu"))
+    x = load_test(tiny_data_dir, device=torch.device("cpu"), verify=False).x[:8]
+    expected = loaded.model((x.float() / 255 - loaded.mean) / loaded.std)
+    torch.testing.assert_close(graph(x.float() / 255), expected, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny study of two trials (shared by the export-best tests: a search takes seconds)."""
+    root = tmp_path_factory.mktemp("searched")
+    data_dir = write_tiny_dataset(root / "data")
+    storage = f"sqlite:///{root / 'search.db'}"
+    run_search(
+        SearchOptions(
+            storage=storage, study="tiny", trials=2, data_dir=data_dir, device="cpu", sampler="random",
+            pruner="none", max_epochs=2, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
+        )
+    )  # fmt: skip
+    return data_dir, storage
+
+
+def test_export_best_writes_every_file_and_records_the_result_on_the_study(
+    searched: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, storage = searched
+    args = ["export-best", "--study", "tiny", "--storage", storage, "--data-dir", str(data_dir), "--no-verify-data",
+            "--device", "cpu", "--epochs", "2", "--json"]  # fmt: skip
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads(out)
+    folder = Path("studies/tiny/best")
+    assert Path(report["directory"]) == folder
+    expected = {"model.safetensors", "config.json", "metrics.json", "history.csv", "confusion_matrix.png",
+                "training_curves.png"}  # fmt: skip
+    assert {p.name for p in folder.iterdir()} == expected == set(report["files"])
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    best = study.best_trial
+    meta = json.loads((folder / "config.json").read_text())
+    prov = meta["provenance"]
+    assert (prov["study"], prov["trial"], prov["params"], prov["epochs"]) == ("tiny", best.number, best.params, 2)
+    assert prov["seed"] == best.user_attrs["seed"] == report["seed"]
+    assert set(prov["versions"]) >= {"torch", "torchvision", "optuna"} and prov["device"].startswith("cpu")
+    assert prov["epochs_rule"]["epochs_run"] == 2 and meta["train_images"] == 300 and meta["epochs"] == 2
+    assert meta["classes"] == list(CLASSES) and meta["config"]["train"]["epochs"] == 2
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test_images"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 50
+    assert [c["class"] for c in metrics["per_class"]] == list(CLASSES) and metrics["train_seconds"] > 0
+    assert metrics["accuracy"] == meta["test_accuracy"] == report["test_accuracy"]
+    history = (folder / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss,train_acc") and len(history) == 3
+    for png in ("confusion_matrix.png", "training_curves.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    recorded = study.user_attrs[f"export:{best.number}"]
+    assert recorded["test_accuracy"] == metrics["accuracy"] and recorded["epochs"] == 2
+    assert Path(recorded["path"]) == folder.resolve()
+
+    code, out, err = fsearch(["evaluate", "--model", str(folder), "--data-dir", str(data_dir), "--no-verify-data",
+                              "--device", "cpu", "--json"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"]) and again["recorded_test_accuracy"] == meta[
+        "test_accuracy"]  # fmt: skip
+
+
+def test_export_best_with_an_explicit_trial_and_human_output(
+    searched: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, storage = searched
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    number = next(t.number for t in study.trials if t.state == TrialState.COMPLETE)
+    monkeypatch.setenv("COLUMNS", "200")
+    args = ["export-best", "--study", "tiny", "--storage", storage, "--trial", str(number), "--data-dir",
+            str(data_dir), "--no-verify-data", "--device", "cpu", "--epochs", "1", "--out", "here",
+            "--seed", "3"]  # fmt: skip
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert f"retraining trial {number}" in out and "test accuracy" in out and "macro F1" in out
+    assert "epoch 1/1: train loss" in out and "Saved to here: model.safetensors" in out
+    assert json.loads(Path("here/config.json").read_text())["provenance"]["seed"] == 3
+
+
+def test_train_preset_goes_through_the_same_export(
+    tiny_data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["train", "--preset", "lenet5", "--epochs", "1", "--data-dir", str(tiny_data_dir), "--no-verify-data",
+            "--device", "cpu", "--json"]  # fmt: skip
+    code, _, err = fsearch(args, capsys, monkeypatch)
+    assert code == 0, err
+    folder = Path("studies/presets/lenet5")
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["provenance"]["source"] == "preset" and meta["provenance"]["preset"] == "lenet5"
+    assert meta["parameters"] == 61_706 and (folder / "metrics.json").is_file()
+    assert load_model(folder, device=torch.device("cpu")).cfg == preset_config("lenet5", epochs=1)
