@@ -7,7 +7,8 @@ trim, resize the longest edge to 28, centre, negate, 8-bit grayscale):
    :data:`MAX_PIXELS` pixels are refused before decoding, and so is anything Pillow flags as a
    decompression bomb. The EXIF orientation of photos is applied.
 2. Grayscale: 16-bit images are scaled (65535 -> 255), not clipped; transparent images
-   (RGBA, LA, palette with transparency) are composited onto white first; every other mode
+   (RGBA, LA, palette with transparency) are composited onto black if their opaque part is
+   light on average, else onto white, so the garment stands out either way; every other mode
    (1, P, RGB, CMYK, ...) is converted with Pillow's ITU-R 601-2 luma.
 3. Polarity: Fashion-MNIST shows light garments on a dark background. If the border pixels
    (an outer ring 2% of the shorter side wide, at least 1 pixel) are light on average, the
@@ -79,8 +80,13 @@ def to_gray(img: Image.Image) -> np.ndarray:
         return np.clip(arr * (255.0 / peak) if peak > 255 else arr, 0, 255)
     if img.mode in _ALPHA or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.float32)
+        luma = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float32)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+        opaque_mean = float((luma * alpha).sum() / alpha.sum()) if alpha.sum() > 0 else 0.0
+        # The transparent part is background: make it the opposite of the (opaque) garment.
+        background = 0.0 if opaque_mean > 127.5 else 255.0
+        composited: np.ndarray = luma * alpha + background * (1.0 - alpha)
+        return composited
     return np.asarray(img.convert("L"), dtype=np.float32)
 
 
