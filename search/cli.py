@@ -200,11 +200,12 @@ def show(
 
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option(help="Folder holding FashionMNIST/raw/*.gz [default: $FSEARCH_DATA_DIR or cache]")
+    Path | None,
+    typer.Option(help="Folder holding FashionMNIST/raw/*.gz.", show_default="$FSEARCH_DATA_DIR or the cache"),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 VerifyOpt = Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Epochs to train [default: see the command's help]", min=1)]
+EpochsOpt = Annotated[int | None, typer.Option(help="Epochs to train.", min=1, show_default="see above")]
 FormatOpt = Annotated[
     list[str] | None, typer.Option("--format", help="Also export a graph: onnx or torchscript (repeatable).")
 ]
@@ -220,10 +221,10 @@ def export_best(
     storage: StorageOpt = DEFAULT_STORAGE,
     trial: Annotated[int | None, typer.Option(help="Export this trial number instead of the best.")] = None,
     epochs: EpochsOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: studies/<study>/best]")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/<study>/best")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int | None, typer.Option(help="Training seed [default: the trial's seed]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed.", show_default="the trial's seed")] = None,
     formats: FormatOpt = None,
     tta: TtaOpt = False,
     verify_data: VerifyOpt = True,
@@ -258,7 +259,7 @@ def export_best(
 def train_preset(
     preset: Annotated[str, typer.Option(help="lenet5, cnn2, cnn3 or cnn3-fc128.", show_default=False)],
     epochs: EpochsOpt = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: studies/presets/<preset>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/presets/<preset>")] = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,

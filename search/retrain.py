@@ -13,6 +13,7 @@ set only after training has finished, evaluates on it exactly once, and writes i
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import time
@@ -23,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from search.data import CLASSES, ImageSet, default_data_dir, load_splits, load_test
+from search.data import CLASSES, ImageSet, Splits, default_data_dir, load_splits, load_test
 from search.device import describe, resolve_device
 from search.errors import ConfigError
-from search.export import save_model, write_json
+from search.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
 from search.graph import GRAPH_FILES, check_formats, export_graph
 from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
-from search.train import EpochCallback, Runtime, StepCallback, evaluate, seed_everything, train
+from search.train import EpochCallback, Runtime, StepCallback, TrainResult, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
 
 StartCallback = Callable[[TrialConfig], None]
@@ -130,34 +132,52 @@ def retrain(
 
     # The test set is read only now, after training, and evaluated on once.
     test = load_test(data_dir, device=device, verify=opts.verify_data)
-    ev = evaluate(model, test, mean=splits.mean, std=splits.std, runtime=runtime)
-    metrics = classification_metrics(ev.logits, test.y, CLASSES)
-    if opts.tta:
-        mirrored = evaluate(model, ImageSet(test.x.flip(-1), test.y), mean=splits.mean, std=splits.std, runtime=runtime)
-        metrics["tta"] = {"method": "mean softmax of image and its mirror image"} | flip_tta(
-            ev.logits, mirrored.logits, test.y
-        )
+    metrics = _test_metrics(model, test, splits, runtime, tta=opts.tta)
     metrics |= {
         "train_seconds": round(result.train_seconds, 3), "wall_seconds": round(wall, 3),
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
         "train_images": len(splits.train),
     }  # fmt: skip
+    provenance = provenance | {"seed": opts.seed, "device": describe(device), "versions": versions()}
+    files = _write(opts.out, model, cfg, splits, metrics, result, provenance)
+    # Graphs last: a failed export or check must not cost the trained model, which is saved by now.
+    graphs = {fmt: export_graph(fmt, opts.out, model, mean=splits.mean, std=splits.std, sample=test.x[:GRAPH_SAMPLE])
+              for fmt in opts.formats}  # fmt: skip
+    if graphs:
+        meta = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
+        write_json(opts.out / CONFIG_FILE, meta | {"graphs": {fmt: path.name for fmt, path in graphs.items()}})
+    return ExportReport(
+        directory=opts.out, files=(*files, *(p.name for p in graphs.values())), epochs=result.epochs_run,
+        seed=opts.seed, device=provenance["device"], train_seconds=result.train_seconds, metrics=metrics,
+        provenance=provenance,
+    )  # fmt: skip
 
-    out = opts.out
+
+def _test_metrics(model: nn.Module, test: ImageSet, splits: Splits, runtime: Runtime, *, tta: bool) -> dict[str, Any]:
+    """The metrics of the one evaluation on the test set (and of its mirror image with ``tta``)."""
+    ev = evaluate(model, test, mean=splits.mean, std=splits.std, runtime=runtime)
+    metrics = classification_metrics(ev.logits, test.y, CLASSES)
+    if tta:
+        mirrored = evaluate(model, ImageSet(test.x.flip(-1), test.y), mean=splits.mean, std=splits.std, runtime=runtime)
+        metrics["tta"] = {"method": "mean softmax of image and its mirror image"} | flip_tta(
+            ev.logits, mirrored.logits, test.y
+        )
+    return metrics
+
+
+def _write(
+    out: Path, model: nn.Module, cfg: TrialConfig, splits: Splits, metrics: dict[str, Any], result: TrainResult,
+    provenance: dict[str, Any],
+) -> tuple[str, ...]:  # fmt: skip
+    """The model directory, metrics.json, history.csv and the two plots; returns the file names."""
     out.mkdir(parents=True, exist_ok=True)
-    graphs: dict[str, str] = {}
-    for fmt, name in GRAPH_FILES.items():
+    for name in GRAPH_FILES.values():
         (out / name).unlink(missing_ok=True)  # no stale graph from an earlier export of another model
-        if fmt in opts.formats:
-            graphs[fmt] = export_graph(fmt, out, model, mean=splits.mean, std=splits.std,
-                                       sample=test.x[:GRAPH_SAMPLE]).name  # fmt: skip
-    device_name = describe(device)
-    provenance = provenance | {"seed": opts.seed, "device": device_name, "versions": versions()}
     extra = {
         "parameters": count_parameters(model), "train_images": len(splits.train), "epochs": result.epochs_run,
         "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
-        "tta_test_accuracy": metrics["tta"]["accuracy"] if opts.tta else None,
-        "graphs": graphs, "graph_input": "float32 (N, 1, 28, 28) pixels in [0, 1]; normalisation inside the graph",
+        "tta_test_accuracy": metrics["tta"]["accuracy"] if "tta" in metrics else None,
+        "graphs": {}, "graph_input": "float32 (N, 1, 28, 28) pixels in [0, 1]; normalisation inside the graph",
         "provenance": provenance,
     }  # fmt: skip
     save_model(out, model, cfg=cfg, mean=splits.mean, std=splits.std, classes=CLASSES, extra=extra)
@@ -166,12 +186,7 @@ def retrain(
     plot_confusion_matrix(out / "confusion_matrix.png", metrics["confusion_matrix"], CLASSES,
                           title=f"Test set: accuracy {metrics['accuracy']:.4f}")  # fmt: skip
     plot_training_curves(out / "training_curves.png", result.history, test_accuracy=metrics["accuracy"])
-    files = ("model.safetensors", "config.json", "metrics.json", "history.csv", "confusion_matrix.png",
-             "training_curves.png", *graphs.values())  # fmt: skip
-    return ExportReport(
-        directory=out, files=files, epochs=result.epochs_run, seed=opts.seed, device=device_name,
-        train_seconds=result.train_seconds, metrics=metrics, provenance=provenance,
-    )  # fmt: skip
+    return (WEIGHTS_FILE, CONFIG_FILE, "metrics.json", "history.csv", "confusion_matrix.png", "training_curves.png")
 
 
 def preset_out(name: str) -> Path:
