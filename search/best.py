@@ -10,6 +10,7 @@ Optuna dashboard shows it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import warnings
 from collections import Counter
@@ -29,6 +30,7 @@ from search.train import EpochCallback, StepCallback
 from space import SPACE_VERSION, TrialConfig, suggest
 
 MIN_EPOCHS, MAX_EPOCHS = 5, 40
+TRAIN_IMAGES = 60_000
 RISING_FACTOR, PLATEAU_FACTOR = 3, 2
 
 
@@ -40,9 +42,9 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     """The retraining's epochs from the trial's validation curve, and the rule's inputs.
 
     The search trained the trial for ``epochs_run`` epochs on a subset of the training split.
-    If its validation accuracy was still rising (its last epoch first reached its best), it could have
-    used more: retrain for 3x the epochs it ran. Otherwise it peaked at ``best_epoch``: retrain
-    for 2x that. Either factor also accounts for the larger training set (60,000 images
+    If its validation accuracy was still rising (its last epoch first reached its best), it
+    could have used more: retrain for 3x the epochs it ran. Otherwise it peaked at
+    ``best_epoch``: retrain for 2x that. Either factor also accounts for the larger training set (60,000 images
     instead of the search's subset, 25,000 by default): more data overfits later and so
     supports a longer schedule. The result is clamped to [5, 40].
     """
@@ -56,11 +58,17 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
         best_epoch, still_rising = int(trial.user_attrs.get("best_epoch", epochs_run)), True
     raw = RISING_FACTOR * epochs_run if still_rising else PLATEAU_FACTOR * best_epoch
     epochs = min(max(raw, MIN_EPOCHS), MAX_EPOCHS)
+    ua = trial.user_attrs
+    # Images per search epoch, for the record (the search does not store its --train-subset).
+    seen = None
+    if {"train_seconds", "images_per_second"} <= ua.keys():
+        seen = round(ua["images_per_second"] * ua["train_seconds"] / epochs_run)
     rule = {
         "rule": f"{RISING_FACTOR}x epochs_run if still rising else {PLATEAU_FACTOR}x best_epoch, "
         f"clamped to [{MIN_EPOCHS}, {MAX_EPOCHS}]",
         "epochs_run": epochs_run, "best_epoch": best_epoch, "still_rising": still_rising,
-        "val_curve": {str(k): v for k, v in curve.items()}, "epochs": epochs,
+        "val_curve": {str(k): v for k, v in curve.items()}, "search_images_per_epoch": seen,
+        "retrain_images_per_epoch": TRAIN_IMAGES, "epochs": epochs,
     }  # fmt: skip
     return epochs, rule
 
@@ -131,8 +139,8 @@ def export_best(
 ) -> ExportReport:
     """Retrain trial ``trial`` (default: the best) of ``study`` on all training images and export it.
 
-    ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` to the trial's recorded seed;
-    ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
+    ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` (which replaces ``opts.seed``) to
+    the trial's recorded seed; ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
     is loaded; ``on_start`` the config just before training (the CLI shows both).
     """
     if epochs is not None and epochs < 1:
@@ -152,11 +160,7 @@ def export_best(
     cfg = replay(chosen, epochs=epochs or auto_epochs, study=study)
     if seed is None:
         seed = int(chosen.user_attrs.get("seed", 0))
-    base = opts or RetrainOptions(out=default_out(study))
-    opts = RetrainOptions(
-        out=base.out, data_dir=base.data_dir, device=base.device, seed=seed, verify_data=base.verify_data,
-        formats=base.formats, tta=base.tta,
-    )  # fmt: skip
+    opts = dataclasses.replace(opts or RetrainOptions(out=default_out(study)), seed=seed)
     provenance = {
         "source": "study", "study": study, "storage": _redacted(storage), "trial": chosen.number,
         "params": chosen.params, "search_val_accuracy": chosen.value, "search_user_attrs": chosen.user_attrs,

@@ -233,6 +233,7 @@ def test_export_best_writes_every_file_and_records_the_result_on_the_study(
     assert prov["seed"] == best.user_attrs["seed"] == report["seed"]
     assert set(prov["versions"]) >= {"torch", "torchvision", "optuna"} and prov["device"].startswith("cpu")
     assert prov["epochs_rule"]["epochs_run"] == 2 and meta["train_images"] == 300 and meta["epochs"] == 2
+    assert 0 < prov["epochs_rule"]["search_images_per_epoch"] <= 200  # 300 minus the 100 validation images
     assert meta["classes"] == list(CLASSES) and meta["config"]["train"]["epochs"] == 2
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_images"] == 50 and sum(map(sum, metrics["confusion_matrix"])) == 50
