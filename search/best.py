@@ -48,16 +48,18 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     instead of the search's subset, 25,000 by default): more data overfits later and so
     supports a longer schedule. The result is clamped to [5, 40].
     """
-    curve = dict(sorted(trial.intermediate_values.items()))
-    epochs_run = int(trial.user_attrs.get("epochs_run", max(curve, default=1)))
+    # The search reports ``reports_per_epoch`` times per epoch: step k is epoch k / reports_per_epoch.
+    per_epoch = int(trial.user_attrs.get("reports_per_epoch", 1))
+    curve = {step / per_epoch: value for step, value in sorted(trial.intermediate_values.items())}
+    epochs_run = float(trial.user_attrs.get("epochs_run", max(curve, default=1)))
     if curve:
         best_value = max(curve.values())
-        best_epoch = min(step for step, value in curve.items() if value == best_value)
+        best_epoch = min(epoch for epoch, value in curve.items() if value == best_value)
         still_rising = best_epoch == max(curve)  # a plateau that ends level is not rising
     else:  # no curve recorded: treat it as still rising
-        best_epoch, still_rising = int(trial.user_attrs.get("best_epoch", epochs_run)), True
+        best_epoch, still_rising = float(trial.user_attrs.get("best_epoch", epochs_run)), True
     raw = RISING_FACTOR * epochs_run if still_rising else PLATEAU_FACTOR * best_epoch
-    epochs = min(max(raw, MIN_EPOCHS), MAX_EPOCHS)
+    epochs = min(max(round(raw), MIN_EPOCHS), MAX_EPOCHS)
     ua = trial.user_attrs
     # Images per search epoch, for the record (the search does not store its --train-subset).
     seen = None
@@ -67,7 +69,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
         "rule": f"{RISING_FACTOR}x epochs_run if still rising else {PLATEAU_FACTOR}x best_epoch, "
         f"clamped to [{MIN_EPOCHS}, {MAX_EPOCHS}]",
         "epochs_run": epochs_run, "best_epoch": best_epoch, "still_rising": still_rising,
-        "val_curve": {str(k): v for k, v in curve.items()}, "search_images_per_epoch": seen,
+        "val_curve": {f"{k:g}": v for k, v in curve.items()}, "search_images_per_epoch": seen,
         "retrain_images_per_epoch": TRAIN_IMAGES, "epochs": epochs,
     }  # fmt: skip
     return epochs, rule

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 DEFAULT_TRIALS = 50
-DEFAULT_MAX_EPOCHS = 5  # the top rung of the pruner; export-best trains longer
-DEFAULT_TRAIN_SUBSET = 25_000  # images of the 50,000-image training split each trial trains on
-DEFAULT_MAX_MMACS = 15.0  # architectures above this many million MACs per image are skipped
+DEFAULT_MAX_EPOCHS = 5  # epochs of a trial that is never pruned; export-best trains longer
+DEFAULT_EVALS_PER_EPOCH = 2  # validation reports per epoch: the pruner can stop a trial after half an epoch
+DEFAULT_TRAIN_SUBSET: int | None = None  # None: every trial trains on the whole 50,000-image training split
+DEFAULT_MAX_MMACS = 6.0  # architectures above this many million MACs per image are skipped
 DEFAULT_VAL_SIZE = 10_000
 DEFAULT_SAMPLER = "tpe"
-DEFAULT_PRUNER = "hyperband"
+DEFAULT_PRUNER = "sha"

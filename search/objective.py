@@ -49,6 +49,7 @@ class ObjectiveSettings:
     seed: int
     runtime: Runtime = field(default_factory=Runtime)
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
+    evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -89,6 +90,7 @@ class Objective:
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("flops", 2 * macs)
         trial.set_user_attr("device", describe(settings.runtime.device))
+        trial.set_user_attr("reports_per_epoch", settings.evals_per_epoch)
         # Enqueued presets (--warm-start) are trained whatever they cost: they were asked for.
         over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
         if over and "preset" not in trial.user_attrs:
@@ -102,14 +104,15 @@ class Objective:
         def on_epoch_end(stats: EpochStats) -> None:
             spent["seconds"] += stats.seconds
             spent["images"] += stats.images
-            trial.set_user_attr("epochs_run", stats.epoch)
+            epochs = int(stats.epochs_done) if float(stats.epochs_done).is_integer() else stats.epochs_done
+            trial.set_user_attr("epochs_run", epochs)
             trial.set_user_attr("train_seconds", round(spent["seconds"], 3))
             trial.set_user_attr("images_per_second", round(spent["images"] / max(spent["seconds"], 1e-9), 1))
             self.observer.epoch_ended(trial.number, stats)
             assert stats.val_acc is not None
-            trial.report(stats.val_acc, stats.epoch)
+            trial.report(stats.val_acc, stats.report)  # step = report index (epochs x evals_per_epoch)
             if trial.should_prune():
-                reason = f"pruned at epoch {stats.epoch}: val acc {stats.val_acc:.4f} behind the others"
+                reason = f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others"
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
 
@@ -117,7 +120,7 @@ class Objective:
         try:
             result = train(
                 model, cfg.train, self.splits, runtime=settings.runtime, seed=seed,
-                on_epoch_end=on_epoch_end, on_step=self.observer.step,
+                on_epoch_end=on_epoch_end, on_step=self.observer.step, evals_per_epoch=settings.evals_per_epoch,
             )  # fmt: skip
         except DivergedError as exc:
             trial.set_user_attr("pruned_reason", str(exc))
@@ -133,7 +136,7 @@ class Objective:
         best = result.best
         assert best is not None
         assert best.val_acc is not None
-        trial.set_user_attr("best_epoch", best.epoch)
+        trial.set_user_attr("best_epoch", best.epochs_done)
         return best.val_acc
 
 

@@ -81,9 +81,10 @@ class SearchDisplay:
         self.epochs.update(self.epoch_task, completed=done, total=total)
 
     def epoch_ended(self, number: int, stats: EpochStats) -> None:
-        nxt = min(stats.epoch + 1, self.max_epochs)
-        last = f"val acc {stats.val_acc:.4f} @ epoch {stats.epoch}" if stats.val_acc is not None else ""
-        self.epochs.reset(self.epoch_task, description=f"epoch {nxt}/{self.max_epochs}", total=1, last=last)
+        # Mid-epoch evaluations (--evals-per-epoch) update the label but keep the epoch's bar going.
+        current = min(int(stats.epochs_done) + 1, self.max_epochs)
+        last = f"val acc {stats.val_acc:.4f} @ epoch {stats.epochs_done:g}" if stats.val_acc is not None else ""
+        self.epochs.update(self.epoch_task, description=f"epoch {current}/{self.max_epochs}", last=last)
 
     # Optuna callback
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

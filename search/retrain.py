@@ -147,7 +147,7 @@ def retrain(
         meta = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
         write_json(opts.out / CONFIG_FILE, meta | {"graphs": {fmt: path.name for fmt, path in graphs.items()}})
     return ExportReport(
-        directory=opts.out, files=(*files, *(p.name for p in graphs.values())), epochs=result.epochs_run,
+        directory=opts.out, files=(*files, *(p.name for p in graphs.values())), epochs=round(result.epochs_run),
         seed=opts.seed, device=provenance["device"], train_seconds=result.train_seconds, metrics=metrics,
         provenance=provenance,
     )  # fmt: skip

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.data import default_data_dir, load_splits
 from search.defaults import (
+    DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_MAX_MMACS,
     DEFAULT_PRUNER,
@@ -55,6 +56,7 @@ class SearchOptions:
     sampler: str = DEFAULT_SAMPLER
     pruner: str = DEFAULT_PRUNER
     max_epochs: int = DEFAULT_MAX_EPOCHS
+    evals_per_epoch: int = DEFAULT_EVALS_PER_EPOCH
     train_subset: int | None = DEFAULT_TRAIN_SUBSET
     val_size: int = DEFAULT_VAL_SIZE
     max_mmacs: float | None = DEFAULT_MAX_MMACS
@@ -68,6 +70,8 @@ class SearchOptions:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.max_epochs < 1:
             raise ConfigError(f"--max-epochs must be at least 1, got {self.max_epochs}")
+        if self.evals_per_epoch < 1:
+            raise ConfigError(f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"--timeout must be positive, got {self.timeout}")
         if self.train_subset is not None and self.train_subset < 1:
@@ -129,7 +133,7 @@ def run_search(
     study = create_or_resume(
         storage, opts.study,
         sampler=make_sampler(opts.sampler, seed=opts.seed),
-        pruner=make_pruner(opts.pruner, max_epochs=opts.max_epochs),
+        pruner=make_pruner(opts.pruner, max_resource=opts.max_epochs * opts.evals_per_epoch),
     )  # fmt: skip
     already = len(study.trials)
     if already:
@@ -143,7 +147,11 @@ def run_search(
         for name in WARM_START_PRESETS:
             study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)
     settings = ObjectiveSettings(
-        max_epochs=opts.max_epochs, seed=opts.seed, runtime=Runtime(device=device), max_mmacs=opts.max_mmacs
+        max_epochs=opts.max_epochs,
+        seed=opts.seed,
+        runtime=Runtime(device=device),
+        max_mmacs=opts.max_mmacs,
+        evals_per_epoch=opts.evals_per_epoch,
     )
     objective = Objective(splits=splits, settings=settings, observer=observer)
     start_number = already

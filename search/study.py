@@ -89,10 +89,10 @@ def make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
-def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
-    """A pruner by name, its rungs set by the number of epochs a trial may run."""
+def make_pruner(name: str, *, max_resource: int) -> optuna.pruners.BasePruner:
+    """A pruner by name; ``max_resource`` is the number of reports a full trial makes."""
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=3)
     if name == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "median":

@@ -61,14 +61,18 @@ class Runtime:
 
 @dataclass(frozen=True)
 class EpochStats:
-    epoch: int  # 1-based
-    train_loss: float
+    """One evaluation: at the end of an epoch, or of a part of one (``evals_per_epoch`` > 1)."""
+
+    epoch: int  # 1-based: the epoch this evaluation falls in
+    train_loss: float  # over the steps since the previous evaluation
     train_acc: float
     val_loss: float | None
     val_acc: float | None
     lr: float
-    seconds: float  # training time of this epoch, evaluation excluded
-    images: int
+    seconds: float  # training time since the previous evaluation, evaluation excluded
+    images: int  # images trained on since the previous evaluation
+    report: int = 0  # 1-based index of this evaluation in the run (= epoch when evals_per_epoch is 1)
+    epochs_done: float = 0.0  # epochs trained so far, e.g. 1.5
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,10 @@ class TrainResult:
     history: tuple[EpochStats, ...]
 
     @property
-    def epochs_run(self) -> int:
-        return len(self.history)
+    def epochs_run(self) -> float:
+        """Epochs trained (fractional when stopped after part of an epoch)."""
+        done = self.history[-1].epochs_done if self.history else 0.0
+        return int(done) if float(done).is_integer() else done
 
     @property
     def train_seconds(self) -> float:
@@ -172,12 +178,17 @@ def train(
     seed: int,
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    evals_per_epoch: int = 1,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.epochs`` epochs on ``splits.train``, validating on ``splits.val``.
 
-    Raises :class:`DivergedError` when the loss stops being finite; whatever ``on_epoch_end``
-    raises (e.g. a pruning signal) propagates after the epoch is recorded.
+    Validation runs ``evals_per_epoch`` times per epoch (at even step intervals), each time
+    handing an :class:`EpochStats` to ``on_epoch_end``; more than one lets a pruner stop a hopeless
+    trial after part of an epoch. Raises :class:`DivergedError` when the loss stops being finite;
+    whatever ``on_epoch_end`` raises (e.g. a pruning signal) propagates after the stats are recorded.
     """
+    if evals_per_epoch < 1:
+        raise ValueError(f"evals_per_epoch must be at least 1, got {evals_per_epoch}")
     seed_everything(seed)
     model = prepare_model(model, runtime)
     step_model: nn.Module = model
@@ -187,6 +198,9 @@ def train(
     n = len(data)
     batch = min(cfg.batch_size, n)
     steps_per_epoch = n // batch  # the last partial batch is dropped (keeps batch norm stable)
+    evals_per_epoch = min(evals_per_epoch, steps_per_epoch)
+    # Evaluate after these steps of each epoch (the last one ends the epoch).
+    eval_after = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     total_steps = steps_per_epoch * cfg.epochs
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, total_steps)
@@ -198,10 +212,8 @@ def train(
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=runtime.device)
-        correct = torch.zeros((), device=runtime.device, dtype=torch.long)
         order = torch.randperm(n, device=runtime.device)
+        since = _Window(runtime.device)
         for i in range(steps_per_epoch):
             idx = order[i * batch : (i + 1) * batch]
             x = prepare_batch(data.x[idx], cfg.augment, splits.mean, splits.std)
@@ -217,32 +229,54 @@ def train(
             scaler.step(opt)
             scaler.update()
             sched.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == y).sum()
+            since.add(loss.detach(), logits.detach(), y)
             step += 1
-            if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
                 raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
             if on_step is not None:
                 on_step(i + 1, steps_per_epoch)
-        if runtime.device.type == "cuda":
-            torch.cuda.synchronize(runtime.device)
-        seconds = time.perf_counter() - started
-        seen = steps_per_epoch * batch
-        train_loss = loss_sum.item() / seen
+            if i + 1 in eval_after:
+                stats = since.close(
+                    model, splits, runtime, epoch=epoch, report=len(history) + 1,
+                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=opt.param_groups[0]["lr"],
+                )  # fmt: skip
+                history.append(stats)
+                if on_epoch_end is not None:
+                    on_epoch_end(stats)
+                model.train()
+                since = _Window(runtime.device)
+    return TrainResult(history=tuple(history))
+
+
+class _Window:
+    """Training loss and accuracy summed on the device since the last evaluation (no sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.seen = 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+    def close(
+        self, model: nn.Module, splits: Splits, runtime: Runtime, *, epoch: int, report: int, epochs_done: float,
+        lr: float,
+    ) -> EpochStats:  # fmt: skip
+        """Stop the clock, check the loss, validate; the stats of this window."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self.started
+        train_loss = self.loss_sum.item() / self.seen
         if not math.isfinite(train_loss):
             raise DivergedError(f"loss became non-finite in epoch {epoch}")
         val = evaluate(model, splits.val, mean=splits.mean, std=splits.std, runtime=runtime) if splits.val else None
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=correct.item() / seen,
-            val_loss=val.loss if val else None,
-            val_acc=val.accuracy if val else None,
-            lr=opt.param_groups[0]["lr"],
-            seconds=seconds,
-            images=seen,
-        )
-        history.append(stats)
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
-    return TrainResult(history=tuple(history))
+        return EpochStats(
+            epoch=epoch, train_loss=train_loss, train_acc=self.correct.item() / self.seen,
+            val_loss=val.loss if val else None, val_acc=val.accuracy if val else None, lr=lr,
+            seconds=seconds, images=self.seen, report=report, epochs_done=round(epochs_done, 4),
+        )  # fmt: skip

@@ -80,13 +80,13 @@ def studies_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (
             "old",
             [],
-            "study 'old' was made with search space v0, this fsearch has v1; "
+            f"study 'old' was made with search space v0, this fsearch has v{SPACE_VERSION}; "
             "export it with the fsearch version that made it",
         ),
         (
             "alien",
             [],
-            "study 'alien' was made with no fsearch search space version, this fsearch has v1; "
+            f"study 'alien' was made with no fsearch search space version, this fsearch has v{SPACE_VERSION}; "
             "export it with the fsearch version that made it",
         ),
         ("done", ["--trial", "7"], "trial 7 not found in study 'done' (trials 0-1); see 'fsearch show --study done'"),

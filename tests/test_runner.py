@@ -14,6 +14,7 @@ from search.errors import ConfigError
 from search.objective import Objective, ObjectiveSettings, trial_seed
 from search.runner import MAX_SKIPS_PER_TRIAL, SearchOptions, run_search
 from search.train import DivergedError, EpochStats
+from space import PRESETS
 
 RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}
 
@@ -33,7 +34,7 @@ def test_a_search_records_every_trial_and_a_second_run_resumes(tiny_data_dir: Pa
     assert len(trained) == 2 and first.counts["complete"] == 2
     for t in trained:
         assert set(t.user_attrs) >= RECORDED, t.user_attrs
-        assert t.user_attrs["epochs_run"] == 1 and t.intermediate_values.keys() == {1}
+        assert t.user_attrs["epochs_run"] == 1 and t.intermediate_values.keys() == {1, 2}  # two reports an epoch
         assert 0.0 <= t.value <= 1.0  # type: ignore[operator]
     before = {t.number: (t.params, t.value) for t in first.study.trials}
 
@@ -78,12 +79,13 @@ def _objective(tiny_splits: data.Splits, **kw: Any) -> Objective:
 
 def test_the_objective_stops_a_trial_the_pruner_rejects(tiny_splits: data.Splits) -> None:
     study = optuna.create_study(direction="maximize", pruner=_PruneEverything())
-    study.optimize(_objective(tiny_splits, max_mmacs=3.0), n_trials=1)
+    study.enqueue_trial(PRESETS["lenet5"])
+    study.optimize(_objective(tiny_splits, evals_per_epoch=2), n_trials=1)
     [t] = study.trials
     assert t.state == TrialState.PRUNED
-    if not t.user_attrs.get("over_budget"):
-        assert t.user_attrs["epochs_run"] == 1 and list(t.intermediate_values) == [1]
-        assert t.user_attrs["pruned_reason"].startswith("pruned at epoch 1")
+    assert 0 < t.user_attrs["epochs_run"] < 1 and list(t.intermediate_values) == [1]  # stopped mid-epoch
+    assert t.user_attrs["pruned_reason"].startswith(f"pruned at epoch {t.user_attrs['epochs_run']:.1f}: val acc")
+    assert t.user_attrs["reports_per_epoch"] == 2
 
 
 def test_a_diverging_trial_is_pruned_with_its_reason(tiny_splits: data.Splits, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ def _url(tmp_path: Path) -> str:
 def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
     # The study's first trials set the bar; a trial far below it must be told to stop at the first rung.
     # A fixed name: Hyperband assigns brackets by hashing the study name with the trial number.
-    study = optuna.create_study(study_name="pruning", direction="maximize", pruner=make_pruner(name, max_epochs=9))
+    study = optuna.create_study(study_name="pruning", direction="maximize", pruner=make_pruner(name, max_resource=9))
     for _ in range(12):
         trial = study.ask()
         for epoch in range(1, 10):
@@ -42,7 +42,7 @@ def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
 
 
 def test_the_none_pruner_never_prunes() -> None:
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("none", max_epochs=5))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("none", max_resource=5))
     study.tell(study.ask(), 0.9)
     trial = study.ask()
     trial.report(0.0, 1)
@@ -59,7 +59,7 @@ def test_unknown_names_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown sampler 'bohb'"):
         make_sampler("bohb", seed=0)
     with pytest.raises(ConfigError, match="unknown pruner 'asha'"):
-        make_pruner("asha", max_epochs=3)
+        make_pruner("asha", max_resource=3)
     assert set(PRUNERS) == {"hyperband", "median", "sha", "none"}
 
 
@@ -83,7 +83,7 @@ def test_sqlite_storage_uses_wal(tmp_path: Path) -> None:
 
 def test_create_or_resume_keeps_trials_and_refuses_another_space(tmp_path: Path) -> None:
     storage = open_storage(_url(tmp_path), create=True)
-    kw = {"sampler": make_sampler("random", seed=0), "pruner": make_pruner("none", max_epochs=1)}
+    kw = {"sampler": make_sampler("random", seed=0), "pruner": make_pruner("none", max_resource=1)}
     study = create_or_resume(storage, "s", **kw)
     study.tell(study.ask(), 0.5)
     again = create_or_resume(open_storage(_url(tmp_path), create=False), "s", **kw)

@@ -30,6 +30,17 @@ def test_train_learns_the_tiny_task_and_reports_each_epoch(tiny_splits: Splits) 
     assert result.images_per_second > 0
 
 
+def test_evaluating_twice_per_epoch_reports_half_epochs(tiny_splits: Splits) -> None:
+    result = train(build_model(SMALL), _cfg(epochs=2), tiny_splits, runtime=CPU, seed=0, evals_per_epoch=2)
+    assert [s.epochs_done for s in result.history] == [0.5, 1.0, 1.5, 2.0]
+    assert [s.report for s in result.history] == [1, 2, 3, 4]
+    assert [s.epoch for s in result.history] == [1, 1, 2, 2]
+    assert sum(s.images for s in result.history) == 2 * (200 // 32) * 32  # every step counted once
+    assert result.epochs_run == 2
+    with pytest.raises(ValueError, match="evals_per_epoch"):
+        train(build_model(SMALL), _cfg(), tiny_splits, runtime=CPU, seed=0, evals_per_epoch=0)
+
+
 def test_same_seed_same_run(tiny_splits: Splits) -> None:
     cfg = _cfg(epochs=1, augment=Augment(crop_pad=2, flip=True, erasing=0.3), schedule="onecycle")
     runs = []

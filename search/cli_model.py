@@ -1,0 +1,172 @@
+"""``fsearch export-best``, ``train``, ``evaluate`` and ``predict``: from a trial to a usable model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from search.cli_common import (
+    DEFAULT_MODEL,
+    GRAPH_FORMATS,
+    DataDirOpt,
+    DeviceOpt,
+    EpochsOpt,
+    FormatOpt,
+    JsonOpt,
+    ModelOpt,
+    StorageOpt,
+    StudyOpt,
+    TtaOpt,
+    VerifyOpt,
+    check_choice,
+)
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY
+
+commands = typer.Typer()
+
+
+@commands.command("export-best")
+def export_best(
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    trial: Annotated[int | None, typer.Option(help="Export this trial number instead of the best.")] = None,
+    epochs: EpochsOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/<study>/best")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int | None, typer.Option(help="Training seed.", show_default="the trial's seed")] = None,
+    formats: FormatOpt = None,
+    tta: TtaOpt = False,
+    verify_data: VerifyOpt = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Retrain the best trial (or --trial N) on all 60,000 training images, test it once, save it.
+
+    Default epochs: 3x the epochs the trial ran if its validation accuracy was still rising at
+    its last epoch, else 2x its best epoch, clamped to 5..40.
+    """
+    from search.best import default_out
+    from search.best import export_best as run_export
+    from search.retrain import RetrainOptions
+
+    fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
+    opts = RetrainOptions(
+        out=out or default_out(study), data_dir=data_dir, device=device, verify_data=verify_data,
+        formats=fmts, tta=tta,
+    )  # fmt: skip
+    console = Console(stderr=json_out, log_path=False)
+
+    def announce(t: Any) -> None:
+        console.print(f"[bold]{study}[/]: retraining trial {t.number} (val acc {t.value:.4f}) on all training images")
+
+    _retrain(console, json_out, lambda bars: run_export(
+        study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, on_trial=announce,
+        on_start=lambda cfg: bars.start(cfg.train.epochs), on_epoch_end=bars.on_epoch_end, on_step=bars.on_step,
+    ))  # fmt: skip
+
+
+@commands.command("train")
+def train_preset(
+    preset: Annotated[str, typer.Option(help="lenet5, cnn2, cnn3 or cnn3-fc128.", show_default=False)],
+    epochs: EpochsOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/presets/<preset>")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    formats: FormatOpt = None,
+    tta: TtaOpt = False,
+    verify_data: VerifyOpt = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Retrain a reference preset on all training images and export it like export-best does.
+
+    Default epochs: the preset's documented recipe (lenet5 20, cnn2 20, cnn3 10, cnn3-fc128 50).
+    """
+    from search.retrain import RetrainOptions, preset_out, retrain_preset
+
+    fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
+    opts = RetrainOptions(
+        out=out or preset_out(preset), data_dir=data_dir, device=device, seed=seed, verify_data=verify_data,
+        formats=fmts, tta=tta,
+    )  # fmt: skip
+    console = Console(stderr=json_out, log_path=False)
+    _retrain(console, json_out, lambda bars: retrain_preset(
+        preset, opts, epochs=epochs, on_start=lambda cfg: bars.start(cfg.train.epochs),
+        on_epoch_end=bars.on_epoch_end, on_step=bars.on_step,
+    ))  # fmt: skip
+
+
+def _retrain(console: Console, json_out: bool, run_with: Callable[[Any], Any]) -> None:
+    """Run a retraining with live bars, then print its report (or JSON); Ctrl+C exits 130."""
+    from search.render import print_report
+    from search.retrain_progress import TrainingProgress
+
+    try:
+        with TrainingProgress(console) as bars:
+            report = run_with(bars)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("Interrupted: the retraining stopped; the model was not saved.", markup=False)
+        raise typer.Exit(130) from None
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(console, report)
+
+
+@commands.command()
+def evaluate(
+    model: ModelOpt = DEFAULT_MODEL,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    verify_data: VerifyOpt = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-measure a saved model on the 10,000 test images and print its metrics."""
+    from search.predict import evaluate_saved, load
+    from search.render import metrics_table
+
+    metrics = evaluate_saved(load(model, device=device), data_dir=data_dir, verify=verify_data)
+    if json_out:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    console = Console()
+    console.print(metrics_table(metrics))
+    recorded = metrics.get("recorded_test_accuracy")
+    if recorded is not None:
+        console.print(f"recorded at export: {recorded:.4f} · now: {metrics['accuracy']:.4f} on {metrics['device']}")
+
+
+@commands.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.", show_default=False)],
+    model: ModelOpt = DEFAULT_MODEL,
+    top: Annotated[int, typer.Option(help="Show the K most probable classes.", min=1)] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps (the CPU is fastest for a few).")] = (
+        "cpu"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images with a saved model: the class and its confidence (softmax), top-K on request.
+
+    Images are made to look like Fashion-MNIST: grayscale, inverted when the border is light,
+    trimmed, resized to fit 28x28 with the aspect ratio kept, and padded (see search/imageio.py).
+    """
+    from search.predict import Failure, load, predict_files
+    from search.render import predictions_table
+
+    results = predict_files(load(model, device=device), images, top=top)
+    failures = [r for r in results if isinstance(r, Failure)]
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for failure in failures:
+        err.print(f"Error: {failure.error}", markup=False)
+    if json_out:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    elif len(failures) < len(results):
+        Console().print(predictions_table(results, top=top, title=f"Predictions of {model}"))
+    if failures:
+        raise typer.Exit(2)

@@ -1,0 +1,181 @@
+"""``fsearch run``, ``studies`` and ``show``: the search and its study, as thin typer commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from search.cli_common import JsonOpt, StorageOpt, StudyOpt, check_choice
+from search.defaults import (
+    DEFAULT_EVALS_PER_EPOCH,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_MAX_MMACS,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TRAIN_SUBSET,
+    DEFAULT_TRIALS,
+    DEFAULT_VAL_SIZE,
+)
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS
+
+commands = typer.Typer()
+
+
+@commands.command()
+def run(
+    trials: Annotated[int, typer.Option(help="Trials to train and add to the study.")] = DEFAULT_TRIALS,
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder holding FashionMNIST/raw/*.gz [default: $FSEARCH_DATA_DIR or cache]")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = DEFAULT_SAMPLER,
+    pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = DEFAULT_PRUNER,
+    max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = (
+        DEFAULT_MAX_EPOCHS
+    ),
+    evals_per_epoch: Annotated[
+        int, typer.Option(help="Validation reports per epoch: more lets the pruner stop bad trials sooner.")
+    ] = DEFAULT_EVALS_PER_EPOCH,
+    train_subset: Annotated[
+        int, typer.Option(help="Train each trial on this many images of the training split; 0 = all.")
+    ] = DEFAULT_TRAIN_SUBSET or 0,
+    val_size: Annotated[int, typer.Option(help="Validation images held out of the training set.")] = (DEFAULT_VAL_SIZE),
+    max_mmacs: Annotated[
+        float, typer.Option(help="Skip architectures above this many million MACs per image; 0 = no cap.")
+    ] = DEFAULT_MAX_MMACS,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and every trial's training.")] = 0,
+    warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
+    verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search: add TRIALS trials to the study (a second run resumes it)."""
+    from search.progress import SearchDisplay
+    from search.runner import (
+        SearchOptions,
+        run_search,
+    )
+
+    check_choice("--sampler", sampler, SAMPLERS)
+    check_choice("--pruner", pruner, PRUNERS)
+    opts = SearchOptions(
+        study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
+        sampler=sampler, pruner=pruner, max_epochs=max_epochs, evals_per_epoch=evals_per_epoch,
+        train_subset=train_subset or None,
+        val_size=val_size, max_mmacs=max_mmacs or None,
+        seed=seed, warm_start=warm_start, verify_data=verify_data,
+    )  # fmt: skip
+    opts.validate()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live display reports every trial
+    console = Console(stderr=json_out, log_path=False)
+    header = f"fsearch · study {study} · {storage}"
+    # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
+            report = run_search(opts, observer=display, on_trial_end=display)
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "Interrupted: the running trial was marked failed and the study is saved; "
+            "run the same command again to resume.", markup=False,
+        )  # fmt: skip
+        raise typer.Exit(130) from None
+    if json_out:
+        from search.study import trial_record
+
+        out = {
+            "study": study, "storage": storage, "device": report.device, "wall_seconds": report.wall_seconds,
+            "this_run": report.counts, "best": trial_record(report.best) if report.best else None,
+        }  # fmt: skip
+        typer.echo(json.dumps(out, indent=2))
+        return
+    _print_summary(console, report)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_summary(console: Console, report: Any) -> None:
+    from search.progress import format_params
+    from search.study import top_trials
+
+    c = report.counts
+    console.print(
+        f"[bold]{report.study.study_name}[/]: this run {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) "
+        f"in {report.wall_seconds / 60:.1f} min on {report.device}"
+    )
+    table = Table(title="Best trials of the study")
+    for col in ("trial", "val acc", "epochs", "params", "MMACs", "img/s", "configuration"):
+        table.add_column(col, overflow="fold")
+    for t in top_trials(report.study, 5):
+        ua = t.user_attrs
+        table.add_row(
+            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
+            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('images_per_second', 0):,.0f}", format_params(t.params),
+        )  # fmt: skip
+    console.print(table)
+    if report.best is None and c["skipped"] and not (c["complete"] + c["pruned"] + c["fail"]):
+        console.print("[yellow]Every architecture drawn was over the --max-mmacs budget; raise it (0 = no cap).[/]")
+    elif report.best is None:
+        console.print("[yellow]No trial completed yet; run again with more --trials or a larger --timeout.[/]")
+
+
+@commands.command()
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False) -> None:
+    """List the studies in a storage: trials by state and the best value."""
+    from search.study import open_storage, study_summaries
+
+    rows = study_summaries(open_storage(storage, create=False))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Studies in {storage}")
+    for col in ("study", "trials", "complete", "pruned", "failed", "running", "best val acc", "best trial"):
+        table.add_column(col)
+    for r in rows:
+        best = f"{r['best_value']:.4f}" if r["best_value"] is not None else "-"
+        table.add_row(
+            r["study"], str(r["trials"]), str(r["complete"]), str(r["pruned"]), str(r["fail"]),
+            str(r["running"]), best, str(r["best_trial"] if r["best_trial"] is not None else "-"),
+        )  # fmt: skip
+    Console().print(table)
+
+
+@commands.command()
+def show(
+    study: StudyOpt = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    top: Annotated[int, typer.Option(help="How many trials.", min=1)] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the best trials of a study with their parameters."""
+    from search.progress import format_params
+    from search.study import load_study, open_storage, top_trials, trial_record
+
+    found = load_study(open_storage(storage, create=False), study, storage)
+    best = top_trials(found, top)
+    if json_out:
+        typer.echo(json.dumps([trial_record(t) for t in best], indent=2))
+        return
+    table = Table(title=f"Top {len(best)} of {len(found.trials)} trials in study {study!r}")
+    for col in ("trial", "val acc", "epochs", "params", "MMACs", "train s", "configuration"):
+        table.add_column(col, overflow="fold")
+    for t in best:
+        ua = t.user_attrs
+        table.add_row(
+            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
+            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('train_seconds', 0):.0f}", format_params(t.params),
+        )  # fmt: skip
+    Console().print(table)
