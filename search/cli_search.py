@@ -84,12 +84,13 @@ def run(
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
             report = run_search(opts, observer=display, on_trial_end=display)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         Console(stderr=True).print(
             "Interrupted: the running trial was marked failed and the study is saved; "
             "run the same command again to resume.", markup=False,
         )  # fmt: skip
-        raise typer.Exit(130) from None
+        # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
+        raise typer.Exit(128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)) from None
     if json_out:
         from search.study import trial_record
 
@@ -102,8 +103,16 @@ def run(
     _print_summary(console, report)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the search is, so it unwinds exactly like Ctrl+C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated(signum)
 
 
 def _print_summary(console: Console, report: Any) -> None:
