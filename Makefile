@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check search space tests benchmarks
 	$(BIN)/ruff format --check search space tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/bandit -q -r search space -c pyproject.toml
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from search import cli_model, cli_search
-from search.errors import FsearchError
+from search.errors import FsearchError, one_line
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -48,13 +48,14 @@ def main() -> None:
     except FsearchError as exc:
         if debug:
             err.print(traceback.format_exc(), markup=False)
-        err.print(f"Error: {exc}", markup=False)
+        err.print(f"Error: {one_line(str(exc))}", markup=False)
         sys.exit(2)
     except Exception as exc:
         if not _is_usage_error(exc):
             raise
         ctx = getattr(exc, "ctx", None)
         cmd = ctx.command_path if ctx is not None else "fsearch"
-        err.print(f"Error: {exc.format_message()}; see '{cmd} --help'", markup=False)  # type: ignore[attr-defined]
+        message = one_line(exc.format_message())  # type: ignore[attr-defined]
+        err.print(f"Error: {message}; see '{cmd} --help'", markup=False)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from search.cli_common import (
     DEFAULT_MODEL,
@@ -62,7 +63,8 @@ def export_best(
     console = Console(stderr=json_out, log_path=False)
 
     def announce(t: Any) -> None:
-        console.print(f"[bold]{study}[/]: retraining trial {t.number} (val acc {t.value:.4f}) on all training images")
+        name = escape(study)  # a study name is printed as text, never read as rich markup
+        console.print(f"[bold]{name}[/]: retraining trial {t.number} (val acc {t.value:.4f}) on all training images")
 
     _retrain(console, json_out, lambda bars: run_export(
         study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, on_trial=announce,

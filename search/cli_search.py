@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from search.cli_common import JsonOpt, StorageOpt, StudyOpt, check_choice
@@ -22,7 +23,7 @@ from search.defaults import (
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
 )
-from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS, mask_url
 
 commands = typer.Typer()
 
@@ -78,7 +79,7 @@ def run(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live display reports every trial
     console = Console(stderr=json_out, log_path=False)
-    header = f"fsearch · study {study} · {storage}"
+    header = f"fsearch · study {study} · {mask_url(storage)}"
     # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -95,7 +96,7 @@ def run(
         from search.study import trial_record
 
         out = {
-            "study": study, "storage": storage, "device": report.device, "wall_seconds": report.wall_seconds,
+            "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
             "this_run": report.counts, "best": trial_record(report.best) if report.best else None,
         }  # fmt: skip
         typer.echo(json.dumps(out, indent=2))
@@ -121,7 +122,7 @@ def _print_summary(console: Console, report: Any) -> None:
 
     c = report.counts
     console.print(
-        f"[bold]{report.study.study_name}[/]: this run {c['complete']} complete, {c['pruned']} pruned, "
+        f"[bold]{escape(report.study.study_name)}[/]: this run {c['complete']} complete, {c['pruned']} pruned, "
         f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) "
         f"in {report.wall_seconds / 60:.1f} min on {report.device}"
     )
@@ -150,7 +151,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False) ->
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"Studies in {storage}")
+    table = Table(title=f"Studies in {escape(mask_url(storage))}")
     for col in ("study", "trials", "complete", "pruned", "failed", "running", "best val acc", "best trial"):
         table.add_column(col)
     for r in rows:
@@ -178,7 +179,7 @@ def show(
     if json_out:
         typer.echo(json.dumps([trial_record(t) for t in best], indent=2))
         return
-    table = Table(title=f"Top {len(best)} of {len(found.trials)} trials in study {study!r}")
+    table = Table(title=f"Top {len(best)} of {len(found.trials)} trials in study {escape(repr(study))}")
     for col in ("trial", "val acc", "epochs", "params", "MMACs", "train s", "configuration"):
         table.add_column(col, overflow="fold")
     for t in best:

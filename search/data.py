@@ -1,9 +1,18 @@
 """Fashion-MNIST on the device: fetch, verify, parse IDX, split, once per process.
 
 The four official ``.gz`` files live in ``<data_dir>/FashionMNIST/raw/`` (torchvision's layout).
-They are downloaded with torchvision's own mirrors and md5 checks when missing, verified against
-the official md5 sums on every load, and parsed here (no torchvision ``processed`` cache): the
-IDX header is validated, so a truncated or mislabelled file is named instead of mis-read.
+They are downloaded with torchvision's own mirrors and md5 checks when missing, and parsed here
+(no torchvision ``processed`` cache). Three layers of checks run before anything trains:
+
+- the official md5 sum of each of the four files, on every load, unless ``verify=False``
+  (``--no-verify-data``, meant for the tests' tiny files): this is what catches any flipped byte;
+- gzip's own CRC-32 and length, always: without the md5, a flipped or missing byte in the
+  compressed data still fails (only the gzip header's timestamp and OS bytes are unprotected,
+  and they do not touch the data);
+- the IDX header against the data's size and shape, and the labels' range, always.
+
+Only the ``.gz`` files are read. The unpacked ``*-ubyte`` files torchvision may leave beside
+them are never opened, so a corrupt unpacked copy cannot be read in their place.
 
 Images stay uint8 on the device (47 MB for all 60,000); the training loop normalises and
 augments per batch on the device. The test set is loaded only by :func:`load_test`.
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import sys
 import zlib
@@ -40,6 +50,10 @@ SPLIT_FILES = {
 }
 ENV_VAR = "FSEARCH_DATA_DIR"
 _IDX_DTYPE = {0x08: np.uint8}
+# The largest IDX payload accepted: the training images are 47,040,016 bytes. A file whose header
+# claims more (a gzip bomb, a corrupt header) is refused before it is decompressed.
+MAX_IDX_BYTES = 64 << 20
+_FIX = "delete it and download it again, or point --data-dir at a good copy"
 
 
 def default_data_dir() -> Path:
@@ -96,7 +110,9 @@ def ensure_files(data_dir: Path, *, verify: bool = True, download: bool = True) 
         path = folder / name
         if not path.is_file():
             if not download:
-                raise DataError(f"{name} not found in {folder}; run without --no-download to fetch it")
+                unpacked = " (fsearch reads only the md5-checked .gz files, not the unpacked copy there)"
+                note = unpacked if (folder / name.removesuffix(".gz")).exists() else ""
+                raise DataError(f"{name} not found in {folder}{note}; run without --no-download to fetch it")
             folder.mkdir(parents=True, exist_ok=True)
             _download(folder, name, md5)
         elif verify:
@@ -113,25 +129,35 @@ def ensure_files(data_dir: Path, *, verify: bool = True, download: bool = True) 
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one gzip'd IDX file (the MNIST format), validating its header against its size."""
+    """Parse one gzip'd IDX file (the MNIST format), validating its header against its size.
+
+    The header is read first and the payload it announces (at most :data:`MAX_IDX_BYTES`) is read
+    exactly; reading on to the end of the stream makes gzip check its CRC-32 and length.
+    """
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path} is empty (an interrupted download?); {_FIX}")
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPE or not 1 <= head[3] <= 4:
+                raise DataError(f"{path} is not an IDX file (bad magic number); {_FIX}")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated (incomplete header); {_FIX}")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"{path} announces {size:,} bytes of data, over the limit of {MAX_IDX_BYTES:,}; {_FIX}")
+            payload = f.read(size)
+            trailing = len(f.read(1))  # also makes gzip verify its CRC-32 and length
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is not a readable gzip file ({exc}); delete it and download it again") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPE or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not an IDX file (bad magic number); delete it and download it again")
-    ndim = raw[3]
+        raise DataError(f"{path} is not a readable gzip file or is corrupt ({exc}); {_FIX}") from None
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated (incomplete header); delete it and download it again")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(raw) != expected:
-        raise DataError(
-            f"{path} holds {len(raw):,} bytes but its header says {expected:,}; delete it and download it again"
-        )
-    return np.frombuffer(raw, dtype=_IDX_DTYPE[raw[2]], offset=header).reshape(shape)
+    if len(payload) != size or trailing:
+        actual = "more" if trailing else f"{header + len(payload):,}"
+        raise DataError(f"{path} holds {actual} bytes but its header says {header + size:,}; {_FIX}")
+    return np.frombuffer(payload, dtype=_IDX_DTYPE[head[2]]).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -164,13 +190,24 @@ def read_split(data_dir: Path, split: str, *, verify: bool = True, download: boo
     images_name, labels_name = SPLIT_FILES[split]
     images, labels = read_idx(folder / images_name), read_idx(folder / labels_name)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{folder / images_name} holds images of shape {images.shape[1:]}, not 28x28")
+        raise DataError(f"{folder / images_name} holds images of shape {images.shape[1:]}, not 28x28; {_FIX}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(f"{folder / labels_name} does not match {images_name} ({labels.shape} vs {images.shape})")
+        raise DataError(
+            f"{folder / labels_name} does not match {images_name} ({labels.shape} vs {images.shape}); {_FIX}"
+        )
     if labels.size and labels.max() >= len(CLASSES):
-        raise DataError(f"{folder / labels_name} has a label above {len(CLASSES) - 1}")
+        raise DataError(f"{folder / labels_name} has a label above {len(CLASSES) - 1}; {_FIX}")
     x = torch.from_numpy(images.copy()).unsqueeze(1)
     return ImageSet(x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def check_split(data_dir: Path, split: str, *, verify: bool = True, download: bool = True) -> None:
+    """Check that one split's files are intact and consistent, without keeping the images.
+
+    ``export-best`` checks the test files this way before it trains, so a corrupt file stops it
+    before the training, not after; the test images themselves are still read only after training.
+    """
+    read_split(data_dir, split, verify=verify, download=download)
 
 
 def stratified_order(labels: torch.Tensor, seed: int) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class FsearchError(Exception):
     """An error with a message that names the thing, the place and the fix."""
@@ -25,3 +27,12 @@ class ModelError(FsearchError):
 
 class ImageError(FsearchError):
     """An input image cannot be read (not an image, empty, too large, corrupt)."""
+
+
+def one_line(text: str) -> str:
+    """``text`` made safe to print as one line: line breaks become spaces, other control characters
+    (a terminal escape sequence in a file name, say) are shown escaped instead of being obeyed."""
+    return _CONTROL.sub(lambda m: " " if m.group() in "\r\n\t" else f"\\x{ord(m.group()):02x}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

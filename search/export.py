@@ -6,12 +6,19 @@ carries everything needed to rebuild the network from the directory alone, in na
 spirit: the architecture and training config, the normalisation constants, the class names,
 the provenance and the test result, plus the SHA-256 of the weights so that a truncated or
 swapped weights file is caught before it is parsed.
+
+A model directory is treated as untrusted input: nothing in it is ever unpickled (``*.pt`` and
+other pickle files are refused unopened; fsearch has no ``torch.load`` call), config.json is read
+under a size limit and checked field by field, the architecture it asks for is bounded by
+arithmetic before any layer exists, and the weights file's header is checked against that
+architecture (see :mod:`search.weights`) before its data is read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +30,17 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from search.augment import normalize
-from search.errors import ModelError
-from space import TrialConfig, build_model, from_dict, to_dict
+from search.errors import ModelError, one_line
+from search.weights import WeightsFormatError, expected_file_bytes, expected_tensors, mismatch, read_header
+from space import ArchitectureError, TrialConfig, build_model, from_dict, to_dict
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 # Files that would be unpickled by torch.load: never opened, only named in the refusal.
 UNSAFE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+MAX_CONFIG_BYTES = 1 << 20  # config.json is a few kB; a bigger one is not fsearch's
+INPUT = (1, 28)  # the input every fsearch model takes: one channel, 28x28 (what predict and evaluate feed)
 
 
 @dataclass(frozen=True)
@@ -119,10 +129,12 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise ModelError(f"{path} is missing; re-export the model with 'fsearch export-best'")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_CONFIG_BYTES:,} a model config needs")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is not readable JSON ({exc}); re-export the model") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also JSONDecodeError
+        raise ModelError(f"{path} is not readable JSON ({one_line(str(exc))[:200]}); re-export the model") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         version = meta.get("format_version") if isinstance(meta, dict) else None
         raise ModelError(
@@ -138,11 +150,16 @@ def _parse_meta(meta: dict[str, Any], path: Path) -> tuple[TrialConfig, float, f
         mean, std = float(meta["normalization"]["mean"]), float(meta["normalization"]["std"])
         classes = tuple(str(c) for c in meta["classes"])
         sha = str(meta["weights"]["sha256"])
-    except (KeyError, TypeError, ValueError) as exc:
-        detail = f"{type(exc).__name__}: {exc}"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = one_line(f"{type(exc).__name__}: {exc}")[:200]
         raise ModelError(f"{path} is incomplete or malformed ({detail}); re-export the model") from None
-    if len(classes) != cfg.arch.num_classes or not std > 0:
+    if len(classes) != cfg.arch.num_classes or not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ModelError(f"{path} is inconsistent (classes or normalisation); re-export the model")
+    if (cfg.arch.in_channels, cfg.arch.image_size) != INPUT:
+        raise ModelError(
+            f"{path} describes a network for {cfg.arch.in_channels}-channel {cfg.arch.image_size}x"
+            f"{cfg.arch.image_size} images; fsearch models take 1-channel 28x28 images: re-export the model"
+        )
     return cfg, mean, std, classes, sha
 
 
@@ -163,12 +180,30 @@ def load_model(directory: Path, *, device: torch.device) -> LoadedModel:
     config_path = directory / CONFIG_FILE
     meta = _read_meta(directory)
     cfg, mean, std, classes, sha = _parse_meta(meta, config_path)
+    try:  # bounded by arithmetic on the config, then built on the meta device: nothing allocated yet
+        expected = expected_tensors(cfg.arch)
+    except ArchitectureError as exc:
+        raise ModelError(
+            f"{config_path} asks for a network fsearch does not build ({exc}); re-export the model"
+        ) from None
+    if weights.stat().st_size > expected_file_bytes(expected):
+        raise ModelError(
+            f"{weights} is {weights.stat().st_size:,} bytes, far more than the network in {config_path} needs; "
+            f"re-export the model"
+        )
     # The checksum is checked before the file is parsed: a truncated or swapped file stops here.
     if sha256_file(weights) != sha:
         raise ModelError(
             f"{weights} does not match the SHA-256 recorded in {config_path} (truncated or changed); "
             f"re-export the model"
         )
+    try:  # the header alone, against the architecture, before safetensors reads any tensor data
+        found = read_header(weights)
+    except (WeightsFormatError, OSError) as exc:
+        raise ModelError(f"{weights} is not a valid safetensors file ({exc}); re-export the model") from None
+    problem = mismatch(found, expected)
+    if problem is not None:
+        raise ModelError(f"{weights} does not fit the architecture in {config_path} ({problem}); re-export the model")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:

@@ -9,6 +9,7 @@ writing, the graph is loaded back with the runtime that would serve it (onnxrunt
 from __future__ import annotations
 
 import importlib.util
+import io
 import warnings
 from pathlib import Path
 
@@ -73,13 +74,18 @@ def export_graph(fmt: str, directory: Path, model: nn.Module, *, mean: float, st
 def _torchscript(net: nn.Module, x: torch.Tensor, path: Path) -> torch.Tensor:
     # Tracing is enough: the networks have no data-dependent control flow. TorchScript is
     # deprecated in PyTorch but still what libtorch (C++) loads, so its warnings are silenced.
+    # The archive is checked from the bytes in memory and those same bytes are written: fsearch
+    # never loads a TorchScript file from disk, where someone could have put another one.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         traced = torch.jit.trace(net, x[:2])  # type: ignore[no-untyped-call]
-        traced.save(str(path))
-        loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue()), map_location="cpu")  # type: ignore[no-untyped-call]
         out = loaded(x)
-    assert isinstance(out, torch.Tensor)
+    path.write_bytes(buffer.getvalue())
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"the TorchScript graph for {path} returned {type(out).__name__}, not a tensor")
     return out
 
 

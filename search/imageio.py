@@ -4,8 +4,12 @@ Preprocessing, in order (it follows how Fashion-MNIST itself was made from produ
 trim, resize the longest edge to 28, centre, negate, 8-bit grayscale):
 
 1. Only PNG and JPEG are opened (no other decoder runs on untrusted files). Images over
-   :data:`MAX_PIXELS` pixels are refused before decoding, and so is anything Pillow flags as a
-   decompression bomb. The EXIF orientation of photos is applied.
+   :data:`MAX_PIXELS` pixels (or with no pixels) are refused before decoding, and so is anything
+   Pillow flags as a decompression bomb. An image whose longer side is over :data:`WORK_SIZE` is
+   reduced by an integer factor right after decoding (a JPEG is decoded at 1/2, 1/4 or 1/8 scale
+   to begin with), so one image costs about twice its decoded size at most (measured: 280 MB for
+   an RGBA PNG at the limit, 50 MB for a JPEG). The EXIF orientation of photos is applied. Whatever
+   goes wrong while decoding (the files are untrusted) is one :class:`ImageError` for that file.
 2. Grayscale: 16-bit images are scaled (65535 -> 255), not clipped; transparent images
    (RGBA, LA, palette with transparency) are composited onto black if their opaque part is
    light on average, else onto white, so the garment stands out either way; every other mode
@@ -21,17 +25,19 @@ trim, resize the longest edge to 28, centre, negate, 8-bit grayscale):
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from search.errors import ImageError
 
 SIZE = 28
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB: enough, and bounded
+WORK_SIZE = 2048  # longer side an image is reduced to before its float conversion (the output is 28x28)
 FORMATS = ("PNG", "JPEG")
 BORDER_FRACTION = 0.02
 TRIM_THRESHOLD = 0.05 * 255  # Fashion-MNIST trimmed edges within 5% of the background
@@ -56,18 +62,66 @@ def read_image(path: Path) -> torch.Tensor:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=FORMATS) as img:
                 width, height = img.size
+                if width < 1 or height < 1:
+                    raise ImageError(f"{path}: the image is {width}x{height} pixels: there is nothing to classify")
                 if width * height > MAX_PIXELS:
                     raise ImageError(
                         f"{path}: {width}x{height} pixels is over the limit of {MAX_PIXELS:,}; shrink the image first"
                     )
-                gray = to_gray(ImageOps.exif_transpose(img))
+                orientation = img.getexif().get(_ORIENTATION, 1)
+                gray = _orient(_decoded_gray(img), orientation)
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a PNG or JPEG image") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for truncated or corrupt data
-        raise ImageError(f"{path}: cannot decode the image ({exc})") from None
+    except MemoryError:
+        raise ImageError(f"{path}: not enough memory to decode the image") from None
+    except Exception as exc:
+        # Pillow parses untrusted bytes, and a corrupt file can surface as almost any exception
+        # (OSError, SyntaxError, ValueError, struct.error, IndexError, ...): each is this file's
+        # problem, reported as one line; the chained exception is there for --debug.
+        raise ImageError(f"{path}: cannot decode the image ({type(exc).__name__}: {exc})") from exc
     return torch.from_numpy(fashion_mnist_like(gray)).unsqueeze(0)
+
+
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F")  # modes Image.reduce averages
+
+
+def _decoded_gray(img: Image.Image) -> np.ndarray:
+    """Decode ``img`` into float grayscale, reduced first when its longer side is over :data:`WORK_SIZE`."""
+    factor = math.ceil(max(img.size) / WORK_SIZE)
+    if factor > 1 and img.format == "JPEG":
+        img.draft(img.mode, (img.width // factor, img.height // factor))  # DCT scaling while decoding
+        factor = math.ceil(max(img.size) / WORK_SIZE)
+    if factor <= 1:
+        return to_gray(img)
+    if img.mode in _SIXTEEN_BIT:  # 32-bit integers reduce; keep the 16-bit scaling of to_gray
+        reduced16: np.ndarray = np.asarray(img.convert("I").reduce(factor), dtype=np.float32) / 257.0
+        return reduced16
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode not in _REDUCIBLE:  # palette indices must not be averaged: to RGB(A) first
+        transparent = img.mode in _ALPHA or "transparency" in img.info
+        img = img.convert("RGBA" if transparent else "RGB")
+    return to_gray(img.reduce(factor))
+
+
+def _orient(gray: np.ndarray, orientation: object) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) to a decoded image, as ``ImageOps.exif_transpose`` would."""
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: a.T,
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].T,
+        8: lambda a: np.rot90(a, 1),
+    }
+    turn = turns.get(orientation) if isinstance(orientation, int) else None
+    return np.ascontiguousarray(turn(gray)) if turn is not None else gray
 
 
 def to_gray(img: Image.Image) -> np.ndarray:

@@ -8,6 +8,7 @@ so the study goes on. Each trial records what it cost (parameters, MACs, seconds
 from __future__ import annotations
 
 import gc
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,6 +69,9 @@ class Objective:
         self.observer: TrialObserver = observer or _Silent()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # Free what the previous trial left before this one allocates: a pruned or failed trial's
+        # exception holds its frames (model, optimiser state, batches) until the collector runs.
+        _release_memory(self.settings.runtime.device)
         try:
             return self._run(trial)
         except (optuna.TrialPruned, KeyboardInterrupt):
@@ -134,8 +138,9 @@ class Objective:
             del model
             _release_memory(settings.runtime.device)
         best = result.best
-        assert best is not None
-        assert best.val_acc is not None
+        if best is None or best.val_acc is None or not math.isfinite(best.val_acc):
+            # Optuna would record an infinite value as a completed trial, and the study's best with it.
+            raise RuntimeError(f"training ended without a finite validation accuracy ({best and best.val_acc})")
         trial.set_user_attr("best_epoch", best.epochs_done)
         return best.val_acc
 

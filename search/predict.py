@@ -11,7 +11,7 @@ import torch
 
 from search.data import CLASSES, default_data_dir, load_test
 from search.device import describe, resolve_device
-from search.errors import ConfigError, ImageError, ModelError
+from search.errors import ConfigError, ImageError, ModelError, one_line
 from search.export import LoadedModel, load_model
 from search.imageio import read_image
 from search.metrics import classification_metrics
@@ -64,7 +64,7 @@ def predict_files(loaded: LoadedModel, paths: Sequence[Path], *, top: int = 1) -
             images[i] = read_image(path)
             results.append(None)
         except ImageError as exc:
-            results.append(Failure(image=str(path), error=str(exc)))
+            results.append(Failure(image=str(path), error=one_line(str(exc))))
     order = list(images)
     for start in range(0, len(order), BATCH):
         chunk = order[start : start + BATCH]

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.data import CLASSES, ImageSet, Splits, default_data_dir, load_splits, load_test
+from search.data import CLASSES, ImageSet, Splits, check_split, default_data_dir, load_splits, load_test
 from search.device import describe, resolve_device
 from search.errors import ConfigError
 from search.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
@@ -121,6 +121,7 @@ def retrain(
     runtime = Runtime(device=device)
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
     splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
+    check_split(data_dir, "test", verify=opts.verify_data)  # a corrupt test file fails now, not after training
     seed_everything(opts.seed)
     model = build_model(cfg.arch)
     if on_start is not None:

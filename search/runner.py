@@ -34,6 +34,7 @@ from search.study import (
     PRUNERS,
     SAMPLERS,
     best_trial,
+    check_storage,
     create_or_resume,
     make_pruner,
     make_sampler,
@@ -86,6 +87,7 @@ class SearchOptions:
             raise ConfigError(f"unknown pruner {self.pruner!r}; use one of {', '.join(PRUNERS)}")
         if not self.study.strip():
             raise ConfigError("--study must not be empty")
+        check_storage(self.storage, create=True)  # a bad URL fails now, before the data is loaded
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,11 @@ def run_search(
     data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
     if opts.data_dir is not None and not opts.data_dir.is_dir():
         raise ConfigError(f"data dir {opts.data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
+    # The data is verified before the study is opened: a corrupt file leaves no new, empty study behind.
+    splits = load_splits(
+        data_dir, device=device, val_size=opts.val_size, train_subset=opts.train_subset,
+        seed=opts.seed, verify=opts.verify_data,
+    )  # fmt: skip
     storage = open_storage(opts.storage, create=True)
     study = create_or_resume(
         storage, opts.study,
@@ -139,10 +146,6 @@ def run_search(
     if already:
         # A resumed study must not replay the random draws of the first run.
         study.sampler = make_sampler(opts.sampler, seed=opts.seed + already)
-    splits = load_splits(
-        data_dir, device=device, val_size=opts.val_size, train_subset=opts.train_subset,
-        seed=opts.seed, verify=opts.verify_data,
-    )  # fmt: skip
     if opts.warm_start:
         for name in WARM_START_PRESETS:
             study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)

@@ -9,6 +9,8 @@ checkpoint can carry the configuration it was trained with (see :func:`to_dict`/
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,10 +107,57 @@ def to_dict(cfg: TrialConfig) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> TrialConfig:
-    """Rebuild a :class:`TrialConfig` from :func:`to_dict` output; unknown keys fail at once."""
-    arch = dict(data["arch"])
-    arch["blocks"] = tuple(ConvBlock(**b) for b in arch["blocks"])
-    arch["dense"] = tuple(int(d) for d in arch["dense"])
-    train = dict(data["train"])
-    train["augment"] = Augment(**train["augment"])
+    """Rebuild a :class:`TrialConfig` from :func:`to_dict` output, strictly.
+
+    A config.json may come from anywhere, so every value is checked against its field's type
+    before anything is built: unknown keys, a string where a number belongs, a bool where an
+    integer belongs, a non-finite float or a value outside a ``Literal`` raise ``TypeError`` or
+    ``ValueError`` naming the field (sizes are bounded later, by :func:`space.model.build_model`).
+    """
+    _fields(TrialConfig, data, "config", nested=("arch", "train"))  # no unknown keys at the top either
+    arch = _fields(Architecture, data["arch"], "arch", nested=("blocks", "dense"))
+    arch["blocks"] = tuple(
+        ConvBlock(**_fields(ConvBlock, b, f"arch.blocks[{i}]")) for i, b in enumerate(_items(data["arch"], "blocks"))
+    )
+    arch["dense"] = tuple(_check(d, int, f"arch.dense[{j}]") for j, d in enumerate(_items(data["arch"], "dense")))
+    train = _fields(TrainConfig, data["train"], "train", nested=("augment",))
+    train["augment"] = Augment(**_fields(Augment, data["train"].get("augment", {}), "train.augment"))
     return TrialConfig(arch=Architecture(**arch), train=TrainConfig(**train))
+
+
+def _items(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"arch.{key} must be a list, not {type(value).__name__}")
+    return list(value)
+
+
+def _fields(cls: type, data: Any, where: str, *, nested: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The scalar fields of dataclass ``cls`` from ``data``, each checked against its annotation."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be an object, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise TypeError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+    return {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items() if k not in nested}
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    if typing.get_origin(hint) is Literal:
+        if not isinstance(value, str) or value not in typing.get_args(hint):
+            raise ValueError(f"{where} must be one of {', '.join(typing.get_args(hint))}, not {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{where} must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{where} must be an integer, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise TypeError(f"{where} must be a finite number, not {value!r}")
+        return float(value)
+    raise TypeError(f"{where}: unexpected field type {hint!r}")  # a new field type: teach _check about it
