@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from search.errors import ConfigError, StorageError
 from search.graph import check_formats
 from search.retrain import ExportReport, RetrainOptions, StartCallback, retrain, safe_name
-from search.study import best_trial, load_study, open_storage
+from search.study import best_trial, load_study, mask_url, open_storage
 from search.train import EpochCallback, StepCallback
 from space import SPACE_VERSION, TrialConfig, suggest
 
@@ -184,8 +183,6 @@ def export_best(
 
 
 def _redacted(url: str) -> str:
-    """The storage URL without a password (it lands in config.json)."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
+    """The storage URL without a password (it lands in config.json): masked on the raw text, so an
+    unescaped '@' in the password cannot make a parser print part of it."""
+    return mask_url(url)

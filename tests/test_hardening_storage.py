@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search.best import _redacted
 from search.errors import StorageError
 from search.study import mask_url, open_storage
 from tests.test_cli import fsearch
@@ -90,6 +91,8 @@ def test_mask_url() -> None:
         "nonsense": "nonsense",
     }
     assert {url: mask_url(url) for url in cases} == cases
+    # export-best records the storage in config.json: a password with an '@' loses no fragment there either
+    assert _redacted("postgresql://user:p@ss:w@rd@host/db") == "postgresql://user:***@host/db"
 
 
 def test_braces_in_a_sqlite_path_reach_the_database_unchanged(tmp_path: Path) -> None:
