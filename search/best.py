@@ -4,8 +4,9 @@ The trial's parameters go through Optuna's ``FixedTrial`` into the same ``sugges
 used, so the retrained model is built and trained by exactly the code that scored it. A study
 made with another search space, an empty study and a study without a completed trial are
 refused with one clear error before anything trains. The export is recorded on the study as
-the user attribute ``export:<trial>`` (finished trials' attributes cannot change), where the
-Optuna dashboard shows it.
+the user attribute ``export:<trial>`` (finished trials' attributes cannot change), its files
+become study artifacts ``trial-<N>-*`` and the study's dashboard note shows the test result
+beside the references.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
+from search.artifacts import artifact_dir, open_store, upload
 from search.errors import ConfigError, StorageError
 from search.graph import check_formats
+from search.notes import save_study_note
 from search.retrain import ExportReport, RetrainOptions, StartCallback, retrain, safe_name
 from search.study import best_trial, load_study, mask_url, open_storage
 from search.train import EpochCallback, StepCallback
@@ -31,6 +34,11 @@ from space import SPACE_VERSION, TrialConfig, suggest
 MIN_EPOCHS, MAX_EPOCHS = 5, 40
 TRAIN_IMAGES = 60_000
 RISING_FACTOR, PLATEAU_FACTOR = 3, 2
+# Files of the model directory uploaded as study artifacts, and their names there (after "trial-<N>-").
+EXPORT_ARTIFACTS = {
+    "confusion_matrix.png": "test_confusion_matrix.png", "training_curves.png": "training_curves.png",
+    "metrics.json": "metrics.json", "model.safetensors": "model.safetensors", "config.json": "config.json",
+}  # fmt: skip
 
 
 def default_out(study: str) -> Path:
@@ -137,12 +145,14 @@ def export_best(
     on_step: StepCallback | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     on_start: StartCallback | None = None,
+    artifacts: Path | None = None,
 ) -> ExportReport:
     """Retrain trial ``trial`` (default: the best) of ``study`` on all training images and export it.
 
     ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` (which replaces ``opts.seed``) to
     the trial's recorded seed; ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
-    is loaded; ``on_start`` the config just before training (the CLI shows both).
+    is loaded; ``on_start`` the config just before training (the CLI shows both). ``artifacts`` is the
+    artifact store folder (default: :func:`search.artifacts.artifact_dir` of the storage).
     """
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
@@ -179,7 +189,17 @@ def export_best(
             "device": report.device, "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )  # fmt: skip
+    _publish(found, chosen.number, report, artifact_dir(storage, artifacts))
     return report
+
+
+def _publish(study: optuna.Study, number: int, report: ExportReport, folder: Path) -> None:
+    """The export's files as study artifacts (a finished trial takes none) and the study note rewritten."""
+    store = open_store(folder, create=True)
+    for name, shown in EXPORT_ARTIFACTS.items():
+        if (report.directory / name).is_file():
+            upload(store, report.directory / name, study, name=f"trial-{number}-{shown}")
+    save_study_note(study)
 
 
 def _redacted(url: str) -> str:

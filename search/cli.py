@@ -1,7 +1,8 @@
 """The ``fsearch`` command line: the typer app and its entry point, one error line per failure.
 
-The commands live in :mod:`search.cli_search` (run, studies, show) and :mod:`search.cli_model`
-(export-best, train, evaluate, predict); each is a thin shell over the library.
+The commands live in :mod:`search.cli_search` (run, studies, show), :mod:`search.cli_model`
+(export-best, train, evaluate, predict) and :mod:`search.cli_dashboard` (dashboard, report);
+each is a thin shell over the library.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from search import cli_model, cli_search
+from search import cli_dashboard, cli_model, cli_search
 from search.errors import FsearchError, one_line
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )  # fmt: skip
 app.add_typer(cli_search.commands)  # no name: the commands sit at the top level
 app.add_typer(cli_model.commands)
+app.add_typer(cli_dashboard.commands)
 
 
 @app.callback()

@@ -23,6 +23,13 @@ FormatOpt = Annotated[
     list[str] | None, typer.Option("--format", help="Also export a graph: onnx or torchscript (repeatable).")
 ]
 TtaOpt = Annotated[bool, typer.Option(help="Also report test accuracy with flip test-time augmentation.")]
+ArtifactsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Artifact store folder (confusion matrices, exported models).",
+        show_default="artifacts/ beside a SQLite file, else studies/artifacts",
+    ),
+]
 ModelOpt = Annotated[Path, typer.Option("--model", help="Model directory written by export-best or train.")]
 DEFAULT_MODEL = Path("studies") / DEFAULT_STUDY / "best"
 GRAPH_FORMATS = ("onnx", "torchscript")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from search.cli_common import (
     DEFAULT_MODEL,
     GRAPH_FORMATS,
+    ArtifactsOpt,
     DataDirOpt,
     DeviceOpt,
     EpochsOpt,
@@ -44,6 +45,7 @@ def export_best(
     formats: FormatOpt = None,
     tta: TtaOpt = False,
     verify_data: VerifyOpt = True,
+    artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Retrain the best trial (or --trial N) on all 60,000 training images, test it once, save it.
@@ -68,6 +70,7 @@ def export_best(
 
     _retrain(console, json_out, lambda bars: run_export(
         study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, on_trial=announce,
+        artifacts=artifacts,
         on_start=lambda cfg: bars.start(cfg.train.epochs), on_epoch_end=bars.on_epoch_end, on_step=bars.on_step,
     ))  # fmt: skip
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search.cli_common import JsonOpt, StorageOpt, StudyOpt, check_choice
+from search.cli_common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt, check_choice
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
@@ -56,6 +56,7 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and every trial's training.")] = 0,
     warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
     verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
+    artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Search: add TRIALS trials to the study (a second run resumes it)."""
@@ -72,7 +73,7 @@ def run(
         sampler=sampler, pruner=pruner, max_epochs=max_epochs, evals_per_epoch=evals_per_epoch,
         train_subset=train_subset or None,
         val_size=val_size, max_mmacs=max_mmacs or None,
-        seed=seed, warm_start=warm_start, verify_data=verify_data,
+        seed=seed, warm_start=warm_start, verify_data=verify_data, artifact_dir=artifacts,
     )  # fmt: skip
     opts.validate()
     import optuna

@@ -2,25 +2,29 @@
 
 Per epoch the objective reports validation accuracy and asks the pruner; a pruned, diverged
 or out-of-memory trial ends as PRUNED with its reason in the ``pruned_reason`` user attribute,
-so the study goes on. Each trial records what it cost (parameters, MACs, seconds, images/s).
+so the study goes on. Each trial records what it cost (parameters, MACs, seconds, images/s),
+gets a dashboard note with its architecture, and, once complete, a PNG of its validation
+confusion matrix in the study's artifact store (when ``ObjectiveSettings.artifacts`` is set).
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import optuna
 import torch
 
-from search.data import Splits
+from search.data import CLASSES, Splits
 from search.device import describe
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
-from space import build_model, count_macs, count_parameters, suggest
+from space import build_model, count_macs, count_parameters, suggest, summary_markdown
 
 
 class TrialObserver(Protocol):
@@ -51,6 +55,8 @@ class ObjectiveSettings:
     runtime: Runtime = field(default_factory=Runtime)
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
+    artifacts: Path | None = None  # artifact store folder: a completed trial uploads its val confusion matrix
+    notes: bool = True  # save each trial's architecture as an optuna-dashboard note
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -95,6 +101,7 @@ class Objective:
         trial.set_user_attr("flops", 2 * macs)
         trial.set_user_attr("device", describe(settings.runtime.device))
         trial.set_user_attr("reports_per_epoch", settings.evals_per_epoch)
+        trial.set_user_attr("max_epochs", settings.max_epochs)
         # Enqueued presets (--warm-start) are trained whatever they cost: they were asked for.
         over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
         if over and "preset" not in trial.user_attrs:
@@ -102,6 +109,10 @@ class Objective:
             trial.set_user_attr("pruned_reason", reason)
             trial.set_user_attr("over_budget", True)  # not counted as one of the --trials
             raise optuna.TrialPruned(reason)
+        if settings.notes:
+            from search.notes import save_trial_note
+
+            save_trial_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
 
         spent = {"seconds": 0.0, "images": 0}
 
@@ -142,7 +153,23 @@ class Objective:
             # Optuna would record an infinite value as a completed trial, and the study's best with it.
             raise RuntimeError(f"training ended without a finite validation accuracy ({best and best.val_acc})")
         trial.set_user_attr("best_epoch", best.epochs_done)
+        if settings.artifacts is not None and best.val_logits is not None:
+            self._upload_confusion(trial, best, settings.artifacts)
         return best.val_acc
+
+    def _upload_confusion(self, trial: optuna.Trial, best: EpochStats, folder: Path) -> None:
+        """The validation confusion matrix of the trial's best report, as a PNG artifact of the trial."""
+        from search.artifacts import open_store, upload
+        from search.metrics import classification_metrics, plot_confusion_matrix
+
+        assert best.val_logits is not None
+        assert self.splits.val is not None
+        confusion = classification_metrics(best.val_logits, self.splits.val.y, CLASSES)["confusion_matrix"]
+        title = f"Trial {trial.number}, validation at epoch {best.epochs_done:g}: accuracy {best.val_acc:.4f}"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "val_confusion_matrix.png"
+            plot_confusion_matrix(path, confusion, CLASSES, title=title)
+            upload(open_store(folder, create=True), path, trial)
 
 
 def _release_memory(device: torch.device) -> None:

@@ -1,7 +1,8 @@
 """``run_search``: the library API behind ``fsearch run`` (the CLI only parses and displays).
 
 Opens (or resumes) the study, loads the data once, optionally enqueues the reference presets,
-and runs ``study.optimize`` with the :class:`~search.objective.Objective`.
+and runs ``study.optimize`` with the :class:`~search.objective.Objective`. After every trial the
+study's dashboard note (the search summary, :mod:`search.notes`) is rewritten.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.artifacts import artifact_dir
 from search.data import default_data_dir, load_splits
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
@@ -27,6 +29,7 @@ from search.defaults import (
 )
 from search.device import describe, resolve_device
 from search.errors import ConfigError
+from search.notes import save_study_note
 from search.objective import Objective, ObjectiveSettings, TrialObserver
 from search.study import (
     DEFAULT_STORAGE,
@@ -64,6 +67,8 @@ class SearchOptions:
     seed: int = 0
     warm_start: bool = False
     verify_data: bool = True
+    artifacts: bool = True  # upload each completed trial's validation confusion matrix
+    artifact_dir: Path | None = None  # None: beside the SQLite file, else studies/artifacts
 
     def validate(self) -> None:
         """Fail at once, with the option's name, on values that cannot work."""
@@ -121,6 +126,11 @@ class _StopAfterTrained:
             study.stop()
 
 
+def _update_study_note(study: optuna.Study, trial: FrozenTrial) -> None:
+    if not trial.user_attrs.get("over_budget"):  # a skipped draw changes nothing worth rewriting
+        save_study_note(study)
+
+
 def run_search(
     opts: SearchOptions, *, observer: TrialObserver | None = None, on_trial_end: TrialEndCallback | None = None
 ) -> SearchReport:
@@ -155,10 +165,11 @@ def run_search(
         runtime=Runtime(device=device),
         max_mmacs=opts.max_mmacs,
         evals_per_epoch=opts.evals_per_epoch,
+        artifacts=artifact_dir(opts.storage, opts.artifact_dir) if opts.artifacts else None,
     )
     objective = Objective(splits=splits, settings=settings, observer=observer)
     start_number = already
-    callbacks: list[TrialEndCallback] = [_StopAfterTrained(opts.trials)]
+    callbacks: list[TrialEndCallback] = [_StopAfterTrained(opts.trials), _update_study_note]
     if on_trial_end is not None:
         callbacks.append(on_trial_end)
     # catch: an exception inside one trial fails that trial (reason recorded), not the search.

@@ -73,6 +73,9 @@ class EpochStats:
     images: int  # images trained on since the previous evaluation
     report: int = 0  # 1-based index of this evaluation in the run (= epoch when evals_per_epoch is 1)
     epochs_done: float = 0.0  # epochs trained so far, e.g. 1.5
+    # The validation logits (CPU) this evaluation computed anyway: a confusion matrix of the best report costs
+    # nothing more. Not part of the stats' identity.
+    val_logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -279,4 +282,5 @@ class _Window:
             epoch=epoch, train_loss=train_loss, train_acc=self.correct.item() / self.seen,
             val_loss=val.loss if val else None, val_acc=val.accuracy if val else None, lr=lr,
             seconds=seconds, images=self.seen, report=report, epochs_done=round(epochs_done, 4),
+            val_logits=val.logits if val else None,
         )  # fmt: skip

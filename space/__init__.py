@@ -6,6 +6,7 @@ from space.config import Architecture, Augment, ConvBlock, TrainConfig, TrialCon
 from space.model import ArchitectureError, build_model, count_macs, count_parameters
 from space.presets import PRESETS, preset_config
 from space.sample import SPACE_VERSION, suggest
+from space.summary import Layer, layer_summary, summary_markdown
 
 __all__ = [
     "PRESETS",
@@ -14,13 +15,16 @@ __all__ = [
     "ArchitectureError",
     "Augment",
     "ConvBlock",
+    "Layer",
     "TrainConfig",
     "TrialConfig",
     "build_model",
     "count_macs",
     "count_parameters",
     "from_dict",
+    "layer_summary",
     "preset_config",
     "suggest",
+    "summary_markdown",
     "to_dict",
 ]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from space.config import HEADS, PADDINGS, POOLS, Architecture
+from space.summary import layer_summary
 
 # Guards against configurations no Fashion-MNIST CNN needs (and that would allocate gigabytes). A
 # config can come from a study database or a config.json that someone else wrote: every bound is
@@ -156,32 +156,4 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, arch: Architecture) -> int:
     """Multiply-accumulates of one forward pass on one image (convolutions and linear layers)."""
-    total = 0
-
-    def conv_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, nn.Conv2d)
-        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += out[0].numel() * k
-
-    def linear_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        assert isinstance(module, nn.Linear)
-        total += out[0].numel() * module.in_features
-
-    handles = [
-        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, arch.in_channels, arch.image_size, arch.image_size, device=device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return total
+    return sum(layer.macs for layer in layer_summary(model, arch))

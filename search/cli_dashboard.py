@@ -1,0 +1,76 @@
+"""``fsearch dashboard`` and ``report``: the study in optuna-dashboard, or as static plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from search.cli_common import ArtifactsOpt, JsonOpt, StorageOpt
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY
+
+commands = typer.Typer()
+
+
+@commands.command()
+def dashboard(
+    study: Annotated[str | None, typer.Option("--study", help="Open this study's page.", show_default=False)] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option(help="Address to listen on; other than loopback, anyone there can see it.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)] = 8080,
+    artifacts: ArtifactsOpt = None,
+) -> None:
+    """Serve optuna-dashboard on the study storage: learning curves, parameters, notes and artifacts.
+
+    Safe beside a running search on the same SQLite file. Ctrl+C stops it.
+    """
+    from search.dashboard import is_loopback, make_app, serve, study_path
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    app = make_app(storage, artifacts=artifacts)
+    page = study_path(storage, study)
+
+    def ready(base: str) -> None:
+        if not is_loopback(host):
+            console.print(
+                f"[yellow]Warning: the dashboard has no authentication; anyone who can reach {base} can read "
+                "and edit the studies in this storage.[/]"
+            )
+        # stdout, flushed: a script (or a test) reads the URL from here.
+        typer.echo(f"optuna-dashboard on {storage}: {base}{page}")
+        console.print("Ctrl+C stops it.")
+
+    try:
+        serve(app, host=host, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        console.print("Dashboard stopped.")
+        raise typer.Exit(130) from None
+
+
+@commands.command()
+def report(
+    study: Annotated[str, typer.Option("--study", help="Study name.")] = DEFAULT_STUDY,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/<study>/report")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the study's plots as static HTML and PNG files (optimization history, parameter
+    importances, learning curves, parallel coordinates) with an index.html."""
+    from search.report import default_out, write_report
+    from search.study import load_study, open_storage
+
+    found = load_study(open_storage(storage, create=False), study, storage)
+    written = write_report(found, out or default_out(study))
+    if json_out:
+        out_json = {"directory": str(written.directory), "files": list(written.files), "skipped": written.skipped}
+        typer.echo(json.dumps(out_json, indent=2))
+        return
+    console = Console()
+    for name, why in written.skipped.items():
+        console.print(f"[yellow]{name} not drawn: {why}[/]")
+    console.print(f"Report of study {study!r}: {written.directory / 'index.html'} ({len(written.files)} files)")

@@ -1,0 +1,153 @@
+"""Markdown notes shown by optuna-dashboard: a trial's architecture, a study's search and export.
+
+The study note is rendered from the study alone (its trials and its ``export:<trial>`` user
+attributes), so the search (after every trial) and ``export-best`` can both rewrite it without
+losing each other's part. Notes are saved with optuna-dashboard's ``save_note``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from optuna_dashboard import save_note
+
+from search.study import best_trial
+
+# Documented test accuracies on Fashion-MNIST (../shared/REFERENCES.md), to put an export beside.
+REFERENCES: tuple[tuple[str, float], ...] = (
+    ("LeNet-5 (61,706 parameters)", 0.897),
+    ("3-conv CNN 32/64/128", 0.914),
+    ("2-conv CNN (1.6M parameters)", 0.9304),
+    ("Google AutoML Vision (24 compute hours)", 0.939),
+)
+
+
+def save_trial_note(trial: optuna.Trial, markdown: str) -> None:
+    save_note(trial, markdown)
+
+
+def save_study_note(study: optuna.Study) -> None:
+    """Rewrite the study's note from its current trials and exports."""
+    save_note(study, study_note(study))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if not t.user_attrs.get("over_budget")]
+
+
+def pruning_savings(trials: list[FrozenTrial]) -> dict[str, float]:
+    """Epochs and (estimated) training seconds that pruning saved, from the trials' user attributes.
+
+    A pruned trial would have run ``max_epochs`` epochs (recorded by the objective; else the
+    longest any trial ran) at the speed it showed until it was stopped.
+    """
+    ran = [float(t.user_attrs["epochs_run"]) for t in trials if "epochs_run" in t.user_attrs]
+    longest = max(ran, default=0.0)
+    saved_epochs = saved_seconds = spent_seconds = 0.0
+    pruned = 0
+    for t in trials:
+        if t.state != TrialState.PRUNED or "epochs_run" not in t.user_attrs:
+            continue
+        full = float(t.user_attrs.get("max_epochs", longest))
+        done = float(t.user_attrs["epochs_run"])
+        if done <= 0 or full <= done:
+            continue
+        pruned += 1
+        per_epoch = float(t.user_attrs.get("train_seconds", 0.0)) / done
+        saved_epochs += full - done
+        saved_seconds += (full - done) * per_epoch
+        spent_seconds += float(t.user_attrs.get("train_seconds", 0.0))
+    return {"pruned": pruned, "saved_epochs": saved_epochs, "saved_seconds": saved_seconds, "spent": spent_seconds}
+
+
+def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
+    trained = _trained(trials)
+    counts = {s: sum(t.state == s for t in trained) for s in TrialState}
+    skipped = len(trials) - len(trained)
+    lines = [f"## Search: {study.study_name}", "", "| | |", "|---|---|"]
+    lines.append(
+        f"| trials | {len(trained)}: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running"
+        + (f" ({skipped} over-budget draws skipped)" if skipped else "")
+        + " |"
+    )
+    best = best_trial(trials)
+    if best is not None:
+        ua = best.user_attrs
+        lines.append(
+            f"| best | trial {best.number}: validation accuracy **{best.value:.4f}**, "
+            f"{ua.get('parameters', 0):,} parameters, {ua.get('macs', 0) / 1e6:.2f} M MACs, "
+            f"{ua.get('epochs_run', '?')} epochs, {ua.get('images_per_second', 0):,.0f} images/s |"
+        )
+        params = ", ".join(f"`{k}`={_fmt(v)}" for k, v in best.params.items())
+        lines.append(f"| best parameters | {params} |")
+    starts = [t.datetime_start for t in trained if t.datetime_start]
+    ends = [t.datetime_complete for t in trained if t.datetime_complete]
+    train_s = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in trained)
+    if starts and ends:
+        span = (max(ends) - min(starts)).total_seconds()
+        lines.append(f"| time | {_minutes(span)} from the first trial's start to the last one's end; "
+                     f"{_minutes(train_s)} of training |")  # fmt: skip
+    saved = pruning_savings(trained)
+    if saved["pruned"]:
+        would = saved["spent"] + saved["saved_seconds"]
+        share = saved["saved_seconds"] / would if would else 0.0
+        lines.append(
+            f"| pruning | stopped {saved['pruned']:.0f} trials early, saving {saved['saved_epochs']:.1f} epochs, "
+            f"≈ {_minutes(saved['saved_seconds'])} of training ({share:.0%} of what those trials would have cost) |"
+        )
+    else:
+        lines.append("| pruning | no trial pruned yet |")
+    devices = sorted({str(t.user_attrs["device"]) for t in trained if "device" in t.user_attrs})
+    if devices:
+        lines.append(f"| device | {', '.join(devices)} |")
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _export_section(number: int, export: dict[str, Any]) -> list[str]:
+    acc = float(export["test_accuracy"])
+    ours = f"**this search: trial {number}, exported**"
+    rows = sorted([*REFERENCES, (ours, acc)], key=lambda r: r[1])
+    lines = [
+        f"## Exported model: trial {number}",
+        "",
+        f"Retrained for {export.get('epochs', '?')} epochs on all 60,000 training images on "
+        f"{export.get('device', '?')}, then measured once on the 10,000 test images: "
+        f"**test accuracy {acc:.4f}** (loss {float(export.get('test_loss', 0.0)):.4f}"
+        + (f", flip TTA {export['tta_test_accuracy']:.4f}" if export.get("tta_test_accuracy") else "")
+        + f"). Saved in `{export.get('path', '?')}` at {export.get('exported_at', '?')}; its files are the "
+        f"study's artifacts `trial-{number}-*`.",
+        "",
+        "| model | test accuracy |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {'**' if name == ours else ''}{value:.2%}{'**' if name == ours else ''} |"
+              for name, value in rows]  # fmt: skip
+    return lines
+
+
+def study_note(study: optuna.Study) -> str:
+    """The study's note: the search summary, then each export beside the reference results."""
+    trials = study.get_trials(deepcopy=False)
+    lines = _search_section(study, trials)
+    exports = sorted(
+        ((int(key.split(":", 1)[1]), value) for key, value in study.user_attrs.items()
+         if key.startswith("export:") and isinstance(value, dict) and "test_accuracy" in value),
+        key=lambda e: str(e[1].get("exported_at", "")), reverse=True,
+    )  # fmt: skip
+    for number, export in exports:
+        lines += ["", *_export_section(number, export)]
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    lines += ["", f"_Written by fsearch at {now}._"]
+    return "\n".join(lines) + "\n"
