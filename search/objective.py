@@ -24,7 +24,8 @@ import torch
 from search.data import CLASSES, Splits
 from search.device import describe
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
-from space import build_model, count_macs, count_parameters, suggest, summary_markdown
+from space import build_model, suggest, summary_markdown
+from space.model import feature_shape, model_size
 
 
 class TrialObserver(Protocol):
@@ -92,11 +93,11 @@ class Objective:
         cfg = suggest(trial, epochs=settings.max_epochs)
         seed = trial_seed(settings.seed, trial.number)
         self.observer.trial_started(trial.number, trial.params)
-        seed_everything(seed)
-        model = build_model(cfg.arch)
-        macs = count_macs(model, cfg.arch)
+        feature_shape(cfg.arch)  # an architecture that shrinks the image away fails here, by its name
+        size = model_size(cfg.arch)  # by arithmetic: an over-budget draw is skipped without allocating it
+        macs = size.macs
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("parameters", count_parameters(model))
+        trial.set_user_attr("parameters", size.parameters)
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("flops", 2 * macs)
         trial.set_user_attr("device", describe(settings.runtime.device))
@@ -109,6 +110,8 @@ class Objective:
             trial.set_user_attr("pruned_reason", reason)
             trial.set_user_attr("over_budget", True)  # not counted as one of the --trials
             raise optuna.TrialPruned(reason)
+        seed_everything(seed)
+        model = build_model(cfg.arch)
         if settings.notes:
             from search.notes import save_trial_note
 
