@@ -29,7 +29,7 @@ from search.defaults import (
 )
 from search.device import describe, resolve_device
 from search.errors import ConfigError
-from search.notes import save_study_note
+from search.notes import name_objective, save_study_note
 from search.objective import Objective, ObjectiveSettings, TrialObserver
 from search.study import (
     DEFAULT_STORAGE,
@@ -152,6 +152,7 @@ def run_search(
         sampler=make_sampler(opts.sampler, seed=opts.seed),
         pruner=make_pruner(opts.pruner, max_resource=opts.max_epochs * opts.evals_per_epoch),
     )  # fmt: skip
+    name_objective(study)
     already = len(study.trials)
     if already:
         # A resumed study must not replay the random draws of the first run.

@@ -153,6 +153,7 @@ def test_every_trial_shows_its_curve_attributes_note_and_validation_confusion_ma
         status, body = _get(app, f"/artifacts/1/{t['trial_id']}/{artifact['artifact_id']}")
         assert status.startswith("200") and body.startswith(PNG)
     assert "## Search: tiny" in study["note"]["body"] and "| trials | 2: 2 complete, 0 pruned" in study["note"]["body"]
+    assert study["objective_names"] == ["validation accuracy"]  # the plots' axis label, not "Objective 0"
 
 
 def test_the_export_is_in_the_study_artifacts_and_its_note_beside_the_references(

@@ -3,7 +3,7 @@
 A short search on the real data and an export make the study; ``fsearch dashboard`` serves it as a
 subprocess on a free loopback port; Debian's ``chromium`` renders the pages (``--dump-dom`` for the
 assertions, ``--screenshot`` for people). Screenshots land in ``test-output/`` (kept by CI, path
-printed); ``FSEARCH_UPDATE_DOCS=1`` also refreshes ``docs/dashboard.png`` for the README.
+printed); ``FSEARCH_UPDATE_DOCS=1`` also refreshes ``docs/dashboard*.png`` for the README.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.test_cli import fsearch
 
 pytestmark = pytest.mark.slow
 OUTPUT = REPO / "test-output"
-DOCS_SHOT = REPO / "docs" / "dashboard.png"
+DOCS = REPO / "docs"
 STUDY = "fashion-mnist"
 
 
@@ -40,11 +40,11 @@ def _chromium() -> str:
     return found
 
 
-def _render(chromium: str, url: str, profile: Path, *mode: str) -> str:
+def _render(chromium: str, url: str, profile: Path, *mode: str, height: int = 1000) -> str:
     """Run headless Chromium on ``url`` (``--dump-dom`` or ``--screenshot=...``); its stdout."""
     args = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-        "--no-first-run", f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=10000",
+        "--no-first-run", f"--user-data-dir={profile}", f"--window-size=1400,{height}", "--virtual-time-budget=10000",
         *mode, url,
     ]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
@@ -59,8 +59,10 @@ def dashboard_url(
     """A small real study with an export, served by ``fsearch dashboard``: (the study's URL, best trial)."""
     storage = f"sqlite:///{tmp_path / 'studies' / 'fsearch.db'}"
     (tmp_path / "studies").mkdir()
-    run = ["run", "--trials", "2", "--max-epochs", "1", "--train-subset", "2000", "--data-dir", str(real_data_dir),
-           "--storage", storage, "--study", STUDY, "--device", "cpu", "--json"]  # fmt: skip
+    # Four complete trials of two epochs (no pruner): learning curves and parameter importances have data.
+    run = ["run", "--trials", "4", "--max-epochs", "2", "--train-subset", "2000", "--val-size", "2000",
+           "--pruner", "none", "--data-dir", str(real_data_dir), "--storage", storage, "--study", STUDY,
+           "--device", "cpu", "--json"]  # fmt: skip
     code, out, err = fsearch(run, capsys, monkeypatch)
     assert code == 0, err
     best = json.loads(out)["best"]["number"]
@@ -99,25 +101,31 @@ def test_the_dashboard_lists_the_study_its_trials_and_their_artifacts(
     url, best = dashboard_url
     profile = tmp_path / "chromium-profile"
     study_page = _render(chromium, url, profile, "--dump-dom")
-    assert STUDY in study_page
+    assert STUDY in study_page and "Intermediate values" in study_page  # the learning curves' plot
+    assert f"trial-{best}-test_confusion_matrix.png" in study_page  # the export's artifacts
     trials_url = f"{url}/trials?numbers={best}"
     trials_page = _render(chromium, trials_url, profile, "--dump-dom")
     assert STUDY in trials_page
-    assert "Trial 0" in trials_page and "Trial 1" in trials_page  # both trials in the list
+    assert "Trial 0" in trials_page and "Trial 3" in trials_page  # the trials are listed
     assert "val_confusion_matrix.png" in trials_page  # the selected trial's artifact
     assert f"Trial {best}: architecture" in trials_page  # its note, rendered from markdown
     note_page = _render(chromium, f"{url}/note", profile, "--dump-dom")
     assert f"Exported model: trial {best}" in note_page and "Google AutoML Vision" in note_page
 
     OUTPUT.mkdir(exist_ok=True)
-    shot = OUTPUT / "dashboard-trial.png"
-    shot.unlink(missing_ok=True)
-    _render(chromium, trials_url, profile, f"--screenshot={shot}")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000  # not a blank page
-    with capsys.disabled():
-        print(f"\ndashboard screenshot: {shot}")
+    # name: (page, window height); the first is the browser window, the others whole pages.
+    shots = {"dashboard-trial.png": (trials_url, 1000), "dashboard-trial-full.png": (trials_url, 1800),
+             "dashboard-study.png": (url, 3200)}  # fmt: skip
+    for name, (page, height) in shots.items():
+        shot = OUTPUT / name
+        shot.unlink(missing_ok=True)
+        _render(chromium, page, profile, f"--screenshot={shot}", height=height)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000  # not blank
+        with capsys.disabled():
+            print(f"\ndashboard screenshot: {shot}")
     if os.environ.get("FSEARCH_UPDATE_DOCS") == "1":
-        _save_small(shot, DOCS_SHOT)
+        _save_small(OUTPUT / "dashboard-study.png", DOCS / "dashboard.png")
+        _save_small(OUTPUT / "dashboard-trial-full.png", DOCS / "dashboard-trial.png")
 
 
 def _save_small(source: Path, target: Path) -> None:
