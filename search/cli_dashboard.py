@@ -30,6 +30,7 @@ def dashboard(
     Safe beside a running search on the same SQLite file. Ctrl+C stops it.
     """
     from search.dashboard import is_loopback, make_app, serve, study_path
+    from search.study import mask_url
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     app = make_app(storage, artifacts=artifacts)
@@ -42,7 +43,7 @@ def dashboard(
                 "and edit the studies in this storage.[/]"
             )
         # stdout, flushed: a script (or a test) reads the URL from here.
-        typer.echo(f"optuna-dashboard on {storage}: {base}{page}")
+        typer.echo(f"optuna-dashboard on {mask_url(storage)}: {base}{page}")
         console.print("Ctrl+C stops it.")
 
     try:
