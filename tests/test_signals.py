@@ -36,7 +36,12 @@ def test_a_signal_fails_the_running_trial_and_exits_128_plus_signal(
         "--data-dir", str(tiny_data_dir), "--no-verify-data", "--val-size", "100", "--storage", f"sqlite:///{db}",
         "--device", "cpu", "--max-mmacs", "0", "--json",
     ]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A terminal delivers Ctrl+C to a process that has SIGINT at its default; a background job of a
+    # non-interactive shell (as CI may run us) inherits it ignored, and Python then keeps it ignored.
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while _states(db) != ["RUNNING"]:
