@@ -2,7 +2,7 @@
 
 Same model, same optimiser, same augmentation (random crop with 2-pixel padding + horizontal
 flip), same number of images, same process and machine. The plain loop is the textbook one:
-``torchvision.datasets.FashionMNIST`` with per-sample ``transforms`` and a ``DataLoader``.
+a dataset yielding PIL images through per-sample ``transforms``, batched by a ``DataLoader``.
 
     python benchmarks/loop_vs_dataloader.py --data-dir ../shared/data [--preset cnn3] [--images 10000]
 
@@ -19,12 +19,26 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
 
 from search.data import ensure_files, load_splits
 from search.train import Runtime, train
 from space import Augment, build_model, preset_config
+
+
+class _PilDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images as PIL, one at a time, through ``transform``: what torchvision's datasets do."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: transforms.Compose) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = transforms.functional.to_pil_image(self.x[i])
+        return self.transform(image), int(self.y[i])
 
 
 def fsearch_loop(data_dir: Path, preset: str, images: int, batch: int) -> float:
@@ -49,10 +63,10 @@ def plain_loop(data_dir: Path, preset: str, images: int, batch: int, workers: in
             transforms.Normalize((splits.mean,), (splits.std,)),
         ]
     )
-    dataset = datasets.FashionMNIST(str(data_dir), train=True, download=False, transform=tf)
-    loader = DataLoader(
-        Subset(dataset, range(images)), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
-    )
+    # torchvision's FashionMNIST class wants the unpacked files (the shared folder is read-only): the same
+    # per-sample path, PIL image -> transforms, over the already-decoded uint8 images.
+    dataset = _PilDataset(splits.train.x[:images], splits.train.y[:images], tf)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
     cfg = preset_config(preset, epochs=1)
     torch.manual_seed(0)
     model = build_model(cfg.arch)
