@@ -122,7 +122,7 @@ class Objective:
         def on_epoch_end(stats: EpochStats) -> None:
             spent["seconds"] += stats.seconds
             spent["images"] += stats.images
-            epochs = int(stats.epochs_done) if float(stats.epochs_done).is_integer() else stats.epochs_done
+            epochs = stats.epochs_done
             trial.set_user_attr("epochs_run", epochs)
             trial.set_user_attr("train_seconds", round(spent["seconds"], 3))
             trial.set_user_attr("images_per_second", round(spent["images"] / max(spent["seconds"], 1e-9), 1))

@@ -72,7 +72,7 @@ class EpochStats:
     seconds: float  # training time since the previous evaluation, evaluation excluded
     images: int  # images trained on since the previous evaluation
     report: int = 0  # 1-based index of this evaluation in the run (= epoch when evals_per_epoch is 1)
-    epochs_done: float = 0.0  # epochs trained so far, e.g. 1.5
+    epochs_done: float = 0.0  # epochs trained so far, e.g. 1.5 (an int when whole)
     # The validation logits (CPU) this evaluation computed anyway: a confusion matrix of the best report costs
     # nothing more. Not part of the stats' identity.
     val_logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -85,8 +85,7 @@ class TrainResult:
     @property
     def epochs_run(self) -> float:
         """Epochs trained (fractional when stopped after part of an epoch)."""
-        done = self.history[-1].epochs_done if self.history else 0.0
-        return int(done) if float(done).is_integer() else done
+        return self.history[-1].epochs_done if self.history else 0
 
     @property
     def train_seconds(self) -> float:
@@ -251,6 +250,12 @@ def train(
     return TrainResult(history=tuple(history))
 
 
+def _tidy(epochs: float) -> float:
+    """Epochs done, as an int when whole (``3``, not ``3.0``, in user attributes and JSON)."""
+    rounded = round(epochs, 4)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
 class _Window:
     """Training loss and accuracy summed on the device since the last evaluation (no sync per step)."""
 
@@ -281,6 +286,6 @@ class _Window:
         return EpochStats(
             epoch=epoch, train_loss=train_loss, train_acc=self.correct.item() / self.seen,
             val_loss=val.loss if val else None, val_acc=val.accuracy if val else None, lr=lr,
-            seconds=seconds, images=self.seen, report=report, epochs_done=round(epochs_done, 4),
+            seconds=seconds, images=self.seen, report=report, epochs_done=_tidy(epochs_done),
             val_logits=val.logits if val else None,
         )  # fmt: skip
