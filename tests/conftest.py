@@ -1,10 +1,11 @@
-"""Shared fixtures: tiny IDX files written on the fly, and the real data for the slow suite."""
+"""Shared fixtures: tiny IDX files written on the fly; the real data and a PostgreSQL server for the slow suite."""
 
 from __future__ import annotations
 
 import gzip
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from search.data import Splits, load_splits, raw_dir
+from tests.pg_server import find_bin_dir, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_TRAIN = 300  # 30 per class
@@ -75,3 +77,18 @@ def real_data_dir() -> Path:
         if (raw_dir(candidate) / "train-images-idx3-ubyte.gz").is_file():
             return candidate
     pytest.fail("the real Fashion-MNIST files are not in $FSEARCH_DATA_DIR or ../shared/data")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the whole session (tests/pg_server.py): its SQLAlchemy URL.
+
+    Skipped where PostgreSQL is not installed, except under CI (``$CI`` set), which must run it.
+    """
+    if find_bin_dir() is None:
+        why = "PostgreSQL's server binaries (initdb, pg_ctl) are not on PATH nor in /usr/lib/postgresql/*/bin"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; .ci/run installs Debian's postgresql package")
+        pytest.skip(f"needs a PostgreSQL server install (apt-get install postgresql): {why}")
+    with postgres_server() as url:
+        yield url
