@@ -23,7 +23,8 @@ from search.defaults import (
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
 )
-from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, PRUNERS, SAMPLERS, mask_url
+from search.errors import ConfigError
+from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, GRACE_PERIOD_S, PRUNERS, SAMPLERS, mask_url
 
 commands = typer.Typer()
 
@@ -54,6 +55,16 @@ def run(
     ] = DEFAULT_MAX_MMACS,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler, the split and every trial's training.")] = 0,
+    workers: Annotated[
+        str,
+        typer.Option(
+            envvar="FSEARCH_WORKERS",
+            help="Worker processes on this study: a number, or auto (2 on a CPU of 2+ cores, one per GPU).",
+        ),
+    ] = "auto",
+    grace_period: Annotated[
+        int, typer.Option(help="Seconds without a heartbeat before a running trial is failed and retried.")
+    ] = GRACE_PERIOD_S,
     warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
     verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
     artifacts: ArtifactsOpt = None,
@@ -69,6 +80,7 @@ def run(
     check_choice("--sampler", sampler, SAMPLERS)
     check_choice("--pruner", pruner, PRUNERS)
     opts = SearchOptions(
+        workers=_parse_workers(workers), grace_period=grace_period,
         study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
         sampler=sampler, pruner=pruner, max_epochs=max_epochs, evals_per_epoch=evals_per_epoch,
         train_subset=train_subset or None,
@@ -85,7 +97,7 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
-            report = run_search(opts, observer=display, on_trial_end=display)
+            report = run_search(opts, observer=display, on_trial_end=display, lanes=display)
     except KeyboardInterrupt as exc:
         Console(stderr=True).print(
             "Interrupted: the running trial was marked failed and the study is saved; "
@@ -98,11 +110,25 @@ def run(
 
         out = {
             "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
-            "this_run": report.counts, "best": trial_record(report.best) if report.best else None,
+            "workers": report.workers, "this_run": report.counts,
+            "best": trial_record(report.best) if report.best else None,
         }  # fmt: skip
         typer.echo(json.dumps(out, indent=2))
-        return
-    _print_summary(console, report)
+    else:
+        _print_summary(console, report)
+    for problem in report.problems:
+        Console(stderr=True).print(f"Error: {problem}", markup=False)
+    if report.problems:
+        raise typer.Exit(1)
+
+
+def _parse_workers(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--workers must be a number or auto, got {text!r}") from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -144,11 +170,29 @@ def _print_summary(console: Console, report: Any) -> None:
 
 
 @commands.command()
-def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False) -> None:
+def studies(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="First fail the running trials whose workers are gone (no heartbeat for the grace period) "
+            "and queue them to be retried by the next run."
+        ),
+    ] = False,
+    grace_period: Annotated[
+        int, typer.Option(help="With --repair: seconds without a heartbeat that make a trial stale.")
+    ] = GRACE_PERIOD_S,
+    json_out: JsonOpt = False,
+) -> None:
     """List the studies in a storage: trials by state and the best value."""
-    from search.study import open_storage, study_summaries
+    from search.study import open_storage, repair_studies, study_summaries
 
-    rows = study_summaries(open_storage(storage, create=False))
+    found = open_storage(storage, create=False, grace_period=grace_period if repair else None)
+    if repair:
+        for name, numbers in repair_studies(found).items():
+            listed = ", ".join(map(str, numbers))
+            Console(stderr=True).print(f"{name}: failed stale trial(s) {listed}; queued again", markup=False)
+    rows = study_summaries(found)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 DEFAULT_TRIALS = 50
-DEFAULT_MAX_EPOCHS = 6  # epochs of a trial that is never pruned; export-best trains longer
+DEFAULT_MAX_EPOCHS = 5  # epochs of a trial that is never pruned; export-best trains longer
 DEFAULT_EVALS_PER_EPOCH = 2  # validation reports per epoch: the pruner can stop a trial after half an epoch
 DEFAULT_TRAIN_SUBSET: int | None = None  # None: every trial trains on the whole 50,000-image training split
 DEFAULT_MAX_MMACS = 6.0  # architectures above this many million MACs per image are skipped

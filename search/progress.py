@@ -1,6 +1,7 @@
 """The live display of ``fsearch run`` (rich): counts, best so far, current trial, epoch bar.
 
-It implements :class:`~search.objective.TrialObserver` and an Optuna trial-end callback; the
+It implements :class:`~search.objective.TrialObserver` (one lane per worker process, see
+:mod:`search.workers`) and an Optuna trial-end callback; the
 objective and the runner know nothing of rich. Each finished trial also gets one log line, so
 a non-interactive log (CI) shows the search too.
 """
@@ -39,7 +40,6 @@ class SearchDisplay:
         self.header = header
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
         self.best: tuple[float, int] | None = None
-        self.current = Text("")
         self.trials = Progress(
             TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), console=console,
@@ -49,7 +49,7 @@ class SearchDisplay:
             TimeRemainingColumn(), TextColumn("{task.fields[last]}"), console=console,
         )  # fmt: skip
         self.trials_task = self.trials.add_task("trials", total=total_trials)
-        self.epoch_task = self.epochs.add_task("waiting", total=1, last="")
+        self.lanes: dict[int, _Lane] = {}
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
 
     def _status(self) -> Text:
@@ -62,7 +62,18 @@ class SearchDisplay:
         )
 
     def _render(self) -> Group:
-        return Group(self._status(), self.current, self.epochs, self.trials)
+        current = [lane.current for _, lane in sorted(self.lanes.items())]
+        return Group(self._status(), *current, self.epochs, self.trials)
+
+    def lane(self, index: int) -> _Lane:
+        """The current trial and epoch bar of worker ``index`` (one lane when the search runs here)."""
+        if index not in self.lanes:
+            self.lanes[index] = _Lane(self, index)
+            self.live.update(self._render())
+        return self.lanes[index]
+
+    def refresh(self) -> None:
+        self.live.update(self._render())
 
     def __enter__(self) -> SearchDisplay:
         self.live.__enter__()
@@ -71,20 +82,15 @@ class SearchDisplay:
     def __exit__(self, *exc: object) -> None:
         self.live.__exit__(None, None, None)
 
-    # TrialObserver
+    # TrialObserver (a search in this process has one lane)
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        self.current = Text(f"trial {number}: {format_params(params)}", style="dim")
-        self.epochs.reset(self.epoch_task, description=f"epoch 1/{self.max_epochs}", total=1, last="")
-        self.live.update(self._render())
+        self.lane(0).trial_started(number, params)
 
     def step(self, done: int, total: int) -> None:
-        self.epochs.update(self.epoch_task, completed=done, total=total)
+        self.lane(0).step(done, total)
 
     def epoch_ended(self, number: int, stats: EpochStats) -> None:
-        # Mid-epoch evaluations (--evals-per-epoch) update the label but keep the epoch's bar going.
-        current = min(int(stats.epochs_done) + 1, self.max_epochs)
-        last = f"val acc {stats.val_acc:.4f} @ epoch {stats.epochs_done:g}" if stats.val_acc is not None else ""
-        self.epochs.update(self.epoch_task, description=f"epoch {current}/{self.max_epochs}", last=last)
+        self.lane(0).epoch_ended(number, stats)
 
     # Optuna callback
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -106,3 +112,29 @@ class SearchDisplay:
         self.console.log(f"trial {trial.number} [{style}]{state}[/]: {detail} ({secs:.0f}s)")
         self.trials.advance(self.trials_task)
         self.live.update(self._render())
+
+
+class _Lane:
+    """One worker's part of the display: its trial's parameters and its epoch bar."""
+
+    def __init__(self, display: SearchDisplay, index: int) -> None:
+        self.display, self.index = display, index
+        self.prefix = f"w{index} " if index else ""
+        self.current = Text("")
+        self.task = display.epochs.add_task(f"{self.prefix}waiting", total=1, last="")
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.current = Text(f"{self.prefix}trial {number}: {format_params(params)}", style="dim")
+        epochs = self.display.epochs
+        epochs.reset(self.task, description=f"{self.prefix}epoch 1/{self.display.max_epochs}", total=1, last="")
+        self.display.refresh()
+
+    def step(self, done: int, total: int) -> None:
+        self.display.epochs.update(self.task, completed=done, total=total)
+
+    def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        # Mid-epoch evaluations (--evals-per-epoch) update the label but keep the epoch's bar going.
+        max_epochs = self.display.max_epochs
+        current = min(int(stats.epochs_done) + 1, max_epochs)
+        last = f"val acc {stats.val_acc:.4f} @ epoch {stats.epochs_done:g}" if stats.val_acc is not None else ""
+        self.display.epochs.update(self.task, description=f"{self.prefix}epoch {current}/{max_epochs}", last=last)

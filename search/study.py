@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError, StorageError, one_line
@@ -29,6 +29,12 @@ DEFAULT_STUDY = "fashion-mnist"
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "sha", "none")
 SQLITE_BUSY_TIMEOUT_S = 60
+# Every running trial writes a heartbeat this often; one silent for GRACE_PERIOD_S (its worker was
+# killed, or its machine died) is failed by the next worker that starts a trial, or by
+# `fsearch studies --repair`, and queued again with the same parameters (at most MAX_RETRY times).
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
+MAX_RETRY = 2
 OPTUNA_TABLES = {"studies", "version_info"}  # tables every Optuna RDB storage has
 
 
@@ -134,9 +140,12 @@ def _sqlite_tables(path: Path) -> set[str]:
     return {str(row[0]) for row in rows}
 
 
-def open_storage(url: str, *, create: bool) -> RDBStorage:
+def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> RDBStorage:
     """An Optuna RDB storage for ``url``; with ``create=False`` the database must already exist.
 
+    With ``grace_period`` (seconds) the storage runs heartbeats: each trial it runs writes one every
+    ``min(HEARTBEAT_INTERVAL_S, grace_period // 3)`` seconds, and a trial of any worker silent for
+    longer is failed and retried with its parameters (Optuna's ``RetryHeartbeatStaleTrialCallback``).
     Every failure is one :class:`StorageError` line with the password masked.
     """
     parsed = check_storage(url, create=create)
@@ -149,7 +158,11 @@ def open_storage(url: str, *, create: bool) -> RDBStorage:
     try:
         # Optuna runs str.format on the URL (for a '{SCHEMA_VERSION}' placeholder): doubled braces
         # keep a password such as 'p{a}ss' intact instead of crashing or being substituted.
-        storage = RDBStorage(url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(
+                url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs, **_heartbeat(grace_period)
+            )
         if path is not None:
             # WAL lets readers (the dashboard) work while a search writes; the mode persists in the file.
             with storage.engine.connect() as conn:
@@ -170,6 +183,41 @@ def open_storage(url: str, *, create: bool) -> RDBStorage:
     return storage
 
 
+def _heartbeat(grace_period: int | None) -> dict[str, Any]:
+    if grace_period is None:
+        return {}
+    if grace_period < 2:
+        raise ConfigError(f"--grace-period must be at least 2 seconds, got {grace_period}")
+    return {
+        "heartbeat_interval": max(1, min(HEARTBEAT_INTERVAL_S, grace_period // 3)),
+        "grace_period": grace_period,
+        "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+    }
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the study's RUNNING trials whose heartbeat is older than the storage's grace period
+    (their worker is gone) and queue their retries; the numbers of the trials failed."""
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
+
+
+def repair_studies(storage: RDBStorage) -> dict[str, list[int]]:
+    """:func:`fail_stale_trials` on every study of ``storage`` (opened with a grace period); the
+    trials failed, by study."""
+    repaired = {}
+    for summary in storage.get_all_studies():
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        numbers = fail_stale_trials(study)
+        if numbers:
+            repaired[summary.study_name] = numbers
+    return repaired
+
+
 def _scrub(text: str, url: str, parsed: sqlalchemy.engine.URL) -> str:
     """A driver's message on one line, short, with neither the URL nor the password in it."""
     text = one_line(text).replace(url, mask_url(url))
@@ -181,12 +229,18 @@ def _scrub(text: str, url: str, parsed: sqlalchemy.engine.URL) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def make_sampler(name: str, *, seed: int | None) -> optuna.samplers.BaseSampler:
-    """A sampler by name; TPE is multivariate and grouped because the space is conditional."""
+def make_sampler(name: str, *, seed: int | None, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """A sampler by name; TPE is multivariate and grouped because the space is conditional.
+
+    ``parallel``: other workers run trials of the same study at the same time; TPE then counts
+    their running trials as bad ("constant liar") so that workers do not all sample one region.
+    """
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=10, seed=seed)
+            return optuna.samplers.TPESampler(
+                multivariate=True, group=True, n_startup_trials=10, seed=seed, constant_liar=parallel
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

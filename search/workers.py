@@ -1,0 +1,275 @@
+"""``fsearch run --workers N``: several worker processes searching one study at the same time.
+
+The engine is Optuna's own: each worker is an ordinary ``study.optimize`` loop on the shared
+storage, so workers on other machines (``--storage postgresql://…``) join the same way. This
+module only plans the workers (devices, threads), starts them, relays their progress to the
+parent's display and forwards Ctrl+C / SIGTERM. It never decides which trial runs where.
+
+- Processes are started with ``spawn`` on every platform (the same behaviour on Linux, macOS
+  and Windows; no forked CUDA or thread pools).
+- The ``--trials`` budget is a shared counter of tickets: a worker takes one before each trial
+  that trains, so exactly ``--trials`` trials train however long each takes.
+- A worker that is killed (SIGKILL, out of memory, power loss) leaves its trial RUNNING; the
+  storage's heartbeats fail it after the grace period and queue a retry with its parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from search.errors import FsearchError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from search.objective import TrialObserver
+    from search.runner import SearchOptions
+    from search.train import EpochStats
+
+# Measured on the 2-core CPU these defaults were chosen on (README, "Workers"): two processes of
+# one thread train 1.09x (cnn3) to 1.22x (cnn2) the images/s of one process of two threads.
+AUTO_CPU_WORKERS = 2
+STOP_WAIT_S = 60  # how long an interrupted worker gets to fail its trial before it is killed
+STEP_EVENT_EVERY_S = 0.25  # progress-bar updates a worker sends at most this often
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where one worker trains: its device and its share of the CPU threads."""
+
+    device: str
+    threads: int
+
+
+def plan_workers(requested: int | None, device: torch.device, *, trials: int) -> list[WorkerSpec]:
+    """One spec per worker. ``requested`` None is ``--workers auto``: one per GPU on CUDA (each
+    pinned to its own), one on MPS, ``AUTO_CPU_WORKERS`` on a CPU with that many cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device.type == "cuda" and device.index is None:
+        gpus = torch.cuda.device_count()
+        n = requested or gpus
+        devices = [f"cuda:{i % gpus}" for i in range(n)]  # round robin: several per GPU when n > gpus
+    else:
+        auto = min(cores, AUTO_CPU_WORKERS) if device.type == "cpu" else 1
+        n = requested or auto
+        devices = [str(device)] * n
+    n = min(n, trials)  # a worker without a trial to run would only load the data
+    return [WorkerSpec(device=d, threads=max(1, cores // n)) for d in devices[:n]]
+
+
+class Tickets(Protocol):
+    """The ``--trials`` budget: ``take`` is True while a trial may still start."""
+
+    def take(self) -> bool: ...
+
+
+class LocalTickets:
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+class SharedTickets:
+    """The budget shared by the worker processes (a counter in shared memory, under its lock)."""
+
+    def __init__(self, left: Synchronized[int]) -> None:
+        self.left = left
+
+    def take(self) -> bool:
+        with self.left.get_lock():
+            if self.left.value <= 0:
+                return False
+            self.left.value -= 1
+            return True
+
+
+class Lanes(Protocol):
+    """A display with one lane (current trial and epoch bar) per worker."""
+
+    def lane(self, index: int) -> TrialObserver: ...
+
+
+TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]
+
+
+class _QueueObserver:
+    """A worker's :class:`~search.objective.TrialObserver` that sends its events to the parent."""
+
+    def __init__(self, events: Any, lane: int) -> None:
+        self.events, self.lane, self._last_step = events, lane, 0.0
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.events.put(("start", self.lane, (number, params)))
+
+    def step(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_step >= STEP_EVENT_EVERY_S or done == total:
+            self._last_step = now
+            self.events.put(("step", self.lane, (done, total)))
+
+    def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        # The validation logits stay here: the display needs the numbers only.
+        self.events.put(("epoch", self.lane, (number, dataclasses.replace(stats, val_logits=None))))
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.events.put(("end", self.lane, trial))
+
+
+class _Interrupted(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal_once(signum: int, frame: object) -> None:
+    """The first SIGINT/SIGTERM unwinds the worker (its trial is failed); later ones are ignored,
+    so a Ctrl+C that reaches the worker from the terminal and again from the parent cannot break
+    the clean-up half way."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Interrupted(signum)
+
+
+def _worker_main(
+    opts: SearchOptions, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
+    tickets: Synchronized[int], events: Any,
+) -> None:  # fmt: skip
+    """Body of a worker process: load the data, join the study, optimise until the tickets run out."""
+    signal.signal(signal.SIGINT, _on_signal_once)
+    signal.signal(signal.SIGTERM, _on_signal_once)
+    torch.set_num_threads(spec.threads)
+    import optuna
+
+    from search.runner import join_study, optimize_here
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        relay = _QueueObserver(events, lane)
+        study, splits = join_study(opts, device_name=spec.device, sampler_seed=sampler_seed, parallel=True)
+        optimize_here(
+            study, opts, splits, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay, timeout=timeout
+        )
+    except _Interrupted as exc:
+        sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+    except FsearchError as exc:
+        events.put(("error", lane, str(exc)))
+        sys.exit(2)
+    except Exception as exc:  # a bug: the parent shows it in one line and exits non-zero
+        events.put(("error", lane, f"worker {lane} crashed: {type(exc).__name__}: {exc}"))
+        sys.exit(1)
+
+
+class _Relay:
+    """The parent's side: hands each event to the lane it belongs to, or to the trial-end callback."""
+
+    def __init__(self, study: optuna.Study, lanes: Lanes | None, on_trial_end: TrialEndCallback | None) -> None:
+        self.study, self.lanes, self.on_trial_end = study, lanes, on_trial_end
+        self.errors: list[str] = []
+
+    def handle(self, kind: str, lane: int, payload: Any) -> None:
+        if kind == "error":
+            self.errors.append(payload)
+        elif kind == "end":
+            if self.on_trial_end is not None:
+                self.on_trial_end(self.study, payload)
+        elif self.lanes is not None:
+            observer = self.lanes.lane(lane)
+            if kind == "start":
+                observer.trial_started(*payload)
+            elif kind == "step":
+                observer.step(*payload)
+            elif kind == "epoch":
+                observer.epoch_ended(*payload)
+
+    def drain(self, events: Any, wait: float) -> None:
+        """Handle every event there is, waiting up to ``wait`` seconds for the first."""
+        try:
+            item = events.get(timeout=wait) if wait > 0 else events.get_nowait()
+            while True:
+                self.handle(*item)
+                item = events.get_nowait()
+        except queue.Empty:
+            pass
+
+
+def run_workers(
+    opts: SearchOptions, plan: Sequence[WorkerSpec], *, study: optuna.Study, sampler_seeds: Sequence[int],
+    timeout: float | None, lanes: Lanes | None, on_trial_end: TrialEndCallback | None,
+) -> list[str]:  # fmt: skip
+    """Run one worker process per spec until the ``opts.trials`` tickets are used; the problems of
+    workers that did not end cleanly (one line each). Ctrl+C / SIGTERM is passed on to the workers,
+    which fail their running trials, and then re-raised."""
+    ctx = multiprocessing.get_context("spawn")
+    tickets = ctx.Value("i", opts.trials)
+    events = ctx.Queue()
+    relay = _Relay(study, lanes, on_trial_end)
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            name=f"fsearch-worker-{i}",
+            args=(opts, spec, i, sampler_seeds[i], timeout, tickets, events),
+        )
+        for i, spec in enumerate(plan)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            relay.drain(events, wait=0.25)
+        relay.drain(events, wait=0)
+    except KeyboardInterrupt as exc:
+        _stop(procs, events, getattr(exc, "signum", signal.SIGINT))
+        raise
+    problems = list(relay.errors)
+    for i, p in enumerate(procs):
+        if p.exitcode and not relay.errors:
+            problems.append(_describe_exit(i, p.exitcode))
+    return problems
+
+
+def _describe_exit(lane: int, code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        return (
+            f"worker {lane} was killed ({name}); its trial is failed and retried after the grace period "
+            f"(or now with 'fsearch studies --repair')"
+        )
+    return f"worker {lane} exited with code {code}"
+
+
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess], events: Any, signum: int) -> None:
+    """Pass the interrupt on, give the workers time to fail their trials, then kill what is left."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            if sys.platform == "win32":  # Ctrl+C reached every process of the console already
+                continue
+            os.kill(p.pid, signum)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):  # a worker cannot exit while its last events are unsent
+            events.get(timeout=0.1)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
