@@ -7,6 +7,7 @@ losing each other's part. Notes are saved with optuna-dashboard's ``save_note``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import warnings
 from typing import Any
@@ -31,7 +32,8 @@ OBJECTIVE_NAME = "validation accuracy"
 
 def name_objective(study: optuna.Study) -> None:
     """Label the objective in the dashboard's plots ("validation accuracy", not "Objective 0")."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.suppress(optuna.exceptions.StorageInternalError):
+        # (suppressed: a worker on another machine named it at the same moment)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVE_NAME])
 

@@ -8,6 +8,7 @@ search summary, :mod:`search.notes`) is rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,7 +142,11 @@ class _StopAfterTrained:
 
 
 def _update_study_note(study: optuna.Study, trial: FrozenTrial) -> None:
-    if not trial.user_attrs.get("over_budget"):  # a skipped draw changes nothing worth rewriting
+    if trial.user_attrs.get("over_budget"):  # a skipped draw changes nothing worth rewriting
+        return
+    # Another worker may write a first page of the note at the same moment (a duplicate key): the
+    # note is a summary that the next trial rewrites, never a reason to stop a worker.
+    with contextlib.suppress(optuna.exceptions.StorageInternalError):
         save_study_note(study)
 
 

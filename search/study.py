@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import math
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ SQLITE_BUSY_TIMEOUT_S = 60
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
 MAX_RETRY = 2
+CREATE_ATTEMPTS = 5  # tries at opening a database whose tables another worker is creating
 OPTUNA_TABLES = {"studies", "version_info"}  # tables every Optuna RDB storage has
 
 
@@ -156,13 +158,7 @@ def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> 
         if create and not path.parent.is_dir():  # only the default storage's folder is made for the user
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # Optuna runs str.format on the URL (for a '{SCHEMA_VERSION}' placeholder): doubled braces
-        # keep a password such as 'p{a}ss' intact instead of crashing or being substituted.
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs, **_heartbeat(grace_period)
-            )
+        storage = _rdb_storage(url, engine_kwargs, grace_period)
         if path is not None:
             # WAL lets readers (the dashboard) work while a search writes; the mode persists in the file.
             with storage.engine.connect() as conn:
@@ -181,6 +177,27 @@ def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> 
             f"and your access to it"
         ) from None
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], grace_period: int | None) -> RDBStorage:
+    """``RDBStorage(url)``, tried again when another worker was creating the same database's tables
+    at the same moment (Optuna creates them without a lock: on an empty PostgreSQL database, 3 of 4
+    workers started together failed with 'relation already exists' or a duplicate key)."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # Optuna runs str.format on the URL (for a '{SCHEMA_VERSION}' placeholder): doubled braces
+                # keep a password such as 'p{a}ss' intact instead of crashing or being substituted.
+                return RDBStorage(
+                    url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs,
+                    **_heartbeat(grace_period),
+                )  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _heartbeat(grace_period: int | None) -> dict[str, Any]:
@@ -281,8 +298,11 @@ def create_or_resume(
         raise StorageError(f"study {name!r} cannot be used: {exc}") from None
     version = study.user_attrs.get("space_version")
     if version is None:
-        study.set_user_attr("space_version", SPACE_VERSION)
-    elif version != SPACE_VERSION:
+        try:
+            study.set_user_attr("space_version", SPACE_VERSION)
+        except optuna.exceptions.StorageInternalError:  # a worker starting at the same moment wrote it
+            version = optuna.load_study(study_name=name, storage=storage).user_attrs.get("space_version")
+    if version is not None and version != SPACE_VERSION:
         raise StorageError(
             f"study {name!r} was made with search space v{version}, this fsearch has v{SPACE_VERSION}; "
             f"use another --study name"

@@ -65,6 +65,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the user's cache or writes into the repo's studies/ folder."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # `fsearch run` defaults to --workers auto (2 processes here); tests that want workers ask for them.
+    monkeypatch.setenv("FSEARCH_WORKERS", "1")
     torch.manual_seed(0)
 
 

@@ -1,0 +1,307 @@
+"""Several workers on one study: the plan, the shared trial budget, and real processes on tiny data.
+
+The fast tests run `--workers 2` in-process through `run_search`. The slow ones start real
+`fsearch run` processes on SQLite and on a throwaway PostgreSQL server: 4 workers x 25 trials,
+a SIGKILLed worker whose trial is failed and retried, and SIGINT/SIGTERM of a `--workers 2` run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from search.objective import trial_seed
+from search.runner import SearchOptions, run_search
+from search.workers import LocalTickets, SharedTickets, WorkerSpec, plan_workers
+from tests.conftest import REPO
+
+FSEARCH = [sys.executable, "-c", "from search.cli import main; main()"]
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def test_auto_on_a_cpu_runs_two_single_thread_workers_per_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert plan_workers(None, torch.device("cpu"), trials=50) == [WorkerSpec("cpu", 1)] * 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert plan_workers(None, torch.device("cpu"), trials=50) == [WorkerSpec("cpu", 8)] * 2
+    assert plan_workers(4, torch.device("cpu"), trials=50) == [WorkerSpec("cpu", 4)] * 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert plan_workers(None, torch.device("cpu"), trials=50) == [WorkerSpec("cpu", 1)]
+
+
+def test_no_more_workers_than_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert plan_workers(8, torch.device("cpu"), trials=3) == [WorkerSpec("cpu", 1)] * 3
+
+
+def test_auto_on_cuda_pins_one_worker_to_each_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    auto = plan_workers(None, torch.device("cuda"), trials=50)
+    assert [s.device for s in auto] == ["cuda:0", "cuda:1", "cuda:2"]
+    # More workers than GPUs share them round robin (small models leave a GPU idle otherwise).
+    assert [s.device for s in plan_workers(4, torch.device("cuda"), trials=50)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:0",
+    ]  # fmt: skip
+    # A pinned device keeps every worker on it.
+    assert [s.device for s in plan_workers(2, torch.device("cuda:1"), trials=50)] == ["cuda:1", "cuda:1"]
+    assert [s.device for s in plan_workers(None, torch.device("mps"), trials=50)] == ["mps"]
+
+
+def test_tickets_hand_out_exactly_the_budget() -> None:
+    local = LocalTickets(3)
+    assert [local.take() for _ in range(5)] == [True, True, True, False, False]
+    shared = SharedTickets(multiprocessing.get_context("spawn").Value("i", 2))
+    assert [shared.take() for _ in range(4)] == [True, True, False, False]
+
+
+# --- two workers in one run_search ------------------------------------------------------------------
+
+
+def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
+    base: dict[str, Any] = {
+        "storage": storage, "study": "tiny", "trials": 5, "data_dir": data_dir, "device": "cpu",
+        "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100, "max_mmacs": 1.5,
+        "verify_data": False, "seed": 3, "workers": 2, "artifacts": False,
+    }  # fmt: skip
+    return SearchOptions(**(base | kw))
+
+
+class _Lanes:
+    """Records which worker lanes reported trials."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, list[int]] = {}
+
+    def lane(self, index: int) -> Any:
+        lanes = self
+
+        class Lane:
+            def trial_started(self, number: int, params: dict[str, Any]) -> None:
+                lanes.started.setdefault(index, []).append(number)
+
+            def step(self, done: int, total: int) -> None:
+                pass
+
+            def epoch_ended(self, number: int, stats: Any) -> None:
+                pass
+
+        return Lane()
+
+
+def test_two_workers_train_exactly_the_trials_asked_for(tiny_data_dir: Path, tmp_path: Path) -> None:
+    ended: list[FrozenTrial] = []
+    lanes = _Lanes()
+    report = run_search(
+        _opts(tiny_data_dir, f"sqlite:///{tmp_path / 'w.db'}"), lanes=lanes, on_trial_end=lambda s, t: ended.append(t)
+    )
+    assert report.workers == 2 and report.problems == ()
+    trained = [t for t in report.study.trials if not t.user_attrs.get("over_budget")]
+    assert len(trained) == 5
+    assert report.counts["complete"] == 5
+    assert not [t for t in report.study.trials if t.state == TrialState.RUNNING]
+    # Both processes worked, every trial's end reached the parent, and each trial trained with the
+    # seed of its number, whichever worker ran it.
+    assert sorted(lanes.started) == [0, 1]
+    assert sorted(t.number for t in ended) == sorted(t.number for t in report.study.trials)
+    assert all(t.user_attrs["seed"] == trial_seed(3, t.number) for t in trained)
+    assert report.device == "2 workers on cpu, 1 thread each" or report.device.startswith("2 workers on cpu")
+
+
+def test_a_bad_worker_count_is_one_line(tiny_data_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*FSEARCH, "run", "--workers", "two", "--data-dir", str(tiny_data_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: --workers must be a number or auto, got 'two'"
+
+
+# --- real processes on SQLite and PostgreSQL (slow) -------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    # One fresh database per test: the server is shared by the session.
+    name = f"t{os.getpid()}_{time.monotonic_ns()}"
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return str(sqlalchemy.engine.make_url(url).set(database=name).render_as_string(hide_password=False))
+
+
+def _run_args(data_dir: Path, storage: str, *extra: str) -> list[str]:
+    return [
+        *FSEARCH, "run", "--data-dir", str(data_dir), "--no-verify-data", "--val-size", "100",
+        "--storage", storage, "--study", "many", "--device", "cpu", "--sampler", "random", "--pruner", "none",
+        "--max-mmacs", "1.5", "--json", *extra,
+    ]  # fmt: skip
+
+
+def _trials(storage: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name="many", storage=storage).get_trials(deepcopy=False)
+
+
+def _trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if not t.user_attrs.get("over_budget")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["4 commands", "--workers 4"])
+def test_four_workers_by_25_trials_finish_exactly_100(tiny_data_dir: Path, storage_url: str, mode: str) -> None:
+    common = ("--max-epochs", "1", "--seed", "1")
+    # "4 commands": four machines joining one study, started together, each with its own budget.
+    budgets = (
+        [("--trials", "25", "--workers", "1")] * 4 if mode == "4 commands" else [("--trials", "100", "--workers", "4")]
+    )
+    procs = [
+        subprocess.Popen(
+            _run_args(tiny_data_dir, storage_url, *budget, *common),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for budget in budgets
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err
+    trials = _trials(storage_url)
+    trained = _trained(trials)
+    assert len(trained) == 100
+    assert [t.state for t in trained] == [TrialState.COMPLETE] * 100
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len({t.number for t in trials}) == len(trials)  # no trial number handed out twice
+
+
+def _wait_for_running(storage: str, proc: subprocess.Popen[str], timeout: float = 180) -> FrozenTrial:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no trial started"
+        trials = _trials_or_none(storage)
+        running = [t for t in trials if t.state == TrialState.RUNNING and "seed" in t.user_attrs]
+        if running:
+            return running[0]
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@POSIX
+def test_a_killed_workers_trial_is_failed_after_the_grace_period_and_retried(
+    tiny_data_dir: Path, storage_url: str
+) -> None:
+    # A trial that would train for a long time, on a worker that is SIGKILLed mid-trial: no handler
+    # runs, so the trial stays RUNNING until the heartbeats show it dead.
+    doomed = subprocess.Popen(
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "2000",
+                  "--grace-period", "3"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    victim = _wait_for_running(storage_url, doomed)
+    time.sleep(1.0)
+    doomed.kill()
+    doomed.communicate(timeout=60)
+    assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.RUNNING]
+    time.sleep(4.0)  # past the grace period
+    # A new worker fails the stale trial before it starts its own, and runs the retry first.
+    helper = subprocess.run(
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "1",
+                  "--grace-period", "3"),
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert helper.returncode == 0, helper.stderr
+    trials = _trials(storage_url)
+    assert [t.state for t in _trained(trials)] == [TrialState.FAIL, TrialState.COMPLETE]
+    killed, retried = _trained(trials)
+    assert killed.number == victim.number
+    assert retried.system_attrs["failed_trial"] == killed.number
+    assert retried.params == killed.params
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+@POSIX
+def test_repair_fails_the_stale_trials_of_a_study_whose_workers_are_gone(tiny_data_dir: Path, storage_url: str) -> None:
+    doomed = subprocess.Popen(
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "2000"),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    victim = _wait_for_running(storage_url, doomed)
+    doomed.kill()
+    doomed.communicate(timeout=60)
+    time.sleep(3.0)
+    repair = subprocess.run(
+        [*FSEARCH, "studies", "--storage", storage_url, "--repair", "--grace-period", "2", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert repair.returncode == 0, repair.stderr
+    assert f"many: failed stale trial(s) {victim.number}; queued again" in repair.stderr
+    states = [t.state for t in _trained(_trials(storage_url))]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # the retry waits for the next run
+
+
+@pytest.mark.slow
+@POSIX
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
+    tiny_data_dir: Path, storage_url: str, signum: int, code: int
+) -> None:
+    args = _run_args(tiny_data_dir, storage_url, "--trials", "4", "--workers", "2", "--max-epochs", "2000")
+    # Its own process group, as a terminal's foreground job: Ctrl+C reaches the parent and the workers.
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while len([t for t in _trials_or_none(storage_url) if t.state == TrialState.RUNNING]) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the workers never started two trials"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C does
+        else:
+            proc.send_signal(signal.SIGTERM)  # `kill PID`: the parent passes it on
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert "Interrupted: the running trial was marked failed" in err
+    assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.FAIL, TrialState.FAIL]
+    resumed = subprocess.run(
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "1"),
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE]
+
+
+def _trials_or_none(storage: str) -> list[FrozenTrial]:
+    try:
+        return _trials(storage)
+    except KeyError:  # the study is not created yet
+        return []
