@@ -12,6 +12,7 @@ from search.errors import ConfigError, StorageError
 from search.study import (
     PRUNERS,
     SAMPLERS,
+    RandomUntilTrained,
     create_or_resume,
     load_study,
     make_pruner,
@@ -34,11 +35,41 @@ def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
         trial = study.ask()
         for epoch in range(1, 10):
             trial.report(0.90 + 0.001 * epoch, epoch)
-            assert not trial.should_prune()  # asking is what records a trial's rungs
+            trial.should_prune()  # asking is what records a trial's rungs
         study.tell(trial, 0.909)
     laggard = study.ask()
     laggard.report(0.10, 1)
     assert laggard.should_prune()
+
+
+def test_sha_stops_the_first_two_trials_at_a_rung_and_then_only_the_ones_behind() -> None:
+    # bootstrap_count=2: a trial goes past a rung only by beating at least two others there.
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("sha", max_resource=10))
+    verdicts = []
+    for value in (0.80, 0.90, 0.85, 0.95):
+        trial = study.ask()
+        trial.report(value, 1)
+        verdicts.append(trial.should_prune())
+        if verdicts[-1]:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    assert verdicts == [True, True, True, False]  # 0.85 is not the best of three; 0.95 is
+
+
+def test_tpe_draws_at_random_until_ten_trials_have_trained() -> None:
+    sampler = make_sampler("tpe", seed=0)
+    assert isinstance(sampler, RandomUntilTrained)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    # Over-budget draws (pruned at once, flagged) do not count as trained ones.
+    for _ in range(30):
+        study.enqueue_trial({"x": 0.5}, user_attrs={"over_budget": True})
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert sampler._current(study) is sampler.random
+    for _ in range(10):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    assert sampler._current(study) is sampler.sampler
 
 
 def test_the_none_pruner_never_prunes() -> None:
