@@ -172,11 +172,11 @@ def _worker_main(
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
         sys.exit(128 + signal.SIGINT)
-    except FsearchError as exc:
-        events.put(("error", lane, str(exc)))
+    except FsearchError as exc:  # a user's error (bad data, unreachable database): the parent re-raises it
+        events.put(("user_error", lane, str(exc)))
         sys.exit(2)
     except Exception as exc:  # a bug: the parent shows it in one line and exits non-zero
-        events.put(("error", lane, f"worker {lane} crashed: {type(exc).__name__}: {exc}"))
+        events.put(("crash", lane, f"worker {lane} crashed: {type(exc).__name__}: {exc}"))
         sys.exit(1)
 
 
@@ -185,11 +185,14 @@ class _Relay:
 
     def __init__(self, study: optuna.Study, lanes: Lanes | None, on_trial_end: TrialEndCallback | None) -> None:
         self.study, self.lanes, self.on_trial_end = study, lanes, on_trial_end
-        self.errors: list[str] = []
+        self.user_errors: list[str] = []
+        self.crashes: list[str] = []
 
     def handle(self, kind: str, lane: int, payload: Any) -> None:
-        if kind == "error":
-            self.errors.append(payload)
+        if kind == "user_error":
+            self.user_errors.append(payload)
+        elif kind == "crash":
+            self.crashes.append(payload)
         elif kind == "end":
             if self.on_trial_end is not None:
                 self.on_trial_end(self.study, payload)
@@ -218,8 +221,9 @@ def run_workers(
     timeout: float | None, lanes: Lanes | None, on_trial_end: TrialEndCallback | None,
 ) -> list[str]:  # fmt: skip
     """Run one worker process per spec until the ``opts.trials`` tickets are used; the problems of
-    workers that did not end cleanly (one line each). Ctrl+C / SIGTERM is passed on to the workers,
-    which fail their running trials, and then re-raised."""
+    workers that did not end cleanly (one line each). A user's error in a worker (say, a database it
+    cannot reach) is raised here as :class:`FsearchError`. Ctrl+C / SIGTERM is passed on to the
+    workers, which fail their running trials, and then re-raised."""
     ctx = multiprocessing.get_context("spawn")
     tickets = ctx.Value("i", opts.trials)
     events = ctx.Queue()
@@ -241,11 +245,10 @@ def run_workers(
     except KeyboardInterrupt as exc:
         _stop(procs, events, getattr(exc, "signum", signal.SIGINT))
         raise
-    problems = list(relay.errors)
-    for i, p in enumerate(procs):
-        if p.exitcode and not relay.errors:
-            problems.append(_describe_exit(i, p.exitcode))
-    return problems
+    if relay.user_errors:
+        raise FsearchError(relay.user_errors[0])
+    explained = bool(relay.crashes)
+    return relay.crashes + [_describe_exit(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode and not explained]
 
 
 def _describe_exit(lane: int, code: int) -> str:
