@@ -1,0 +1,1 @@
+"""fsearch's benchmarks: run each from the repository root, e.g. ``python -m benchmarks.bench``."""
