@@ -23,6 +23,7 @@ import torch
 
 from search.data import CLASSES, Splits
 from search.device import describe
+from search.study import EXPLORE_ATTR, EXPLORE_EPOCHS
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
@@ -118,6 +119,7 @@ class Objective:
             save_trial_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
 
         spent = {"seconds": 0.0, "images": 0}
+        explore = bool(trial.user_attrs.get(EXPLORE_ATTR))  # set by the sampler (search.study.RandomUntilTrained)
 
         def on_epoch_end(stats: EpochStats) -> None:
             spent["seconds"] += stats.seconds
@@ -131,6 +133,10 @@ class Objective:
             trial.report(stats.val_acc, stats.report)  # step = report index (epochs x evals_per_epoch)
             if trial.should_prune():
                 reason = f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+            if explore and epochs >= EXPLORE_EPOCHS and epochs < settings.max_epochs:
+                reason = f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped"
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
 

@@ -77,6 +77,17 @@ def _objective(tiny_splits: data.Splits, **kw: Any) -> Objective:
     return Objective(splits=tiny_splits, settings=ObjectiveSettings(max_epochs=3, seed=0, **kw))
 
 
+def test_a_random_start_up_trial_is_measured_to_two_epochs_then_stopped(tiny_splits: data.Splits) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(PRESETS["lenet5"], user_attrs={"explore": True})  # as the sampler marks one
+    study.enqueue_trial(PRESETS["lenet5"])
+    study.optimize(_objective(tiny_splits), n_trials=2)
+    explored, full = study.trials
+    assert explored.state == TrialState.PRUNED and explored.user_attrs["epochs_run"] == 2
+    assert explored.user_attrs["pruned_reason"].startswith("random start-up trial: measured to epoch 2")
+    assert full.state == TrialState.COMPLETE and full.user_attrs["epochs_run"] == 3
+
+
 def test_the_objective_stops_a_trial_the_pruner_rejects(tiny_splits: data.Splits) -> None:
     study = optuna.create_study(direction="maximize", pruner=_PruneEverything())
     study.enqueue_trial(PRESETS["lenet5"])

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from search.errors import ConfigError, StorageError
 from search.study import (
+    EXPLORE_ATTR,
     PRUNERS,
     SAMPLERS,
     RandomUntilTrained,
@@ -42,21 +43,6 @@ def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
     assert laggard.should_prune()
 
 
-def test_sha_stops_the_first_two_trials_at_a_rung_and_then_only_the_ones_behind() -> None:
-    # bootstrap_count=2: a trial goes past a rung only by beating at least two others there.
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("sha", max_resource=10))
-    verdicts = []
-    for value in (0.80, 0.90, 0.85, 0.95):
-        trial = study.ask()
-        trial.report(value, 1)
-        verdicts.append(trial.should_prune())
-        if verdicts[-1]:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
-    assert verdicts == [True, True, True, False]  # 0.85 is not the best of three; 0.95 is
-
-
 def test_tpe_draws_at_random_until_ten_trials_have_trained() -> None:
     sampler = make_sampler("tpe", seed=0)
     assert isinstance(sampler, RandomUntilTrained)
@@ -67,9 +53,14 @@ def test_tpe_draws_at_random_until_ten_trials_have_trained() -> None:
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     assert sampler._current(study) is sampler.random
+    # Random draws are marked for the objective to stop early; queued (fixed) ones are not.
+    assert study.ask().user_attrs.get(EXPLORE_ATTR) is True
+    study.enqueue_trial({"x": 0.2})
+    assert EXPLORE_ATTR not in study.ask().user_attrs
     for _ in range(10):
         study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
     assert sampler._current(study) is sampler.sampler
+    assert EXPLORE_ATTR not in study.ask().user_attrs
 
 
 def test_the_none_pruner_never_prunes() -> None:
