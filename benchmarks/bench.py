@@ -1,6 +1,7 @@
 """Benchmark harness: one run measures fsearch's speed figures on this machine and writes them as JSON.
 
-    python -m benchmarks.bench --data-dir ../shared/data [--parts loop,flops,overhead] [--headline] [--out bench.json]
+    python -m benchmarks.bench --data-dir ../shared/data [--parts loop,flops,overhead] [--headline]
+                               [--out studies/bench.json]
 
 Run it from the repository root, as a module (``-m``): ``benchmarks`` is then a package and the two
 loops of ``benchmarks/loop_vs_dataloader.py`` are imported, not copied. Parts (``--parts``, comma-separated):
@@ -197,7 +198,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="folder holding FashionMNIST/raw (loop, flops, --headline)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}; '' = none")
     parser.add_argument("--headline", action="store_true", help="also the ~1 hour search + export + presets")
-    parser.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file written after each part")
+    parser.add_argument("--out", type=Path, default=Path("studies/bench.json"), help="JSON written after each part")
     parser.add_argument("--preset", default="cnn3", help="model of the loop part")
     parser.add_argument("--images", type=int, default=10_000, help="training images of each loop")
     parser.add_argument("--batch", type=int, default=128)
@@ -231,6 +232,7 @@ def main() -> None:
     }
 
     def save() -> None:  # after each part, so a long run that fails keeps what it measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     if "loop" in args.parts:
