@@ -66,6 +66,9 @@ def run(
         int, typer.Option(help="Seconds without a heartbeat before a running trial is failed and retried.")
     ] = GRACE_PERIOD_S,
     warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
+    known_best: Annotated[
+        bool, typer.Option(help="Start a study with the best configuration fsearch has measured (preset fsearch-r6).")
+    ] = True,
     verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
     artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
@@ -85,7 +88,7 @@ def run(
         sampler=sampler, pruner=pruner, max_epochs=max_epochs, evals_per_epoch=evals_per_epoch,
         train_subset=train_subset or None,
         val_size=val_size, max_mmacs=max_mmacs or None,
-        seed=seed, warm_start=warm_start, verify_data=verify_data, artifact_dir=artifacts,
+        seed=seed, warm_start=warm_start, known_best=known_best, verify_data=verify_data, artifact_dir=artifacts,
     )  # fmt: skip
     opts.validate()
     import optuna

@@ -52,7 +52,8 @@ from search.train import Runtime
 from search.workers import Lanes, LocalTickets, Tickets, WorkerSpec, plan_workers, run_workers
 from space import PRESETS
 
-WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")
+WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
+KNOWN_BEST_PRESETS = ("fsearch-r6",)  # --known-best (default): the best configuration fsearch has measured
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class SearchOptions:
     workers: int | None = 1  # worker processes; None = auto (the CLI's default, see search.workers)
     grace_period: int = GRACE_PERIOD_S  # seconds without a heartbeat before a trial counts as dead
     warm_start: bool = False
+    known_best: bool = False  # queue KNOWN_BEST_PRESETS first (the CLI default): the sampler starts from a good one
     verify_data: bool = True
     artifacts: bool = True  # upload each completed trial's validation confusion matrix
     artifact_dir: Path | None = None  # None: beside the SQLite file, else studies/artifacts
@@ -238,9 +240,9 @@ def run_search(
     )  # fmt: skip
     name_objective(study)
     already = len(study.trials)
-    if opts.warm_start:
-        for name in WARM_START_PRESETS:
-            study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)
+    queued = (KNOWN_BEST_PRESETS if opts.known_best else ()) + (WARM_START_PRESETS if opts.warm_start else ())
+    for name in queued:  # skip_if_exists: a resumed study does not train them again
+        study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)
     lost: list[str] = []
     if len(plan) == 1:
         if already:  # a resumed study must not replay the random draws of the first run
