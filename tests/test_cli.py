@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.cli import main
+from space import PRESETS
 
 
 def fsearch(
@@ -26,7 +27,7 @@ def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
     return [
         "run", "--trials", "2", "--max-epochs", "1", "--data-dir", str(data_dir), "--no-verify-data",
         "--val-size", "100", "--train-subset", "0", "--storage", f"sqlite:///{db}", "--study", "cli",
-        "--device", "cpu", "--sampler", "random", "--max-mmacs", "3", *extra,
+        "--device", "cpu", "--sampler", "random", "--max-mmacs", "3", "--no-known-best", *extra,
     ]  # fmt: skip
 
 
@@ -82,6 +83,22 @@ def test_corrupt_data_names_the_file(
     code, _, err = fsearch(args, capsys, monkeypatch)
     assert code == 2
     assert err.startswith(f"Error: {tiny_data_dir}/FashionMNIST/raw/train-images-idx3-ubyte.gz is corrupt (md5 ")
+
+
+def test_a_new_study_starts_from_the_known_best_configuration(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "s.db"
+    args = [a for a in _tiny_run(tiny_data_dir, db, "--trials", "1", "--json") if a != "--no-known-best"]
+    for _ in range(2):  # a resumed study does not queue it again
+        code, _, err = fsearch(args, capsys, monkeypatch)
+        assert code == 0, err
+    import optuna
+
+    trials = optuna.load_study(study_name="cli", storage=f"sqlite:///{db}").trials
+    trained = [t for t in trials if not t.user_attrs.get("over_budget")]
+    assert trained[0].user_attrs["preset"] == "fsearch-r6" and trained[0].params == PRESETS["fsearch-r6"]
+    assert [t.user_attrs.get("preset") for t in trained].count("fsearch-r6") == 1
 
 
 def test_run_then_studies_then_show(
