@@ -186,7 +186,8 @@ def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], grace_period: int | None) -> RDBStorage:
     """``RDBStorage(url)``, tried again when another worker was creating the same database's tables
     at the same moment (Optuna creates them without a lock: on an empty PostgreSQL database, 3 of 4
-    workers started together failed with 'relation already exists' or a duplicate key)."""
+    workers started together failed with 'relation already exists' or a duplicate key; on SQLite,
+    'table ... already exists')."""
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
@@ -197,8 +198,11 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], grace_period: int | No
                     url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs,
                     **_heartbeat(grace_period),
                 )  # fmt: skip
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == CREATE_ATTEMPTS - 1:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
+            # SQLite says "table ... already exists" as an OperationalError; other operational errors
+            # (a wrong host, a bad password) are not races and fail at once.
+            racing = not isinstance(exc, sqlalchemy.exc.OperationalError) or "already exists" in str(exc)
+            if attempt == CREATE_ATTEMPTS - 1 or not racing:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
