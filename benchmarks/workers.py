@@ -57,7 +57,8 @@ def timed_search(
     report = run_search(opts)
     wall = time.perf_counter() - started
     trained = report.counts["complete"] + report.counts["pruned"] + report.counts["fail"]
-    assert trained == len(configs), report.counts
+    states = "".join(t.state.name[0] for t in report.study.trials)
+    assert trained == len(configs), (workers, report.counts, report.problems, states)
     return wall
 
 

@@ -240,6 +240,8 @@ def run_search(
     )  # fmt: skip
     name_objective(study)
     already = len(study.trials)
+    # This run's trials: all but those finished or running before it (queued ones are this run's to train).
+    earlier = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
     queued = (KNOWN_BEST_PRESETS if opts.known_best else ()) + (WARM_START_PRESETS if opts.warm_start else ())
     for name in queued:  # skip_if_exists: a resumed study does not train them again
         study.enqueue_trial(PRESETS[name], user_attrs={"preset": name}, skip_if_exists=True)
@@ -259,7 +261,7 @@ def run_search(
             lanes=lanes, on_trial_end=on_trial_end,
         )  # fmt: skip
     trials = study.get_trials(deepcopy=False)
-    mine = [t for t in trials if t.number >= already]
+    mine = [t for t in trials if t.number not in earlier]
     skipped = [t for t in mine if t.user_attrs.get("over_budget")]
     counts = {
         s.name.lower(): sum(t.state == s and not t.user_attrs.get("over_budget") for t in mine)
