@@ -140,7 +140,10 @@ def test_export_best_refuses_studies_it_cannot_export(
             "Invalid value for --format: 'svg' is not one of onnx, torchscript; see 'fsearch export-best --help'",
         ),
         (["export-best", "--epochs", "0"], None),
-        (["train", "--preset", "resnet"], "unknown preset 'resnet'; use one of lenet5, cnn2, cnn3, cnn3-fc128"),
+        (
+            ["train", "--preset", "resnet"],
+            "unknown preset 'resnet'; use one of lenet5, cnn2, cnn3, cnn3-fc128, fsearch-r6",
+        ),
         (
             ["train", "--preset", "lenet5", "--tta"],
             "--tta evaluates with flipped images, but this model does not train with flips; drop --tta",
