@@ -111,22 +111,48 @@ class Lanes(Protocol):
 TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]
 
 
-class _QueueObserver:
-    """A worker's :class:`~search.objective.TrialObserver` that sends its events to the parent."""
+class _StopRequest:
+    """SIGINT/SIGTERM in a worker, acted on at the next safe point.
 
-    def __init__(self, events: Any, lane: int) -> None:
-        self.events, self.lane, self._last_step = events, lane, 0.0
+    The handler only records the signal. Raising from the handler itself could land in a weakref
+    callback or a finaliser (SQLAlchemy's, say), where Python prints the exception and swallows it:
+    the worker would go on training. The relay's calls (each batch, each report, each trial start)
+    raise instead, inside the objective, so Optuna marks the trial failed. Later signals (Ctrl+C
+    reaches a worker from the terminal and again from the parent) change nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise _Interrupted(self.signum)
+
+
+class _QueueObserver:
+    """A worker's :class:`~search.objective.TrialObserver` that sends its events to the parent
+    (and stops the worker at the first of them after a signal)."""
+
+    def __init__(self, events: Any, lane: int, stop: _StopRequest) -> None:
+        self.events, self.lane, self.stop, self._last_step = events, lane, stop, 0.0
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.stop.check()
         self.events.put(("start", self.lane, (number, params)))
 
     def step(self, done: int, total: int) -> None:
+        self.stop.check()
         now = time.monotonic()
         if now - self._last_step >= STEP_EVENT_EVERY_S or done == total:
             self._last_step = now
             self.events.put(("step", self.lane, (done, total)))
 
     def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        self.stop.check()
         # The validation logits stay here: the display needs the numbers only.
         self.events.put(("epoch", self.lane, (number, dataclasses.replace(stats, val_logits=None))))
 
@@ -140,22 +166,14 @@ class _Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _on_signal_once(signum: int, frame: object) -> None:
-    """The first SIGINT/SIGTERM unwinds the worker (its trial is failed); later ones are ignored,
-    so a Ctrl+C that reaches the worker from the terminal and again from the parent cannot break
-    the clean-up half way."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Interrupted(signum)
-
-
 def _worker_main(
     opts: SearchOptions, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
     tickets: Synchronized[int], events: Any,
 ) -> None:  # fmt: skip
     """Body of a worker process: load the data, join the study, optimise until the tickets run out."""
-    signal.signal(signal.SIGINT, _on_signal_once)
-    signal.signal(signal.SIGTERM, _on_signal_once)
+    stop = _StopRequest()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     torch.set_num_threads(spec.threads)
     import optuna
 
@@ -163,11 +181,12 @@ def _worker_main(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        relay = _QueueObserver(events, lane)
+        relay = _QueueObserver(events, lane, stop)
         study, splits = join_study(opts, device_name=spec.device, sampler_seed=sampler_seed, parallel=True)
         optimize_here(
             study, opts, splits, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay, timeout=timeout
         )
+        stop.check()  # a signal after the last trial: still the exit code of one
     except _Interrupted as exc:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:

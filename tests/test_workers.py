@@ -150,11 +150,13 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(sqlalchemy.engine.make_url(url).set(database=name).render_as_string(hide_password=False))
 
 
-def _run_args(data_dir: Path, storage: str, *extra: str) -> list[str]:
+def _run_args(data_dir: Path, storage: str, *extra: str, cap: str = "1.5") -> list[str]:
+    """`fsearch run` on tiny data; ``cap`` 0 (no MAC budget) when a test needs a trial on its first
+    draw (with a cap, a run may end after 20 over-budget draws in a row without training one)."""
     return [
         *FSEARCH, "run", "--data-dir", str(data_dir), "--no-verify-data", "--val-size", "100",
         "--storage", storage, "--study", "many", "--device", "cpu", "--sampler", "random", "--pruner", "none",
-        "--max-mmacs", "1.5", "--no-known-best", "--json", *extra,
+        "--max-mmacs", cap, "--no-known-best", "--json", *extra,
     ]  # fmt: skip
 
 
@@ -201,7 +203,8 @@ def _wait_for_running(storage: str, proc: subprocess.Popen[str], timeout: float 
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no trial started"
         trials = _trials_or_none(storage)
-        running = [t for t in trials if t.state == TrialState.RUNNING and "seed" in t.user_attrs]
+        # Training, not an over-budget draw being sized: it has reported.
+        running = [t for t in trials if t.state == TrialState.RUNNING and "epochs_run" in t.user_attrs]
         if running:
             return running[0]
         time.sleep(0.2)
@@ -216,7 +219,7 @@ def test_a_killed_workers_trial_is_failed_after_the_grace_period_and_retried(
     # runs, so the trial stays RUNNING until the heartbeats show it dead.
     doomed = subprocess.Popen(
         _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "2000",
-                  "--grace-period", "3"),
+                  "--grace-period", "3", cap="0"),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     victim = _wait_for_running(storage_url, doomed)
@@ -228,7 +231,7 @@ def test_a_killed_workers_trial_is_failed_after_the_grace_period_and_retried(
     # A new worker fails the stale trial before it starts its own, and runs the retry first.
     helper = subprocess.run(
         _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "1",
-                  "--grace-period", "3"),
+                  "--grace-period", "3", cap="0"),
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert helper.returncode == 0, helper.stderr
@@ -245,7 +248,7 @@ def test_a_killed_workers_trial_is_failed_after_the_grace_period_and_retried(
 @POSIX
 def test_repair_fails_the_stale_trials_of_a_study_whose_workers_are_gone(tiny_data_dir: Path, storage_url: str) -> None:
     doomed = subprocess.Popen(
-        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "2000"),
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "2000", cap="0"),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     victim = _wait_for_running(storage_url, doomed)
@@ -268,14 +271,14 @@ def test_repair_fails_the_stale_trials_of_a_study_whose_workers_are_gone(tiny_da
 def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
     tiny_data_dir: Path, storage_url: str, signum: int, code: int
 ) -> None:
-    args = _run_args(tiny_data_dir, storage_url, "--trials", "4", "--workers", "2", "--max-epochs", "2000")
+    args = _run_args(tiny_data_dir, storage_url, "--trials", "4", "--workers", "2", "--max-epochs", "2000", cap="0")
     # Its own process group, as a terminal's foreground job: Ctrl+C reaches the parent and the workers.
     proc = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
-        while len([t for t in _trials_or_none(storage_url) if t.state == TrialState.RUNNING]) < 2:
+        while len([t for t in _trials_or_none(storage_url) if _training(t)]) < 2:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the workers never started two trials"
             time.sleep(0.2)
@@ -293,11 +296,15 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
     assert "Interrupted: the running trial was marked failed" in err
     assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.FAIL, TrialState.FAIL]
     resumed = subprocess.run(
-        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "1"),
+        _run_args(tiny_data_dir, storage_url, "--trials", "1", "--workers", "1", "--max-epochs", "1", cap="0"),
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE]
+
+
+def _training(t: FrozenTrial) -> bool:
+    return t.state == TrialState.RUNNING and "epochs_run" in t.user_attrs
 
 
 def _trials_or_none(storage: str) -> list[FrozenTrial]:
