@@ -69,7 +69,7 @@ class SearchDisplay:
         """The current trial and epoch bar of worker ``index`` (one lane when the search runs here)."""
         if index not in self.lanes:
             self.lanes[index] = _Lane(self, index)
-            self.live.update(self._render())
+            self.refresh()
         return self.lanes[index]
 
     def refresh(self) -> None:
@@ -111,7 +111,7 @@ class SearchDisplay:
         style = {"complete": "green", "pruned": "yellow"}.get(state, "red")
         self.console.log(f"trial {trial.number} [{style}]{state}[/]: {detail} ({secs:.0f}s)")
         self.trials.advance(self.trials_task)
-        self.live.update(self._render())
+        self.refresh()
 
 
 class _Lane:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from search.study import (
     open_storage,
 )
 from search.train import Runtime
-from search.workers import Lanes, LocalTickets, Tickets, WorkerSpec, plan_workers, run_workers
+from search.workers import Lanes, LocalTickets, Tickets, TrialEndCallback, WorkerSpec, plan_workers, run_workers
 from space import PRESETS
 
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
@@ -120,7 +119,6 @@ class SearchReport:
     problems: tuple[str, ...] = ()  # one line per worker that did not end cleanly
 
 
-TrialEndCallback = Callable[[optuna.Study, FrozenTrial], None]
 MAX_SKIPS_PER_TRIAL = 20  # over-budget draws allowed per requested trial before giving up
 
 

@@ -298,30 +298,36 @@ class RandomUntilTrained(optuna.samplers.BaseSampler):
         self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int
     ) -> None:
         self.sampler, self.random, self.n_trained = sampler, random, n_trained
+        self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
 
     def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         trained = sum(not t.user_attrs.get("over_budget") for t in done)
         return self.random if trained < self.n_trained else self.sampler
 
+    def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        """The sampler chosen for ``trial`` once, when it began (not once per parameter)."""
+        return self._picked.get(trial.number) or self._current(study)
+
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, optuna.distributions.BaseDistribution]:
-        return self._current(study).infer_relative_search_space(study, trial)
+        return self._for(study, trial).infer_relative_search_space(study, trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
     ) -> dict[str, Any]:
-        return self._current(study).sample_relative(study, trial, search_space)
+        return self._for(study, trial).sample_relative(study, trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: optuna.distributions.BaseDistribution,
     ) -> Any:  # fmt: skip
-        return self._current(study).sample_independent(study, trial, param_name, param_distribution)
+        return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self._current(study) is self.random and "fixed_params" not in trial.system_attrs:
+        self._picked[trial.number] = self._current(study)
+        if self._picked[trial.number] is self.random and "fixed_params" not in trial.system_attrs:
             # What Trial.set_user_attr does, for the trial being created: the storage, and the copy the
             # Trial object hands out. (Queued trials have fixed parameters: they are not random.)
             study._storage.set_trial_user_attr(trial._trial_id, EXPLORE_ATTR, True)
@@ -331,6 +337,7 @@ class RandomUntilTrained(optuna.samplers.BaseSampler):
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
+        self._picked.pop(trial.number, None)
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -108,7 +108,7 @@ class Lanes(Protocol):
     def lane(self, index: int) -> TrialObserver: ...
 
 
-TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]
+TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]  # an Optuna trial-end callback
 
 
 class _StopRequest:
@@ -272,7 +272,10 @@ def run_workers(
 
 def _describe_exit(lane: int, code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         return (
             f"worker {lane} was killed ({name}); its trial is failed and retried after the grace period "
             f"(or now with 'fsearch studies --repair')"
