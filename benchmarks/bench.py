@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,12 +66,23 @@ def machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def measure_loop(data_dir: Path, *, preset: str, images: int, batch: int, workers: int) -> dict[str, Any]:
-    fsearch = fsearch_loop(data_dir, preset, images, batch)
-    plain = plain_loop(data_dir, preset, images, batch, workers)
+def measure_loop(data_dir: Path, *, preset: str, images: int, batch: int, workers: int, rounds: int) -> dict[str, Any]:
+    """Both loops, alternating, after one untimed warm-up each; the median of ``rounds`` timed runs of each.
+
+    A single short run of each was not repeatable on a shared 2-core VM (ratios 0.84 to 1.61 within
+    minutes): alternating spreads slow spells over both loops and the median drops the outliers.
+    """
+    fsearch_loop(data_dir, preset, min(images, 2_000), batch)
+    plain_loop(data_dir, preset, min(images, 2_000), batch, workers)
+    samples: dict[str, list[float]] = {"fsearch": [], "plain": []}
+    for _ in range(rounds):
+        samples["fsearch"].append(fsearch_loop(data_dir, preset, images, batch))
+        samples["plain"].append(plain_loop(data_dir, preset, images, batch, workers))
+    fsearch, plain = (statistics.median(samples[k]) for k in ("fsearch", "plain"))
     return {
-        "preset": preset, "images": images, "batch": batch, "plain_workers": workers,
+        "preset": preset, "images": images, "batch": batch, "plain_workers": workers, "rounds": rounds,
         "images_per_second": {"fsearch": round(fsearch, 1), "plain": round(plain, 1)},
+        "samples": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},
         "ratio_fsearch_vs_plain": round(fsearch / plain, 2),
     }  # fmt: skip
 
@@ -202,10 +214,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--preset", default="cnn3", help="model of the loop part")
     parser.add_argument("--images", type=int, default=10_000, help="training images of each loop")
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each loop (the median is reported)")
     parser.add_argument("--plain-workers", type=int, default=0, help="DataLoader workers of the plain loop")
     parser.add_argument("--mm-size", type=int, default=2048, help="side of the square matrices of the peak")
     parser.add_argument("--overhead-trials", type=int, default=1000)
     parser.add_argument("--headline-trials", type=int, default=50)
+    parser.add_argument("--headline-dir", type=Path, help="keep the headline's study and models here (default: a "
+                        "temporary folder, deleted afterwards)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the headline search and preset trainings")
     parser.add_argument("--skip-references", action="store_true", help="no preset trainings in the headline")
     args = parser.parse_args()
@@ -237,8 +252,9 @@ def main() -> None:
 
     if "loop" in args.parts:
         result["loop"] = measure_loop(
-            args.data_dir, preset=args.preset, images=args.images, batch=args.batch, workers=args.plain_workers
-        )
+            args.data_dir, preset=args.preset, images=args.images, batch=args.batch, workers=args.plain_workers,
+            rounds=args.rounds,
+        )  # fmt: skip
         save()
     if "flops" in args.parts:
         if "loop" in result and args.preset == FLOPS_PRESET:
@@ -253,10 +269,12 @@ def main() -> None:
             result["overhead"] = measure_overhead(args.overhead_trials, folder=Path(tmp))
         save()
     if args.headline:
-        with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.ExitStack() as stack:
+            folder = args.headline_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            folder.mkdir(parents=True, exist_ok=True)
             result["headline"] = measure_headline(
                 args.data_dir, seed=args.seed, trials=args.headline_trials, references=not args.skip_references,
-                folder=Path(tmp),
+                folder=folder,
             )  # fmt: skip
         save()
     save()

@@ -50,7 +50,7 @@ def export_best(
 ) -> None:
     """Retrain the best trial (or --trial N) on all 60,000 training images, test it once, save it.
 
-    Default epochs: 3x the epochs the trial ran if its validation accuracy was still rising at
+    Default epochs: 6x the epochs the trial ran if its validation accuracy was still rising at
     its last epoch, else 2x its best epoch, clamped to 5..40.
     """
     from search.best import default_out

@@ -67,7 +67,7 @@ def run(
     ] = GRACE_PERIOD_S,
     warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
     known_best: Annotated[
-        bool, typer.Option(help="Start a study with the best configuration fsearch has measured (preset fsearch-r6).")
+        bool, typer.Option(help="Start a study with the best configuration fsearch has measured (preset fsearch-w1).")
     ] = True,
     verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
     artifacts: ArtifactsOpt = None,

@@ -52,7 +52,7 @@ from search.workers import Lanes, LocalTickets, Tickets, TrialEndCallback, Worke
 from space import PRESETS
 
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
-KNOWN_BEST_PRESETS = ("fsearch-r6",)  # --known-best (default): the best configuration fsearch has measured
+KNOWN_BEST_PRESETS = ("fsearch-w1",)  # --known-best (default): the best configuration fsearch has measured
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,8 @@ def test_a_new_study_starts_from_the_known_best_configuration(
 
     trials = optuna.load_study(study_name="cli", storage=f"sqlite:///{db}").trials
     trained = [t for t in trials if not t.user_attrs.get("over_budget")]
-    assert trained[0].user_attrs["preset"] == "fsearch-r6" and trained[0].params == PRESETS["fsearch-r6"]
-    assert [t.user_attrs.get("preset") for t in trained].count("fsearch-r6") == 1
+    assert trained[0].user_attrs["preset"] == "fsearch-w1" and trained[0].params == PRESETS["fsearch-w1"]
+    assert [t.user_attrs.get("preset") for t in trained].count("fsearch-w1") == 1
 
 
 def test_run_then_studies_then_show(

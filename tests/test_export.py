@@ -166,11 +166,11 @@ def _finished(curve: dict[int, float], **attrs: Any) -> optuna.trial.FrozenTrial
 @pytest.mark.parametrize(
     ("curve", "epochs", "rising"),
     [
-        ({1: 0.80, 2: 0.84, 3: 0.86, 4: 0.87, 5: 0.88}, 15, True),  # still rising: 3 x 5
+        ({1: 0.80, 2: 0.84, 3: 0.86, 4: 0.87, 5: 0.88}, 30, True),  # still rising: 6 x 5
         ({1: 0.80, 2: 0.86, 3: 0.85, 4: 0.85, 5: 0.84}, 5, False),  # peaked at 2: 2 x 2 = 4, clamped to 5
         ({i: 0.8 + 0.01 * min(i, 12) for i in range(1, 16)}, 24, False),  # peaked at 12 (ties: first): 2 x 12
-        ({i: 0.5 + 0.01 * i for i in range(1, 21)}, 40, True),  # 3 x 20 = 60, clamped to 40
-        ({1: 0.7}, 5, True),  # a single epoch counts as rising: 3, clamped to 5
+        ({i: 0.5 + 0.01 * i for i in range(1, 21)}, 40, True),  # 6 x 20 = 120, clamped to 40
+        ({1: 0.7}, 6, True),  # a single epoch counts as rising: 6 x 1
     ],
 )
 def test_the_default_epochs_rule(curve: dict[int, float], epochs: int, rising: bool) -> None:

@@ -1,0 +1,78 @@
+"""Measure training recipes at full length on the validation split (never the test set).
+
+    python -m benchmarks.recipe --data-dir ../shared/data --recipes recipes.json [--out results.json]
+
+Each recipe in the JSON list is ``{"name": ..., "params": {...} | "preset": NAME, "epochs": N}``:
+a configuration of the search space (a study trial's parameters, or a preset name, with optional
+``"override"`` parameters on top) trained for ``epochs`` on the 50,000-image training split.
+Reported per recipe: the validation accuracy after every epoch, at the end, and with flip
+test-time augmentation, the model's MACs and parameters, and the training images/s on this
+machine. This is how export-best's epoch rule and the known-best preset were chosen, so that
+the test set never steers them (README, "How the defaults were chosen").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from search.data import ImageSet, load_splits
+from search.device import describe, resolve_device
+from search.metrics import flip_tta
+from search.train import Runtime, evaluate, seed_everything, train
+from space import PRESETS, build_model, suggest
+from space.model import model_size
+
+
+def run_recipe(recipe: dict[str, Any], splits: Any, runtime: Runtime, seed: int) -> dict[str, Any]:
+    params = dict(PRESETS[recipe["preset"]]) if "preset" in recipe else dict(recipe["params"])
+    params |= recipe.get("override", {})
+    cfg = suggest(optuna.trial.FixedTrial(params), epochs=int(recipe["epochs"]))
+    size = model_size(cfg.arch)
+    seed_everything(seed)
+    model = build_model(cfg.arch)
+    result = train(model, cfg.train, splits, runtime=runtime, seed=seed)
+    plain = evaluate(model, splits.val, mean=splits.mean, std=splits.std, runtime=runtime)
+    mirrored = evaluate(model, ImageSet(splits.val.x.flip(-1), splits.val.y), mean=splits.mean, std=splits.std,
+                        runtime=runtime)  # fmt: skip
+    tta = flip_tta(plain.logits, mirrored.logits, splits.val.y)["accuracy"]
+    return {
+        "name": recipe.get("name", ""), "epochs": cfg.train.epochs,
+        "mmacs": round(size.macs / 1e6, 2), "parameters": size.parameters,
+        "val_acc": plain.accuracy, "val_acc_flip_tta": tta,
+        "val_curve": [round(e.val_acc or 0.0, 4) for e in result.history],
+        "train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second),
+        "params": params,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--recipes", type=Path, required=True, help="JSON list of recipes")
+    parser.add_argument("--out", type=Path, default=Path("studies/recipes.json"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    runtime = Runtime(device=device)
+    splits = load_splits(args.data_dir, device=device, seed=args.seed)
+    results = []
+    for recipe in json.loads(args.recipes.read_text()):
+        results.append(run_recipe(recipe, splits, runtime, args.seed))
+        r = results[-1]
+        print(f"{r['name']:28s} {r['mmacs']:6.2f} MMAC {r['epochs']:3d} ep "
+              f"val {r['val_acc']:.4f} tta {r['val_acc_flip_tta']:.4f} {r['train_seconds']:7.1f} s "
+              f"{r['images_per_second']} img/s", flush=True)  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"device": describe(device), "torch": torch.__version__,
+                                        "results": results}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
