@@ -103,6 +103,7 @@ class Objective:
         trial.set_user_attr("flops", 2 * macs)
         trial.set_user_attr("device", describe(settings.runtime.device))
         trial.set_user_attr("reports_per_epoch", settings.evals_per_epoch)
+        trial.set_user_attr("val_images", len(self.splits.val or ()))  # export-best's noise level of a report
         trial.set_user_attr("max_epochs", settings.max_epochs)
         # Enqueued presets (--warm-start) are trained whatever they cost: they were asked for.
         over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
