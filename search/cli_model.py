@@ -50,8 +50,9 @@ def export_best(
 ) -> None:
     """Retrain the best trial (or --trial N) on all 60,000 training images, test it once, save it.
 
-    Default epochs: 6x the epochs the trial ran if its validation accuracy was still rising at
-    its last epoch, else 2x its best epoch, clamped to 5..40.
+    Default epochs: 6x the epochs the trial ran if its validation accuracy had not dropped from its
+    best by its last report (by more than the noise of its validation set), else 2x its best epoch,
+    clamped to 5..40.
     """
     from search.best import default_out
     from search.best import export_best as run_export
