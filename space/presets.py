@@ -81,8 +81,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # dense 256; 19.1M MACs, 3x the search's default --max-mmacs) written by hand, its augmentation picked by
     # validation accuracy after 30 epochs on the 50,000-image split (python -m benchmarks.recipe, seed 0):
     # crop 1 + flip 0.9497, flip only 0.9462, flip + erasing 0.9455, none 0.9425 (fsearch-r6: 0.9361).
-    # After 5 epochs it scores 0.9287, above every trial the search itself found in runs r6-r10, so the search
-    # ranks it fairly at its own fidelity. `fsearch run` queues it as a new study's first trial (--known-best).
+    # After 5 epochs it scores 0.927-0.931, above every trial the search itself found in the 5-epoch CPU runs
+    # r7-r10, h1 and h2; the search ranks it with its own trials at their fidelity. `fsearch run` queues it as a
+    # new study's first trial (--known-best).
     "fsearch-w1": _blocks((32, 2, "max"), (64, 2, "max"))
     | {"kernel": 3, "padding": "same", "head": "flatten", "activation": "gelu", "batch_norm": True}
     | {"conv_dropout": 0.05, "dense_dropout": 0.3}
