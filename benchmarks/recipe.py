@@ -21,15 +21,15 @@ from typing import Any
 import optuna
 import torch
 
-from search.data import ImageSet, load_splits
+from search.data import Splits, load_splits
 from search.device import describe, resolve_device
-from search.metrics import flip_tta
-from search.train import Runtime, evaluate, seed_everything, train
+from search.retrain import held_out_metrics
+from search.train import Runtime, seed_everything, train
 from space import PRESETS, build_model, suggest
 from space.model import model_size
 
 
-def run_recipe(recipe: dict[str, Any], splits: Any, runtime: Runtime, seed: int) -> dict[str, Any]:
+def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: int) -> dict[str, Any]:
     params = dict(PRESETS[recipe["preset"]]) if "preset" in recipe else dict(recipe["params"])
     params |= recipe.get("override", {})
     cfg = suggest(optuna.trial.FixedTrial(params), epochs=int(recipe["epochs"]))
@@ -37,14 +37,12 @@ def run_recipe(recipe: dict[str, Any], splits: Any, runtime: Runtime, seed: int)
     seed_everything(seed)
     model = build_model(cfg.arch)
     result = train(model, cfg.train, splits, runtime=runtime, seed=seed)
-    plain = evaluate(model, splits.val, mean=splits.mean, std=splits.std, runtime=runtime)
-    mirrored = evaluate(model, ImageSet(splits.val.x.flip(-1), splits.val.y), mean=splits.mean, std=splits.std,
-                        runtime=runtime)  # fmt: skip
-    tta = flip_tta(plain.logits, mirrored.logits, splits.val.y)["accuracy"]
+    assert splits.val is not None  # load_splits holds 10,000 images out by default
+    val = held_out_metrics(model, splits.val, splits, runtime, tta=True)
     return {
         "name": recipe.get("name", ""), "epochs": cfg.train.epochs,
         "mmacs": round(size.macs / 1e6, 2), "parameters": size.parameters,
-        "val_acc": plain.accuracy, "val_acc_flip_tta": tta,
+        "val_acc": val["accuracy"], "val_acc_flip_tta": val["tta"]["accuracy"],
         "val_curve": [round(e.val_acc or 0.0, 4) for e in result.history],
         "train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second),
         "params": params,

@@ -133,7 +133,7 @@ def retrain(
 
     # The test set is read only now, after training, and evaluated on once.
     test = load_test(data_dir, device=device, verify=opts.verify_data)
-    metrics = _test_metrics(model, test, splits, runtime, tta=opts.tta)
+    metrics = held_out_metrics(model, test, splits, runtime, tta=opts.tta)
     metrics |= {
         "train_seconds": round(result.train_seconds, 3), "wall_seconds": round(wall, 3),
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
@@ -154,14 +154,17 @@ def retrain(
     )  # fmt: skip
 
 
-def _test_metrics(model: nn.Module, test: ImageSet, splits: Splits, runtime: Runtime, *, tta: bool) -> dict[str, Any]:
-    """The metrics of the one evaluation on the test set (and of its mirror image with ``tta``)."""
-    ev = evaluate(model, test, mean=splits.mean, std=splits.std, runtime=runtime)
-    metrics = classification_metrics(ev.logits, test.y, CLASSES)
+def held_out_metrics(
+    model: nn.Module, data: ImageSet, splits: Splits, runtime: Runtime, *, tta: bool
+) -> dict[str, Any]:
+    """The metrics of one evaluation on held-out images (and of their mirror images with ``tta``):
+    the test set for the export, the validation split for ``benchmarks/recipe.py``."""
+    ev = evaluate(model, data, mean=splits.mean, std=splits.std, runtime=runtime)
+    metrics = classification_metrics(ev.logits, data.y, CLASSES)
     if tta:
-        mirrored = evaluate(model, ImageSet(test.x.flip(-1), test.y), mean=splits.mean, std=splits.std, runtime=runtime)
+        mirrored = evaluate(model, ImageSet(data.x.flip(-1), data.y), mean=splits.mean, std=splits.std, runtime=runtime)
         metrics["tta"] = {"method": "mean softmax of image and its mirror image"} | flip_tta(
-            ev.logits, mirrored.logits, test.y
+            ev.logits, mirrored.logits, data.y
         )
     return metrics
 

@@ -203,8 +203,7 @@ def _wait_for_running(storage: str, proc: subprocess.Popen[str], timeout: float 
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no trial started"
         trials = _trials_or_none(storage)
-        # Training, not an over-budget draw being sized: it has reported.
-        running = [t for t in trials if t.state == TrialState.RUNNING and "epochs_run" in t.user_attrs]
+        running = [t for t in trials if _training(t)]
         if running:
             return running[0]
         time.sleep(0.2)
@@ -304,6 +303,7 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
 
 
 def _training(t: FrozenTrial) -> bool:
+    """Training, not an over-budget draw being sized: it has reported."""
     return t.state == TrialState.RUNNING and "epochs_run" in t.user_attrs
 
 
