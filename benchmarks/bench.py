@@ -42,7 +42,7 @@ import torch
 
 from benchmarks.loop_vs_dataloader import fsearch_loop, plain_loop
 from search.data import ensure_files
-from search.study import create_or_resume, make_pruner, make_sampler, open_storage
+from search.store.study import create_or_resume, make_pruner, make_sampler, open_storage
 from space import preset_config, suggest
 from space.model import model_size
 
@@ -159,7 +159,7 @@ def fsearch_cli(*argv: str) -> tuple[dict[str, Any], float]:
     """Run ``fsearch ARGV`` (which must print JSON) in a fresh process: its JSON and its wall seconds.
 
     Its live display (stderr) passes through, so a long run shows its progress."""
-    cmd = [sys.executable, "-c", "from search.cli import main; main()", *argv]
+    cmd = [sys.executable, "-c", "from search.cli.app import main; main()", *argv]
     started = time.perf_counter()
     # The command is this interpreter and fixed arguments: nothing goes through a shell.
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)  # noqa: S603

@@ -23,7 +23,7 @@ import torch
 
 from search.data import Splits, load_splits
 from search.device import describe, resolve_device
-from search.retrain import held_out_metrics
+from search.model.retrain import held_out_metrics
 from search.train import Runtime, seed_everything, train
 from space import PRESETS, build_model, suggest
 from space.model import model_size

@@ -24,7 +24,7 @@ import optuna
 
 from search.data import ensure_files
 from search.defaults import DEFAULT_MAX_MMACS
-from search.runner import SearchOptions, run_search
+from search.tune.runner import SearchOptions, run_search
 from space import suggest
 from space.model import model_size
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
+from search.cli.app import main
 from space import PRESETS
 
 

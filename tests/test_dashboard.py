@@ -19,13 +19,13 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search import dashboard
-from search.artifacts import DEFAULT_ARTIFACTS, artifact_dir
-from search.best import export_best
-from search.notes import study_note
-from search.retrain import RetrainOptions
-from search.runner import SearchOptions, run_search
-from search.study import create_or_resume, make_pruner, make_sampler, open_storage
+from search.dashboard import server as dashboard
+from search.model.best import export_best
+from search.model.retrain import RetrainOptions
+from search.store.artifacts import DEFAULT_ARTIFACTS, artifact_dir
+from search.store.notes import study_note
+from search.store.study import create_or_resume, make_pruner, make_sampler, open_storage
+from search.tune.runner import SearchOptions, run_search
 from space import build_model, count_macs, count_parameters, preset_config, summary_markdown
 from tests.conftest import write_tiny_dataset
 from tests.test_cli import fsearch

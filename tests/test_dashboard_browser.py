@@ -70,7 +70,7 @@ def dashboard_url(
               str(real_data_dir), "--device", "cpu", "--out", str(tmp_path / "best"), "--json"]  # fmt: skip
     code, _, err = fsearch(export, capsys, monkeypatch)
     assert code == 0, err
-    args = [sys.executable, "-c", "from search.cli import main; main()", "dashboard", "--storage", storage,
+    args = [sys.executable, "-c", "from search.cli.app import main; main()", "dashboard", "--storage", storage,
             "--study", STUDY, "--port", "0"]  # fmt: skip
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -14,14 +14,14 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.best import default_epochs
 from search.data import CLASSES, ImageSet, load_test
 from search.errors import ModelError
-from search.export import WEIGHTS_FILE, load_model, save_model, sha256_file
 from search.metrics import classification_metrics
-from search.retrain import RetrainOptions, retrain
-from search.runner import SearchOptions, run_search
+from search.model.best import default_epochs
+from search.model.export import WEIGHTS_FILE, load_model, save_model, sha256_file
+from search.model.retrain import RetrainOptions, retrain
 from search.train import Runtime, evaluate, prepare_model
+from search.tune.runner import SearchOptions, run_search
 from space import Architecture, Augment, ConvBlock, TrainConfig, TrialConfig, build_model, preset_config
 from tests.conftest import write_tiny_dataset
 from tests.test_cli import fsearch

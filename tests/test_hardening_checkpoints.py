@@ -21,9 +21,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from search import export
 from search.errors import ModelError
-from search.export import CONFIG_FILE, WEIGHTS_FILE, load_model, sha256_file
+from search.model import export
+from search.model.export import CONFIG_FILE, WEIGHTS_FILE, load_model, sha256_file
 from tests.conftest import REPO
 from tests.test_cli import fsearch
 from tests.test_export import _Payload, _save
@@ -298,7 +298,7 @@ def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:
 
 
 def test_no_code_path_unpickles_and_any_torch_load_passes_weights_only_true() -> None:
-    sources = sorted((REPO / "search").glob("*.py")) + sorted((REPO / "space").glob("*.py"))
+    sources = sorted((REPO / "search").rglob("*.py")) + sorted((REPO / "space").rglob("*.py"))
     seen = []
     for path in sources:
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from search import data, retrain
+from search import data
 from search.data import check_split, load_splits, raw_dir, read_idx, read_split
 from search.errors import DataError
+from search.model import retrain
 from tests.conftest import REPO, write_idx
 from tests.test_cli import fsearch
 
@@ -98,7 +99,7 @@ def test_a_search_refuses_corrupt_data_before_training_and_leaves_no_database(
     official_tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trained: list[object] = []
-    monkeypatch.setattr("search.objective.train", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr("search.tune.objective.train", lambda *a, **k: trained.append(a))
     for name in data.FILES:
         path = raw_dir(official_tiny) / name
         original = path.read_bytes()

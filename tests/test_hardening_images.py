@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from search.errors import ImageError, one_line
-from search.imageio import _orient, read_image
+from search.model.images import _orient, read_image
 from tests.conftest import REPO
 from tests.test_cli import fsearch
 from tests.test_export import _save
@@ -253,7 +253,7 @@ def test_memory_for_the_largest_allowed_image_is_bounded(tmp_path: Path) -> None
     measure = textwrap.dedent(
         f"""
         from pathlib import Path
-        from search.imageio import read_image
+        from search.model.images import read_image
 
         def status(field):
             line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))

@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.best import _redacted
 from search.errors import StorageError
-from search.study import mask_url, open_storage
+from search.model.best import _redacted
+from search.store.study import mask_url, open_storage
 from tests.test_cli import fsearch
 
 EXAMPLE = "use e.g. sqlite:///studies/fsearch.db or postgresql://user:password@host/db"

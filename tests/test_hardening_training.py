@@ -18,11 +18,11 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
-from search import objective
 from search.data import Splits
-from search.objective import Objective, ObjectiveSettings
-from search.runner import SearchOptions, run_search
 from search.train import DivergedError, EpochStats, Runtime, TrainResult, train
+from search.tune import objective
+from search.tune.objective import Objective, ObjectiveSettings
+from search.tune.runner import SearchOptions, run_search
 from space import PRESETS, build_model, preset_config
 
 LENET = preset_config("lenet5", epochs=1)

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
-from search.graph import ONNX_PACKAGES
+from search.model.graph import ONNX_PACKAGES
 from space import PRESETS, SPACE_VERSION, suggest
 from tests.test_cli import fsearch
 from tests.test_export import _Payload, _save

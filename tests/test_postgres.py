@@ -14,7 +14,15 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.errors import StorageError
-from search.study import check_storage, create_or_resume, load_study, make_pruner, make_sampler, mask_url, open_storage
+from search.store.study import (
+    check_storage,
+    create_or_resume,
+    load_study,
+    make_pruner,
+    make_sampler,
+    mask_url,
+    open_storage,
+)
 from space import SPACE_VERSION
 
 pytestmark = pytest.mark.slow

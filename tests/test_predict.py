@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from search import imageio
 from search.data import CLASSES
 from search.errors import ImageError
-from search.imageio import read_image
+from search.model import images as imageio
+from search.model.images import read_image
 from tests.test_cli import fsearch
 from tests.test_export import _save
 

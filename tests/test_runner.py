@@ -9,11 +9,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import data, objective
+from search import data
 from search.errors import ConfigError
-from search.objective import Objective, ObjectiveSettings, trial_seed
-from search.runner import MAX_SKIPS_PER_TRIAL, SearchOptions, run_search
 from search.train import DivergedError, EpochStats
+from search.tune import objective
+from search.tune.objective import Objective, ObjectiveSettings, trial_seed
+from search.tune.runner import MAX_SKIPS_PER_TRIAL, SearchOptions, run_search
 from space import PRESETS
 
 RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}

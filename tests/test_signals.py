@@ -32,7 +32,7 @@ def test_a_signal_fails_the_running_trial_and_exits_128_plus_signal(
 ) -> None:
     db = tmp_path / "sig.db"
     args = [
-        sys.executable, "-c", "from search.cli import main; main()", "run", "--trials", "1", "--max-epochs", "500",
+        sys.executable, "-c", "from search.cli.app import main; main()", "run", "--trials", "1", "--max-epochs", "500",
         "--data-dir", str(tiny_data_dir), "--no-verify-data", "--val-size", "100", "--storage", f"sqlite:///{db}",
         "--device", "cpu", "--max-mmacs", "0", "--json",
     ]  # fmt: skip

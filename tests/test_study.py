@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.errors import ConfigError, StorageError
-from search.study import (
+from search.store.study import (
     EXPLORE_ATTR,
     PRUNERS,
     SAMPLERS,

@@ -21,12 +21,12 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from search.objective import trial_seed
-from search.runner import SearchOptions, run_search
-from search.workers import LocalTickets, SharedTickets, WorkerSpec, plan_workers
+from search.tune.objective import trial_seed
+from search.tune.runner import SearchOptions, run_search
+from search.tune.workers import LocalTickets, SharedTickets, WorkerSpec, plan_workers
 from tests.conftest import REPO
 
-FSEARCH = [sys.executable, "-c", "from search.cli import main; main()"]
+FSEARCH = [sys.executable, "-c", "from search.cli.app import main; main()"]
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from search.study import best_trial
+from search.store.study import best_trial
 
 # Documented test accuracies on Fashion-MNIST (../shared/REFERENCES.md), to put an export beside.
 REFERENCES: tuple[tuple[str, float], ...] = (

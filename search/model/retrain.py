@@ -4,11 +4,11 @@ The library API behind ``fsearch export-best`` and ``fsearch train --preset``. I
 the one training loop (:func:`search.train.train`) with no validation split, reads the test
 set only after training has finished, evaluates on it exactly once, and writes into ``out``:
 
-- ``model.safetensors`` and ``config.json`` (see :mod:`search.export`);
+- ``model.safetensors`` and ``config.json`` (see :mod:`search.model.export`);
 - ``metrics.json``: test accuracy and loss, per-class precision/recall/F1, confusion matrix,
   training time (and flip test-time augmentation results with ``tta``);
 - ``history.csv``, ``confusion_matrix.png``, ``training_curves.png``;
-- ``model.onnx`` / ``model.torchscript.pt`` when asked for (see :mod:`search.graph`).
+- ``model.onnx`` / ``model.torchscript.pt`` when asked for (see :mod:`search.model.graph`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from torch import nn
 from search.data import CLASSES, ImageSet, Splits, check_split, default_data_dir, load_splits, load_test
 from search.device import describe, resolve_device
 from search.errors import ConfigError
-from search.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
-from search.graph import GRAPH_FILES, check_formats, export_graph
 from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
+from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
+from search.model.graph import GRAPH_FILES, check_formats, export_graph
 from search.train import EpochCallback, Runtime, StepCallback, TrainResult, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
 

@@ -23,7 +23,7 @@ import torch
 
 from search.data import CLASSES, Splits
 from search.device import describe
-from search.study import EXPLORE_ATTR, EXPLORE_EPOCHS
+from search.store.study import EXPLORE_ATTR, EXPLORE_EPOCHS
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
@@ -115,12 +115,12 @@ class Objective:
         seed_everything(seed)
         model = build_model(cfg.arch)
         if settings.notes:
-            from search.notes import save_trial_note
+            from search.store.notes import save_trial_note
 
             save_trial_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
 
         spent = {"seconds": 0.0, "images": 0}
-        explore = bool(trial.user_attrs.get(EXPLORE_ATTR))  # set by the sampler (search.study.RandomUntilTrained)
+        explore = bool(trial.user_attrs.get(EXPLORE_ATTR))  # set by the sampler (search.store.study.RandomUntilTrained)
 
         def on_epoch_end(stats: EpochStats) -> None:
             spent["seconds"] += stats.seconds
@@ -169,8 +169,8 @@ class Objective:
 
     def _upload_confusion(self, trial: optuna.Trial, best: EpochStats, folder: Path) -> None:
         """The validation confusion matrix of the trial's best report, as a PNG artifact of the trial."""
-        from search.artifacts import open_store, upload
         from search.metrics import classification_metrics, plot_confusion_matrix
+        from search.store.artifacts import open_store, upload
 
         assert best.val_logits is not None
         assert self.splits.val is not None

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from search.objective import TrialObserver
-    from search.runner import SearchOptions
     from search.train import EpochStats
+    from search.tune.objective import TrialObserver
+    from search.tune.runner import SearchOptions
 
 # Measured on the 2-core CPU these defaults were chosen on (README, "Workers"): two processes of
 # one thread train 1.09x (cnn3) to 1.22x (cnn2) the images/s of one process of two threads.
@@ -134,7 +134,7 @@ class _StopRequest:
 
 
 class _QueueObserver:
-    """A worker's :class:`~search.objective.TrialObserver` that sends its events to the parent
+    """A worker's :class:`~search.tune.objective.TrialObserver` that sends its events to the parent
     (and stops the worker at the first of them after a signal)."""
 
     def __init__(self, events: Any, lane: int, stop: _StopRequest) -> None:
@@ -177,7 +177,7 @@ def _worker_main(
     torch.set_num_threads(spec.threads)
     import optuna
 
-    from search.runner import join_study, optimize_here
+    from search.tune.runner import join_study, optimize_here
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:

@@ -1,6 +1,6 @@
 """optuna-dashboard on a study storage, with the study's artifact store: the library behind ``fsearch dashboard``.
 
-The storage is opened like every other fsearch command does it (:func:`search.study.open_storage`:
+The storage is opened like every other fsearch command does it (:func:`search.store.study.open_storage`:
 SQLite in WAL mode with a long busy timeout), so the dashboard reads while a search writes and
 neither sees "database is locked". The server is wsgiref with a thread per request (as
 optuna-dashboard's own CLI runs it), quiet about each request.
@@ -17,9 +17,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from search.artifacts import artifact_dir
 from search.errors import ConfigError
-from search.study import load_study, open_storage
+from search.store.artifacts import artifact_dir
+from search.store.study import load_study, open_storage
 
 LOOPBACK_NAMES = ("localhost",)
 

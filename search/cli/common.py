@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.study import DEFAULT_STUDY
+from search.store.study import DEFAULT_STUDY
 
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL (SQLite, PostgreSQL, ...).")]

@@ -1,7 +1,7 @@
 """The ``fsearch`` command line: the typer app and its entry point, one error line per failure.
 
-The commands live in :mod:`search.cli_search` (run, studies, show), :mod:`search.cli_model`
-(export-best, train, evaluate, predict) and :mod:`search.cli_dashboard` (dashboard, report);
+The commands live in :mod:`search.cli.search` (run, studies, show), :mod:`search.cli.model`
+(export-best, train, evaluate, predict) and :mod:`search.cli.dashboard` (dashboard, report);
 each is a thin shell over the library.
 """
 
@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from search import cli_dashboard, cli_model, cli_search
+from search.cli import dashboard as cli_dashboard
+from search.cli import model as cli_model
+from search.cli import search as cli_search
 from search.errors import FsearchError, one_line
 
 app = typer.Typer(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search.cli_common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt, check_choice
+from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt, check_choice
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
@@ -24,7 +24,7 @@ from search.defaults import (
     DEFAULT_VAL_SIZE,
 )
 from search.errors import ConfigError
-from search.study import DEFAULT_STORAGE, DEFAULT_STUDY, GRACE_PERIOD_S, PRUNERS, SAMPLERS, mask_url
+from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY, GRACE_PERIOD_S, PRUNERS, SAMPLERS, mask_url
 
 commands = typer.Typer()
 
@@ -74,8 +74,8 @@ def run(
     json_out: JsonOpt = False,
 ) -> None:
     """Search: add TRIALS trials to the study (a second run resumes it)."""
-    from search.progress import SearchDisplay
-    from search.runner import (
+    from search.cli.display import SearchDisplay
+    from search.tune.runner import (
         SearchOptions,
         run_search,
     )
@@ -109,7 +109,7 @@ def run(
         # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
         raise typer.Exit(128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)) from None
     if json_out:
-        from search.study import trial_record
+        from search.store.study import trial_record
 
         out = {
             "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
@@ -147,8 +147,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _print_summary(console: Console, report: Any) -> None:
-    from search.progress import format_params
-    from search.study import top_trials
+    from search.cli.display import format_params
+    from search.store.study import top_trials
 
     c = report.counts
     console.print(
@@ -188,7 +188,7 @@ def studies(
     json_out: JsonOpt = False,
 ) -> None:
     """List the studies in a storage: trials by state and the best value."""
-    from search.study import open_storage, repair_studies, study_summaries
+    from search.store.study import open_storage, repair_studies, study_summaries
 
     found = open_storage(storage, create=False, grace_period=grace_period if repair else None)
     if repair:
@@ -219,8 +219,8 @@ def show(
     json_out: JsonOpt = False,
 ) -> None:
     """Print the best trials of a study with their parameters."""
-    from search.progress import format_params
-    from search.study import load_study, open_storage, top_trials, trial_record
+    from search.cli.display import format_params
+    from search.store.study import load_study, open_storage, top_trials, trial_record
 
     found = load_study(open_storage(storage, create=False), study, storage)
     best = top_trials(found, top)

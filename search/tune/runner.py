@@ -1,9 +1,9 @@
 """``run_search``: the library API behind ``fsearch run`` (the CLI only parses and displays).
 
 Opens (or resumes) the study, loads the data once, optionally enqueues the reference presets,
-and runs ``study.optimize`` with the :class:`~search.objective.Objective`, here or in several
-worker processes (:mod:`search.workers`). After every trial the study's dashboard note (the
-search summary, :mod:`search.notes`) is rewritten.
+and runs ``study.optimize`` with the :class:`~search.tune.objective.Objective`, here or in several
+worker processes (:mod:`search.tune.workers`). After every trial the study's dashboard note (the
+search summary, :mod:`search.store.notes`) is rewritten.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from search.artifacts import artifact_dir
 from search.data import Splits, default_data_dir, load_splits
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
@@ -32,9 +31,9 @@ from search.defaults import (
 )
 from search.device import describe, resolve_device
 from search.errors import ConfigError
-from search.notes import name_objective, save_study_note
-from search.objective import Objective, ObjectiveSettings, TrialObserver
-from search.study import (
+from search.store.artifacts import artifact_dir
+from search.store.notes import name_objective, save_study_note
+from search.store.study import (
     DEFAULT_STORAGE,
     DEFAULT_STUDY,
     GRACE_PERIOD_S,
@@ -48,7 +47,8 @@ from search.study import (
     open_storage,
 )
 from search.train import Runtime
-from search.workers import Lanes, LocalTickets, Tickets, TrialEndCallback, WorkerSpec, plan_workers, run_workers
+from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
+from search.tune.workers import Lanes, LocalTickets, Tickets, TrialEndCallback, WorkerSpec, plan_workers, run_workers
 from space import PRESETS
 
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
@@ -71,7 +71,7 @@ class SearchOptions:
     val_size: int = DEFAULT_VAL_SIZE
     max_mmacs: float | None = DEFAULT_MAX_MMACS
     seed: int = 0
-    workers: int | None = 1  # worker processes; None = auto (the CLI's default, see search.workers)
+    workers: int | None = 1  # worker processes; None = auto (the CLI's default, see search.tune.workers)
     grace_period: int = GRACE_PERIOD_S  # seconds without a heartbeat before a trial counts as dead
     warm_start: bool = False
     known_best: bool = False  # queue KNOWN_BEST_PRESETS first (the CLI default): the sampler starts from a good one
@@ -222,7 +222,7 @@ def run_search(
 ) -> SearchReport:  # fmt: skip
     """Run ``opts.trials`` more trials of ``opts.study``; a KeyboardInterrupt fails the running trial(s).
 
-    One worker runs here, with ``observer``; several run as processes (:mod:`search.workers`), each
+    One worker runs here, with ``observer``; several run as processes (:mod:`search.tune.workers`), each
     shown in its own lane of ``lanes``. ``on_trial_end`` is called here for every trial either way.
     """
     opts.validate()

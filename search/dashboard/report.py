@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import StorageError
-from search.notes import study_note
+from search.store.notes import study_note
 
 PARALLEL_PARAMS = 6  # axes of the parallel-coordinates plot: the most important parameters
 PLOTS = ("optimization_history", "param_importances", "intermediate_values", "parallel_coordinate")
@@ -39,7 +39,7 @@ class Report:
 
 
 def default_out(study: str) -> Path:
-    from search.retrain import safe_name
+    from search.model.retrain import safe_name
 
     return Path("studies") / safe_name(study) / "report"
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from search.cli_common import ArtifactsOpt, JsonOpt, StorageOpt
-from search.study import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt
+from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY
 
 commands = typer.Typer()
 
@@ -29,8 +29,8 @@ def dashboard(
 
     Safe beside a running search on the same SQLite file. Ctrl+C stops it.
     """
-    from search.dashboard import is_loopback, make_app, serve, study_path
-    from search.study import mask_url
+    from search.dashboard.server import is_loopback, make_app, serve, study_path
+    from search.store.study import mask_url
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     app = make_app(storage, artifacts=artifacts)
@@ -62,8 +62,8 @@ def report(
 ) -> None:
     """Write the study's plots as static HTML and PNG files (optimization history, parameter
     importances, learning curves, parallel coordinates) with an index.html."""
-    from search.report import default_out, write_report
-    from search.study import load_study, open_storage
+    from search.dashboard.report import default_out, write_report
+    from search.store.study import load_study, open_storage
 
     found = load_study(open_storage(storage, create=False), study, storage)
     written = write_report(found, out or default_out(study))

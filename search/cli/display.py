@@ -1,7 +1,7 @@
 """The live display of ``fsearch run`` (rich): counts, best so far, current trial, epoch bar.
 
-It implements :class:`~search.objective.TrialObserver` (one lane per worker process, see
-:mod:`search.workers`) and an Optuna trial-end callback; the
+It implements :class:`~search.tune.objective.TrialObserver` (one lane per worker process, see
+:mod:`search.tune.workers`) and an Optuna trial-end callback; the
 objective and the runner know nothing of rich. Each finished trial also gets one log line, so
 a non-interactive log (CI) shows the search too.
 """

@@ -11,7 +11,7 @@ A model directory is treated as untrusted input: nothing in it is ever unpickled
 other pickle files are refused unopened; fsearch has no ``torch.load`` call), config.json is read
 under a size limit and checked field by field, the architecture it asks for is bounded by
 arithmetic before any layer exists, and the weights file's header is checked against that
-architecture (see :mod:`search.weights`) before its data is read.
+architecture (see :mod:`search.model.weights`) before its data is read.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 
 from search.augment import normalize
 from search.errors import ModelError, one_line
-from search.weights import WeightsFormatError, expected_file_bytes, expected_tensors, mismatch, read_header
+from search.model.weights import WeightsFormatError, expected_file_bytes, expected_tensors, mismatch, read_header
 from space import ArchitectureError, TrialConfig, build_model, from_dict, to_dict
 
 FORMAT_VERSION = 1

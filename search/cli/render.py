@@ -7,8 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from search.predict import Failure, Prediction
-from search.retrain import ExportReport
+from search.model.predict import Failure, Prediction
+from search.model.retrain import ExportReport
 
 
 def metrics_table(m: dict[str, Any]) -> Table:

@@ -23,12 +23,12 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
-from search.artifacts import artifact_dir, open_store, upload
 from search.errors import ConfigError, StorageError
-from search.graph import check_formats
-from search.notes import save_study_note
-from search.retrain import ExportReport, RetrainOptions, StartCallback, retrain, safe_name
-from search.study import best_trial, load_study, mask_url, open_storage
+from search.model.graph import check_formats
+from search.model.retrain import ExportReport, RetrainOptions, StartCallback, retrain, safe_name
+from search.store.artifacts import artifact_dir, open_store, upload
+from search.store.notes import save_study_note
+from search.store.study import best_trial, load_study, mask_url, open_storage
 from search.train import EpochCallback, StepCallback
 from space import SPACE_VERSION, TrialConfig, suggest
 
@@ -167,7 +167,7 @@ def export_best(
     ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` (which replaces ``opts.seed``) to
     the trial's recorded seed; ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
     is loaded; ``on_start`` the config just before training (the CLI shows both). ``artifacts`` is the
-    artifact store folder (default: :func:`search.artifacts.artifact_dir` of the storage).
+    artifact store folder (default: :func:`search.store.artifacts.artifact_dir` of the storage).
     """
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")

@@ -12,9 +12,9 @@ import torch
 from search.data import CLASSES, default_data_dir, load_test
 from search.device import describe, resolve_device
 from search.errors import ConfigError, ImageError, ModelError, one_line
-from search.export import LoadedModel, load_model
-from search.imageio import read_image
 from search.metrics import classification_metrics
+from search.model.export import LoadedModel, load_model
+from search.model.images import read_image
 from search.train import Runtime, evaluate, prepare_model
 
 BATCH = 1024  # images per forward pass when many files are given

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from search.cli_common import (
+from search.cli.common import (
     DEFAULT_MODEL,
     GRAPH_FORMATS,
     ArtifactsOpt,
@@ -27,7 +27,7 @@ from search.cli_common import (
     VerifyOpt,
     check_choice,
 )
-from search.study import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY
 
 commands = typer.Typer()
 
@@ -54,9 +54,9 @@ def export_best(
     best by its last report (by more than the noise of its validation set), else 2x its best epoch,
     clamped to 5..40.
     """
-    from search.best import default_out
-    from search.best import export_best as run_export
-    from search.retrain import RetrainOptions
+    from search.model.best import default_out
+    from search.model.best import export_best as run_export
+    from search.model.retrain import RetrainOptions
 
     fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
     opts = RetrainOptions(
@@ -93,7 +93,7 @@ def train_preset(
 
     Default epochs: the preset's documented recipe (lenet5 20, cnn2 20, cnn3 10, cnn3-fc128 50).
     """
-    from search.retrain import RetrainOptions, preset_out, retrain_preset
+    from search.model.retrain import RetrainOptions, preset_out, retrain_preset
 
     fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
     opts = RetrainOptions(
@@ -109,8 +109,8 @@ def train_preset(
 
 def _retrain(console: Console, json_out: bool, run_with: Callable[[Any], Any]) -> None:
     """Run a retraining with live bars, then print its report (or JSON); Ctrl+C exits 130."""
-    from search.render import print_report
-    from search.retrain_progress import TrainingProgress
+    from search.cli.bars import TrainingProgress
+    from search.cli.render import print_report
 
     try:
         with TrainingProgress(console) as bars:
@@ -133,8 +133,8 @@ def evaluate(
     json_out: JsonOpt = False,
 ) -> None:
     """Re-measure a saved model on the 10,000 test images and print its metrics."""
-    from search.predict import evaluate_saved, load
-    from search.render import metrics_table
+    from search.cli.render import metrics_table
+    from search.model.predict import evaluate_saved, load
 
     metrics = evaluate_saved(load(model, device=device), data_dir=data_dir, verify=verify_data)
     if json_out:
@@ -160,10 +160,10 @@ def predict(
     """Classify images with a saved model: the class and its confidence (softmax), top-K on request.
 
     Images are made to look like Fashion-MNIST: grayscale, inverted when the border is light,
-    trimmed, resized to fit 28x28 with the aspect ratio kept, and padded (see search/imageio.py).
+    trimmed, resized to fit 28x28 with the aspect ratio kept, and padded (see search/model/images.py).
     """
-    from search.predict import Failure, load, predict_files
-    from search.render import predictions_table
+    from search.cli.render import predictions_table
+    from search.model.predict import Failure, load, predict_files
 
     results = predict_files(load(model, device=device), images, top=top)
     failures = [r for r in results if isinstance(r, Failure)]

@@ -1,0 +1,1 @@
+"""optuna-dashboard on a study, and the same plots as static files."""

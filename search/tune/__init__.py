@@ -1,0 +1,1 @@
+"""The search: the objective, samplers, pruners and the loop that runs trials here or in workers."""
