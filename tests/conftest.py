@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny IDX files written on the fly; the real data and a PostgreSQL server for the slow suite."""
+"""Shared fixtures and helpers: tiny IDX files written on the fly, the CLI run in-process, a small saved
+model, a pickle payload; the real data and a PostgreSQL server for the slow suite.
+
+Test modules import the plain helpers from here (``from tests.conftest import fsearch``), never from
+one another.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,63 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from search.data import Splits, load_splits, raw_dir
+from search.cli.app import main
+from search.data import CLASSES, Splits, load_splits, raw_dir
+from search.model.export import save_model
+from space import Architecture, ConvBlock, TrainConfig, TrialConfig, build_model
 from tests.pg_server import find_bin_dir, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_TRAIN = 300  # 30 per class
 TINY_TEST = 50
+
+MEAN, STD = 0.2860, 0.3530  # the normalisation save_small_model records
+# A small network (two blocks, batch norm, a hidden dense layer): fast to train on tiny data.
+SMALL = TrialConfig(
+    arch=Architecture(blocks=(ConvBlock(8), ConvBlock(12)), dense=(16,), batch_norm=True),
+    train=TrainConfig(batch_size=32, epochs=1),
+)
+
+
+def fsearch(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """Run ``fsearch ARGS`` in-process through the real entry point; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr("sys.argv", ["fsearch", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def save_small_model(directory: Path, cfg: TrialConfig = SMALL) -> tuple[torch.nn.Module, Path]:
+    """An untrained ``cfg`` network (seeded, with non-default batch-norm statistics) saved as a model
+    directory; returns the network and the directory."""
+    torch.manual_seed(0)
+    model = build_model(cfg.arch)
+    for module in model.modules():  # non-default running statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    save_model(directory, model, cfg=cfg, mean=MEAN, std=STD, classes=CLASSES, extra={"test_accuracy": 0.5})
+    return model, directory
+
+
+class PicklePayload:
+    """Unpickling this would create ``marker``: the proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -7,20 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from search.cli.app import main
 from space import PRESETS
-
-
-def fsearch(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """Run ``fsearch ARGS`` in-process through the real entry point; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["fsearch", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), out, err
+from tests.conftest import fsearch
 
 
 def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:

@@ -27,8 +27,7 @@ from search.store.notes import study_note
 from search.store.study import create_or_resume, make_pruner, make_sampler, open_storage
 from search.tune.runner import SearchOptions, run_search
 from space import build_model, count_macs, count_parameters, preset_config, summary_markdown
-from tests.conftest import write_tiny_dataset
-from tests.test_cli import fsearch
+from tests.conftest import fsearch, write_tiny_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RECORDED = {"parameters", "macs", "flops", "images_per_second", "train_seconds", "wall_seconds", "device"}

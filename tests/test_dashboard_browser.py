@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_cli import fsearch
+from tests.conftest import REPO, fsearch
 
 pytestmark = pytest.mark.slow
 OUTPUT = REPO / "test-output"

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from search.data import CLASSES, load_test
-from tests.test_cli import fsearch
+from tests.conftest import fsearch
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import torch
 from search.data import load_splits
 from search.train import Runtime, train
 from space import build_model, preset_config
-from tests.test_cli import fsearch
+from tests.conftest import fsearch
 
 pytestmark = pytest.mark.slow
 

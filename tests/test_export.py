@@ -18,35 +18,16 @@ from search.data import CLASSES, ImageSet, load_test
 from search.errors import ModelError
 from search.metrics import classification_metrics
 from search.model.best import default_epochs
-from search.model.export import WEIGHTS_FILE, load_model, save_model, sha256_file
+from search.model.export import WEIGHTS_FILE, load_model, sha256_file
 from search.model.retrain import RetrainOptions, retrain
 from search.train import Runtime, evaluate, prepare_model
 from search.tune.runner import SearchOptions, run_search
-from space import Architecture, Augment, ConvBlock, TrainConfig, TrialConfig, build_model, preset_config
-from tests.conftest import write_tiny_dataset
-from tests.test_cli import fsearch
-
-MEAN, STD = 0.2860, 0.3530
-# A small network (two blocks, batch norm, a hidden dense layer): fast to train on tiny data.
-SMALL = TrialConfig(
-    arch=Architecture(blocks=(ConvBlock(8), ConvBlock(12)), dense=(16,), batch_norm=True),
-    train=TrainConfig(batch_size=32, epochs=1),
-)
-
-
-def _save(directory: Path, cfg: TrialConfig = SMALL) -> tuple[torch.nn.Module, Path]:
-    torch.manual_seed(0)
-    model = build_model(cfg.arch)
-    for module in model.modules():  # non-default running statistics, as after training
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    save_model(directory, model, cfg=cfg, mean=MEAN, std=STD, classes=CLASSES, extra={"test_accuracy": 0.5})
-    return model, directory
+from space import Augment, preset_config
+from tests.conftest import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, write_tiny_dataset
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:
-    model, folder = _save(tmp_path / "m")
+    model, folder = save_small_model(tmp_path / "m")
     loaded = load_model(folder, device=torch.device("cpu"))
     assert loaded.cfg == SMALL and loaded.classes == CLASSES and (loaded.mean, loaded.std) == (MEAN, STD)
     assert not loaded.model.training and loaded.meta["test_accuracy"] == 0.5
@@ -57,19 +38,9 @@ def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:
     assert torch.equal(before.logits, after.logits)
 
 
-class _Payload:
-    """Unpickling this would create ``marker``: the proof that a pickle was executed."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    return _save(tmp_path / "model")[1]
+    return save_small_model(tmp_path / "model")[1]
 
 
 def _rewrite_config(directory: Path, change: Any) -> None:
@@ -83,7 +54,7 @@ def test_a_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path: Path) -> N
     marker = tmp_path / "pwned"
     folder = tmp_path / "evil"
     folder.mkdir()
-    (folder / "model.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    (folder / "model.pt").write_bytes(pickle.dumps(PicklePayload(marker)))
     with pytest.raises(ModelError, match=r"holds model\.pt but no model\.safetensors; .*never from pickle files"):
         load_model(folder, device=torch.device("cpu"))
     assert not marker.exists()
@@ -92,7 +63,7 @@ def test_a_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path: Path) -> N
 def test_a_pickle_named_like_safetensors_is_refused_even_with_a_matching_checksum(saved: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     weights = saved / WEIGHTS_FILE
-    weights.write_bytes(pickle.dumps(_Payload(marker)))
+    weights.write_bytes(pickle.dumps(PicklePayload(marker)))
     with pytest.raises(ModelError, match="does not match the SHA-256"):
         load_model(saved, device=torch.device("cpu"))
     _rewrite_config(saved, lambda meta: meta["weights"].update(sha256=sha256_file(weights)))

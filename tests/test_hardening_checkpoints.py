@@ -24,9 +24,7 @@ import torch
 from search.errors import ModelError
 from search.model import export
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, load_model, sha256_file
-from tests.conftest import REPO
-from tests.test_cli import fsearch
-from tests.test_export import _Payload, _save
+from tests.conftest import REPO, PicklePayload, fsearch, save_small_model
 
 CPU = torch.device("cpu")
 
@@ -39,7 +37,7 @@ def _no_weights_only_escape_hatch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    return _save(tmp_path / "model")[1]
+    return save_small_model(tmp_path / "model")[1]
 
 
 @pytest.fixture
@@ -96,7 +94,7 @@ def test_a_malicious_pickle_under_any_name_is_refused_unopened(
 ) -> None:
     folder = tmp_path / "evil"
     folder.mkdir()
-    torch.save({"state_dict": _Payload(tmp_path / "pwned")}, folder / name)  # a zip with a pickle inside
+    torch.save({"state_dict": PicklePayload(tmp_path / "pwned")}, folder / name)  # a zip with a pickle inside
     _refused(folder, rf"holds {name} but no model\.safetensors; .*never from pickle files")
     nothing_runs()
 
@@ -110,9 +108,9 @@ def _torch_save_bytes(obj: Any) -> bytes:
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param(lambda p: _torch_save_bytes({"w": _Payload(p)}), id="torch.save-zip-with-payload"),
+        pytest.param(lambda p: _torch_save_bytes({"w": PicklePayload(p)}), id="torch.save-zip-with-payload"),
         pytest.param(lambda p: _torch_save_bytes({"0.0.weight": torch.zeros(8, 1, 3, 3)}), id="torch.save-zip-tensors"),
-        pytest.param(lambda p: __import__("pickle").dumps(_Payload(p)), id="raw-pickle"),
+        pytest.param(lambda p: __import__("pickle").dumps(PicklePayload(p)), id="raw-pickle"),
     ],
 )
 def test_a_torch_save_zip_named_like_safetensors_is_refused(
@@ -280,7 +278,7 @@ def test_a_hostile_model_directory_is_one_error_line_in_the_cli(
     saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    _replace_weights(saved, _torch_save_bytes({"w": _Payload(tmp_path / "pwned")}))
+    _replace_weights(saved, _torch_save_bytes({"w": PicklePayload(tmp_path / "pwned")}))
     code, out, err = fsearch(["predict", "--model", str(saved), str(tmp_path / "img.png")], capsys, monkeypatch)
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith(f"Error: {saved / WEIGHTS_FILE} is not a valid safetensors file")
@@ -324,7 +322,7 @@ def test_no_code_path_unpickles_and_any_torch_load_passes_weights_only_true() ->
 def test_an_explicit_weights_only_true_beats_the_environment_variable(tmp_path: Path) -> None:
     """What the pinned rule buys: torch.load(weights_only=True) refuses a payload even with the override set."""
     path = tmp_path / "evil.pt"
-    torch.save({"w": _Payload(tmp_path / "pwned")}, path)
+    torch.save({"w": PicklePayload(tmp_path / "pwned")}, path)
     assert zipfile.is_zipfile(path)
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(path, weights_only=True)

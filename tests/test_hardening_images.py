@@ -29,9 +29,7 @@ from PIL import Image, ImageOps
 
 from search.errors import ImageError, one_line
 from search.model.images import _orient, read_image
-from tests.conftest import REPO
-from tests.test_cli import fsearch
-from tests.test_export import _save
+from tests.conftest import REPO, fsearch, save_small_model
 
 PNG_MODES = ("1", "L", "LA", "P", "P+transparency", "RGB", "RGBA", "I;16")
 JPEG_MODES = ("L", "RGB", "CMYK")
@@ -193,7 +191,7 @@ def _bad_files(folder: Path) -> dict[str, bytes]:
 def test_each_bad_file_is_one_line_and_the_rest_are_classified(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = _save(tmp_path / "model")[1]
+    model = save_small_model(tmp_path / "model")[1]
     good = tmp_path / "good.png"
     Image.fromarray(np.pad(np.full((20, 10), 220, np.uint8), 4)).save(good)
     bad = _bad_files(tmp_path)

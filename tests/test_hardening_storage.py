@@ -12,7 +12,7 @@ import pytest
 from search.errors import StorageError
 from search.model.best import _redacted
 from search.store.study import mask_url, open_storage
-from tests.test_cli import fsearch
+from tests.conftest import fsearch
 
 EXAMPLE = "use e.g. sqlite:///studies/fsearch.db or postgresql://user:password@host/db"
 

@@ -13,8 +13,7 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
 from search.model.graph import ONNX_PACKAGES
 from space import PRESETS, SPACE_VERSION, suggest
-from tests.test_cli import fsearch
-from tests.test_export import _Payload, _save
+from tests.conftest import PicklePayload, fsearch, save_small_model
 
 
 def _study(storage: BaseStorage, name: str, *, version: str | None = SPACE_VERSION) -> optuna.Study:
@@ -190,8 +189,8 @@ def test_unsafe_or_broken_models_are_one_line(
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil"
     evil.mkdir()
-    (evil / "model.pth").write_bytes(pickle.dumps(_Payload(marker)))
-    broken = _save(tmp_path / "broken")[1]
+    (evil / "model.pth").write_bytes(pickle.dumps(PicklePayload(marker)))
+    broken = save_small_model(tmp_path / "broken")[1]
     (broken / "model.safetensors").write_bytes(b"\x00" * 10)
     extra = [str(tmp_path / "x.png")] if command == "predict" else []
     for folder, message in ((evil, "holds model.pth but no model.safetensors"), (broken, "truncated or changed")):
@@ -204,6 +203,6 @@ def test_unsafe_or_broken_models_are_one_line(
 def test_predict_top_is_bounded_by_the_classes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = _save(tmp_path / "m")[1]
+    folder = save_small_model(tmp_path / "m")[1]
     code, _, err = fsearch(["predict", "--model", str(folder), "--top", "11", "x.png"], capsys, monkeypatch)
     assert code == 2 and err.strip() == "Error: --top must be within 1..10, got 11"

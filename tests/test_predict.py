@@ -16,8 +16,7 @@ from search.data import CLASSES
 from search.errors import ImageError
 from search.model import images as imageio
 from search.model.images import read_image
-from tests.test_cli import fsearch
-from tests.test_export import _save
+from tests.conftest import fsearch, save_small_model
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -63,7 +62,7 @@ def _good_images(folder: Path) -> list[Path]:
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    return _save(tmp_path / "model")[1]
+    return save_small_model(tmp_path / "model")[1]
 
 
 def test_predict_prints_good_images_and_one_error_line_per_bad_one(
