@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -72,9 +75,26 @@ def test_divergence_raises(tiny_splits: Splits) -> None:
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_every_optimizer_and_schedule_runs(tiny_splits: Splits, optimizer: str, schedule: str) -> None:
     lr = 0.05 if optimizer == "sgd" else 1e-3
-    cfg = _cfg(optimizer=optimizer, lr=lr, schedule=schedule, epochs=1, weight_decay=1e-4, label_smoothing=0.1)
-    result = train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0)
-    assert result.history[0].train_loss > 0
+    # 200 images in batches of 16: 12 steps, each followed by an evaluation that reports the learning rate.
+    cfg = _cfg(
+        optimizer=optimizer, lr=lr, schedule=schedule, epochs=1, batch_size=16, weight_decay=1e-4, label_smoothing=0.1
+    )
+    result = train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, evals_per_epoch=12)
+    assert len(result.history) == 12
+    assert all(math.isfinite(s.train_loss) and s.train_loss > 0 for s in result.history)
+    # The rate the optimiser holds after each step, as a fraction of the configured one.
+    rates = [s.lr / lr for s in result.history]
+    if schedule == "constant":
+        assert rates == pytest.approx([1.0] * 12)
+    elif schedule == "cosine":  # from lr down to 0 at the last step, falling all the way
+        assert rates[0] > 0.95 and rates[-1] == pytest.approx(0.0, abs=1e-9)
+        assert all(a > b for a, b in pairwise(rates))
+    else:  # onecycle: warms up to lr in the first quarter, then anneals to far below it
+        peak = rates.index(max(rates))
+        assert 0 < peak < 6 and rates[peak] == pytest.approx(1.0)
+        assert rates[0] < 0.6 and all(a < b for a, b in pairwise(rates[: peak + 1]))
+        low = rates.index(min(rates))
+        assert low > peak and rates[low] < 0.01 and all(a > b for a, b in pairwise(rates[peak : low + 1]))
 
 
 def test_random_crop_shifts_within_the_padding() -> None:
