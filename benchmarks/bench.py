@@ -42,7 +42,10 @@ import torch
 
 from benchmarks.loop_vs_dataloader import fsearch_loop, plain_loop
 from search.data import ensure_files
-from search.store.study import create_or_resume, make_pruner, make_sampler, open_storage
+from search.store.storage import open_storage
+from search.store.study import create_or_resume
+from search.tune.pruners import make_pruner
+from search.tune.samplers import make_sampler
 from space import preset_config, suggest
 from space.model import model_size
 

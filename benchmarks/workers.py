@@ -24,7 +24,8 @@ import optuna
 
 from search.data import ensure_files
 from search.defaults import DEFAULT_MAX_MMACS
-from search.tune.runner import SearchOptions, run_search
+from search.tune.runner import run_search
+from search.tune.session import SearchOptions
 from space import suggest
 from space.model import model_size
 
@@ -51,7 +52,7 @@ def timed_search(
         study.enqueue_trial(params)
     opts = SearchOptions(
         study="bench", storage=storage, trials=len(configs), data_dir=data_dir, device="cpu", pruner="none",
-        max_epochs=max_epochs, train_subset=subset, workers=workers, artifacts=False,
+        max_epochs=max_epochs, train_subset=subset, workers=workers, artifacts=False, known_best=False,
     )  # fmt: skip
     started = time.perf_counter()
     report = run_search(opts)

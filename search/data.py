@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.errors import DataError
+from search.errors import ConfigError, DataError
 
 CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -67,6 +67,15 @@ def default_data_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "fsearch" / "data"
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    """The data folder a command uses: ``data_dir`` (which must exist), else :func:`default_data_dir`."""
+    if data_dir is None:
+        return default_data_dir()
+    if not data_dir.is_dir():
+        raise ConfigError(f"data dir {data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
+    return data_dir
 
 
 def raw_dir(data_dir: Path) -> Path:

@@ -10,3 +10,4 @@ DEFAULT_MAX_MMACS = 6.0  # architectures above this many million MACs per image 
 DEFAULT_VAL_SIZE = 10_000
 DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "sha"
+GRAPH_FORMATS = ("onnx", "torchscript")  # fsearch export-best/train --format

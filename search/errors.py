@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 
 
 class FsearchError(Exception):
@@ -27,6 +28,20 @@ class ModelError(FsearchError):
 
 class ImageError(FsearchError):
     """An input image cannot be read (not an image, empty, too large, corrupt)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or a signal a worker received), raised where the search is, so that it unwinds
+    exactly like Ctrl+C; ``signum`` gives the shell's exit code, 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def signal_number(exc: KeyboardInterrupt) -> int:
+    """The signal behind an interrupt: its own for :class:`Interrupted`, else SIGINT (Ctrl+C)."""
+    return exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
 
 
 def one_line(text: str) -> str:

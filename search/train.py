@@ -8,8 +8,8 @@ raises, and the exception propagates unchanged.
 Speed, in airbench's style: the dataset is already on the device as uint8; batches are
 index slices of a ``randperm``; augmentation and normalisation run per batch on the device;
 evaluation runs under ``inference_mode`` in large batches; channels_last on CUDA and the CPU
-(1.1-1.4x faster on a 2-core CPU). On CUDA it adds bf16/fp16 autocast and optionally
-``torch.compile``; on the CPU those are slower, so off.
+(measured faster on both, ``benchmarks/loop_vs_dataloader.py``). On CUDA it adds bf16/fp16
+autocast; on the CPU that is slower, so off.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from search.data import ImageSet, Splits
 from space.config import TrainConfig
 
 NONFINITE_CHECK_EVERY = 50  # steps between loss checks (each check syncs with the device)
+EVAL_BATCH_SIZE = 2048  # images per forward pass when evaluating (no gradients: memory is not the limit)
 
 
 class DivergedError(RuntimeError):
@@ -39,14 +40,13 @@ class Runtime:
     """Where and how to run, independent of what is trained."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    amp: bool | None = None  # None: on for CUDA only
-    compile: bool = False  # torch.compile; honoured on CUDA only
-    channels_last: bool | None = None  # None: on for CUDA and CPU (measured faster on both), off on MPS
-    eval_batch_size: int = 2048
+    # None: on for CUDA and the CPU, off on MPS. The loop benchmark turns it off to measure its gain.
+    channels_last: bool | None = None
 
     @property
     def use_amp(self) -> bool:
-        return self.device.type == "cuda" if self.amp is None else self.amp and self.device.type == "cuda"
+        """bf16 (or fp16) autocast: on CUDA only."""
+        return self.device.type == "cuda"
 
     @property
     def use_channels_last(self) -> bool:
@@ -159,8 +159,8 @@ def evaluate(model: nn.Module, data: ImageSet, *, mean: float, std: float, runti
     model.eval()
     chunks = []
     with torch.inference_mode(), torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
-        for start in range(0, len(data), runtime.eval_batch_size):
-            x = prepare_batch(data.x[start : start + runtime.eval_batch_size], None, mean, std)
+        for start in range(0, len(data), EVAL_BATCH_SIZE):
+            x = prepare_batch(data.x[start : start + EVAL_BATCH_SIZE], None, mean, std)
             if runtime.use_channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             chunks.append(model(x).float())
@@ -193,9 +193,6 @@ def train(
         raise ValueError(f"evals_per_epoch must be at least 1, got {evals_per_epoch}")
     seed_everything(seed)
     model = prepare_model(model, runtime)
-    step_model: nn.Module = model
-    if runtime.compile and runtime.device.type == "cuda":
-        step_model = torch.compile(model)  # type: ignore[assignment]
     data = splits.train
     n = len(data)
     batch = min(cfg.batch_size, n)
@@ -223,7 +220,7 @@ def train(
             if runtime.use_channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
-                logits = step_model(x)
+                logits = model(x)
                 loss = loss_fn(logits.float(), y)
             # Flush the gradients by setting them to None: cheaper than zeroing them.
             opt.zero_grad(set_to_none=True)

@@ -70,10 +70,6 @@ class Augment:
     flip: bool = False
     erasing: float = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return self.crop_pad > 0 or self.flip or self.erasing > 0
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -88,9 +84,6 @@ class TrainConfig:
     schedule: Schedule = "constant"
     label_smoothing: float = 0.0
     augment: Augment = field(default_factory=Augment)
-
-    def with_epochs(self, epochs: int) -> TrainConfig:
-        return dataclasses.replace(self, epochs=epochs)
 
 
 @dataclass(frozen=True)

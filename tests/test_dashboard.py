@@ -24,8 +24,12 @@ from search.model.best import export_best
 from search.model.retrain import RetrainOptions
 from search.store.artifacts import DEFAULT_ARTIFACTS, artifact_dir
 from search.store.notes import study_note
-from search.store.study import create_or_resume, make_pruner, make_sampler, open_storage
-from search.tune.runner import SearchOptions, run_search
+from search.store.storage import open_storage
+from search.store.study import create_or_resume
+from search.tune.pruners import make_pruner
+from search.tune.runner import run_search
+from search.tune.samplers import make_sampler
+from search.tune.session import SearchOptions
 from space import build_model, count_macs, count_parameters, preset_config, summary_markdown
 from tests.conftest import fsearch, write_tiny_dataset
 
@@ -37,7 +41,7 @@ def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
     base: dict[str, Any] = {
         "storage": storage, "study": "tiny", "trials": 2, "data_dir": data_dir, "device": "cpu",
         "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None, "val_size": 100,
-        "max_mmacs": 3.0, "verify_data": False, "seed": 0,
+        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False,
     }  # fmt: skip
     return SearchOptions(**(base | kw))
 

@@ -17,11 +17,12 @@ from optuna.trial import TrialState, create_trial
 from search.data import CLASSES, ImageSet, load_test
 from search.errors import ModelError
 from search.metrics import classification_metrics
-from search.model.best import default_epochs
+from search.model.epochs import default_epochs
 from search.model.export import WEIGHTS_FILE, load_model, sha256_file
 from search.model.retrain import RetrainOptions, retrain
 from search.train import Runtime, evaluate, prepare_model
-from search.tune.runner import SearchOptions, run_search
+from search.tune.runner import run_search
+from search.tune.session import SearchOptions
 from space import Augment, preset_config
 from tests.conftest import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, write_tiny_dataset
 
@@ -189,6 +190,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         SearchOptions(
             storage=storage, study="tiny", trials=2, data_dir=data_dir, device="cpu", sampler="random",
             pruner="none", max_epochs=2, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
+            workers=1, known_best=False,
         )
     )  # fmt: skip
     return data_dir, storage

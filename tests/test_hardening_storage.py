@@ -10,8 +10,7 @@ import optuna
 import pytest
 
 from search.errors import StorageError
-from search.model.best import _redacted
-from search.store.study import mask_url, open_storage
+from search.store.storage import mask_url, open_storage
 from tests.conftest import fsearch
 
 EXAMPLE = "use e.g. sqlite:///studies/fsearch.db or postgresql://user:password@host/db"
@@ -92,7 +91,7 @@ def test_mask_url() -> None:
     }
     assert {url: mask_url(url) for url in cases} == cases
     # export-best records the storage in config.json: a password with an '@' loses no fragment there either
-    assert _redacted("postgresql://user:p@ss:w@rd@host/db") == "postgresql://user:***@host/db"
+    assert mask_url("postgresql://user:p@ss:w@rd@host/db") == "postgresql://user:***@host/db"
 
 
 def test_braces_in_a_sqlite_path_reach_the_database_unchanged(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_export_best_refuses_studies_it_cannot_export(
         ),
         (
             ["export-best", "--format", "svg"],
-            "Invalid value for --format: 'svg' is not one of onnx, torchscript; see 'fsearch export-best --help'",
+            "unknown --format 'svg'; use one of onnx, torchscript",
         ),
         (["export-best", "--epochs", "0"], None),
         (

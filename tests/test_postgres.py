@@ -14,15 +14,10 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.errors import StorageError
-from search.store.study import (
-    check_storage,
-    create_or_resume,
-    load_study,
-    make_pruner,
-    make_sampler,
-    mask_url,
-    open_storage,
-)
+from search.store.storage import check_storage, mask_url, open_storage
+from search.store.study import create_or_resume, load_study
+from search.tune.pruners import make_pruner
+from search.tune.samplers import make_sampler
 from space import SPACE_VERSION
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,9 @@ from search.errors import ConfigError
 from search.train import DivergedError, EpochStats
 from search.tune import objective
 from search.tune.objective import Objective, ObjectiveSettings, trial_seed
-from search.tune.runner import MAX_SKIPS_PER_TRIAL, SearchOptions, run_search
+from search.tune.runner import run_search
+from search.tune.samplers import RandomUntilTrained
+from search.tune.session import MAX_SKIPS_PER_TRIAL, SearchOptions
 from space import PRESETS
 
 RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}
@@ -24,7 +26,7 @@ def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
     base: dict[str, Any] = {
         "storage": f"sqlite:///{tmp_path / 'search.db'}", "study": "tiny", "trials": 2, "data_dir": data_dir,
         "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None,
-        "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0,
+        "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False,
     }  # fmt: skip
     return SearchOptions(**(base | kw))
 
@@ -78,15 +80,25 @@ def _objective(tiny_splits: data.Splits, **kw: Any) -> Objective:
     return Objective(splits=tiny_splits, settings=ObjectiveSettings(max_epochs=3, seed=0, **kw))
 
 
-def test_a_random_start_up_trial_is_measured_to_two_epochs_then_stopped(tiny_splits: data.Splits) -> None:
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(PRESETS["lenet5"], user_attrs={"explore": True})  # as the sampler marks one
+class _FirstIsRandom(RandomUntilTrained):
+    """The start-up sampler, told that trial 0 was a random draw (the parameters are queued presets)."""
+
+    def explores(self, number: int) -> bool:
+        return number == 0
+
+
+def test_a_random_start_up_trial_is_measured_to_its_rung_then_stopped(tiny_splits: data.Splits) -> None:
+    random = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=_FirstIsRandom(random, random, n_trained=1))
     study.enqueue_trial(PRESETS["lenet5"])
-    study.optimize(_objective(tiny_splits), n_trials=2)
+    study.enqueue_trial(PRESETS["lenet5"])
+    study.optimize(_objective(tiny_splits, explore_epochs=2.0), n_trials=2)
     explored, full = study.trials
     assert explored.state == TrialState.PRUNED and explored.user_attrs["epochs_run"] == 2
+    assert explored.user_attrs["explore"] is True
     assert explored.user_attrs["pruned_reason"].startswith("random start-up trial: measured to epoch 2")
     assert full.state == TrialState.COMPLETE and full.user_attrs["epochs_run"] == 3
+    assert "explore" not in full.user_attrs
 
 
 def test_the_objective_stops_a_trial_the_pruner_rejects(tiny_splits: data.Splits) -> None:

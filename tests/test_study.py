@@ -11,18 +11,10 @@ import pytest
 from optuna.trial import TrialState
 
 from search.errors import ConfigError, StorageError
-from search.store.study import (
-    EXPLORE_ATTR,
-    PRUNERS,
-    SAMPLERS,
-    RandomUntilTrained,
-    create_or_resume,
-    load_study,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    study_summaries,
-)
+from search.store.storage import open_storage
+from search.store.study import create_or_resume, load_study, study_summaries
+from search.tune.pruners import PRUNERS, make_pruner
+from search.tune.samplers import SAMPLERS, RandomUntilTrained, make_sampler
 
 
 def _url(tmp_path: Path) -> str:
@@ -55,14 +47,14 @@ def test_tpe_draws_at_random_until_ten_trials_have_trained() -> None:
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     assert sampler._current(study) is sampler.random
-    # Random draws are marked for the objective to stop early; queued (fixed) ones are not.
-    assert study.ask().user_attrs.get(EXPLORE_ATTR) is True
+    # Random draws are told apart for the objective to stop early; queued (fixed) ones are not.
+    assert sampler.explores(study.ask().number)
     study.enqueue_trial({"x": 0.2})
-    assert EXPLORE_ATTR not in study.ask().user_attrs
+    assert not sampler.explores(study.ask().number)
     for _ in range(10):
         study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
     assert sampler._current(study) is sampler.sampler
-    assert EXPLORE_ATTR not in study.ask().user_attrs
+    assert not sampler.explores(study.ask().number)
 
 
 def test_the_none_pruner_never_prunes() -> None:

@@ -22,8 +22,9 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.tune.objective import trial_seed
-from search.tune.runner import SearchOptions, run_search
-from search.tune.workers import LocalTickets, SharedTickets, WorkerSpec, plan_workers
+from search.tune.runner import run_search
+from search.tune.session import LocalTickets, SearchOptions
+from search.tune.workers import SharedTickets, WorkerSpec, plan_workers
 from tests.conftest import REPO
 
 FSEARCH = [sys.executable, "-c", "from search.cli.app import main; main()"]
@@ -76,7 +77,7 @@ def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
     base: dict[str, Any] = {
         "storage": storage, "study": "tiny", "trials": 5, "data_dir": data_dir, "device": "cpu",
         "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100, "max_mmacs": 1.5,
-        "verify_data": False, "seed": 3, "workers": 2, "artifacts": False,
+        "verify_data": False, "seed": 3, "workers": 2, "artifacts": False, "known_best": False,
     }  # fmt: skip
     return SearchOptions(**(base | kw))
 

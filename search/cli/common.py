@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.store.study import DEFAULT_STUDY
+from search.defaults import GRAPH_FORMATS
 
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL (SQLite, PostgreSQL, ...).")]
@@ -18,9 +18,10 @@ DataDirOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 VerifyOpt = Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Epochs to train.", min=1, show_default="see above")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Epochs to train.", show_default="see above")]
 FormatOpt = Annotated[
-    list[str] | None, typer.Option("--format", help="Also export a graph: onnx or torchscript (repeatable).")
+    list[str] | None,
+    typer.Option("--format", help=f"Also export a graph: {' or '.join(GRAPH_FORMATS)} (repeatable)."),
 ]
 TtaOpt = Annotated[bool, typer.Option(help="Also report test accuracy with flip test-time augmentation.")]
 ArtifactsOpt = Annotated[
@@ -31,11 +32,3 @@ ArtifactsOpt = Annotated[
     ),
 ]
 ModelOpt = Annotated[Path, typer.Option("--model", help="Model directory written by export-best or train.")]
-DEFAULT_MODEL = Path("studies") / DEFAULT_STUDY / "best"
-GRAPH_FORMATS = ("onnx", "torchscript")
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
-    return value

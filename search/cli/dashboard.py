@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt
-from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 
 commands = typer.Typer()
 
@@ -30,7 +30,7 @@ def dashboard(
     Safe beside a running search on the same SQLite file. Ctrl+C stops it.
     """
     from search.dashboard.server import is_loopback, make_app, serve, study_path
-    from search.store.study import mask_url
+    from search.store.storage import mask_url
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     app = make_app(storage, artifacts=artifacts)
@@ -62,11 +62,12 @@ def report(
 ) -> None:
     """Write the study's plots as static HTML and PNG files (optimization history, parameter
     importances, learning curves, parallel coordinates) with an index.html."""
-    from search.dashboard.report import default_out, write_report
-    from search.store.study import load_study, open_storage
+    from search.dashboard.report import write_report
+    from search.paths import report_dir
+    from search.store.study import open_study
 
-    found = load_study(open_storage(storage, create=False), study, storage)
-    written = write_report(found, out or default_out(study))
+    found = open_study(storage, study)
+    written = write_report(found, out or report_dir(study))
     if json_out:
         out_json = {"directory": str(written.directory), "files": list(written.files), "skipped": written.skipped}
         typer.echo(json.dumps(out_json, indent=2))

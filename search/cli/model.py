@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from search.cli.common import (
-    DEFAULT_MODEL,
-    GRAPH_FORMATS,
     ArtifactsOpt,
     DataDirOpt,
     DeviceOpt,
@@ -25,9 +23,8 @@ from search.cli.common import (
     StudyOpt,
     TtaOpt,
     VerifyOpt,
-    check_choice,
 )
-from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.paths import DEFAULT_MODEL, DEFAULT_STORAGE, DEFAULT_STUDY
 
 commands = typer.Typer()
 
@@ -54,13 +51,13 @@ def export_best(
     best by its last report (by more than the noise of its validation set), else 2x its best epoch,
     clamped to 5..40.
     """
-    from search.model.best import default_out
     from search.model.best import export_best as run_export
     from search.model.retrain import RetrainOptions
+    from search.paths import model_dir
 
-    fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
+    fmts = tuple(formats or ())
     opts = RetrainOptions(
-        out=out or default_out(study), data_dir=data_dir, device=device, verify_data=verify_data,
+        out=out or model_dir(study), data_dir=data_dir, device=device, verify_data=verify_data,
         formats=fmts, tta=tta,
     )  # fmt: skip
     console = Console(stderr=json_out, log_path=False)
@@ -93,11 +90,12 @@ def train_preset(
 
     Default epochs: the preset's documented recipe (lenet5 20, cnn2 20, cnn3 10, cnn3-fc128 50).
     """
-    from search.model.retrain import RetrainOptions, preset_out, retrain_preset
+    from search.model.retrain import RetrainOptions, retrain_preset
+    from search.paths import preset_dir
 
-    fmts = tuple(check_choice("--format", f, GRAPH_FORMATS) for f in formats or ())
+    fmts = tuple(formats or ())
     opts = RetrainOptions(
-        out=out or preset_out(preset), data_dir=data_dir, device=device, seed=seed, verify_data=verify_data,
+        out=out or preset_dir(preset), data_dir=data_dir, device=device, seed=seed, verify_data=verify_data,
         formats=fmts, tta=tta,
     )  # fmt: skip
     console = Console(stderr=json_out, log_path=False)
@@ -134,9 +132,10 @@ def evaluate(
 ) -> None:
     """Re-measure a saved model on the 10,000 test images and print its metrics."""
     from search.cli.render import metrics_table
-    from search.model.predict import evaluate_saved, load
+    from search.model.export import load_model
+    from search.model.predict import evaluate_saved
 
-    metrics = evaluate_saved(load(model, device=device), data_dir=data_dir, verify=verify_data)
+    metrics = evaluate_saved(load_model(model, device=device), data_dir=data_dir, verify=verify_data)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -163,9 +162,10 @@ def predict(
     trimmed, resized to fit 28x28 with the aspect ratio kept, and padded (see search/model/images.py).
     """
     from search.cli.render import predictions_table
-    from search.model.predict import Failure, load, predict_files
+    from search.model.export import load_model
+    from search.model.predict import Failure, predict_files
 
-    results = predict_files(load(model, device=device), images, top=top)
+    results = predict_files(load_model(model, device=device), images, top=top)
     failures = [r for r in results if isinstance(r, Failure)]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for failure in failures:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt, check_choice
+from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
@@ -23,8 +23,11 @@ from search.defaults import (
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
 )
-from search.errors import ConfigError
-from search.store.study import DEFAULT_STORAGE, DEFAULT_STUDY, GRACE_PERIOD_S, PRUNERS, SAMPLERS, mask_url
+from search.errors import ConfigError, Interrupted, signal_number
+from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.store.storage import GRACE_PERIOD_S, mask_url
+from search.tune.pruners import PRUNERS
+from search.tune.samplers import SAMPLERS
 
 commands = typer.Typer()
 
@@ -75,13 +78,9 @@ def run(
 ) -> None:
     """Search: add TRIALS trials to the study (a second run resumes it)."""
     from search.cli.display import SearchDisplay
-    from search.tune.runner import (
-        SearchOptions,
-        run_search,
-    )
+    from search.tune.runner import run_search
+    from search.tune.session import SearchOptions
 
-    check_choice("--sampler", sampler, SAMPLERS)
-    check_choice("--pruner", pruner, PRUNERS)
     opts = SearchOptions(
         workers=_parse_workers(workers), grace_period=grace_period,
         study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
@@ -97,7 +96,7 @@ def run(
     console = Console(stderr=json_out, log_path=False)
     header = f"fsearch · study {study} · {mask_url(storage)}"
     # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
             report = run_search(opts, observer=display, on_trial_end=display, lanes=display)
@@ -107,9 +106,9 @@ def run(
             "run the same command again to resume.", markup=False,
         )  # fmt: skip
         # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
-        raise typer.Exit(128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)) from None
+        raise typer.Exit(128 + signal_number(exc)) from None
     if json_out:
-        from search.store.study import trial_record
+        from search.store.record import trial_record
 
         out = {
             "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
@@ -134,16 +133,9 @@ def _parse_workers(text: str) -> int | None:
         raise ConfigError(f"--workers must be a number or auto, got {text!r}") from None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the search is, so it unwinds exactly like Ctrl+C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise Terminated(signum)
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM, raised where the search is, so that it unwinds exactly like Ctrl+C."""
+    raise Interrupted(signum)
 
 
 def _print_summary(console: Console, report: Any) -> None:
@@ -188,7 +180,8 @@ def studies(
     json_out: JsonOpt = False,
 ) -> None:
     """List the studies in a storage: trials by state and the best value."""
-    from search.store.study import open_storage, repair_studies, study_summaries
+    from search.store.storage import open_storage, repair_studies
+    from search.store.study import study_summaries
 
     found = open_storage(storage, create=False, grace_period=grace_period if repair else None)
     if repair:
@@ -220,9 +213,10 @@ def show(
 ) -> None:
     """Print the best trials of a study with their parameters."""
     from search.cli.display import format_params
-    from search.store.study import load_study, open_storage, top_trials, trial_record
+    from search.store.record import trial_record
+    from search.store.study import open_study, top_trials
 
-    found = load_study(open_storage(storage, create=False), study, storage)
+    found = open_study(storage, study)
     best = top_trials(found, top)
     if json_out:
         typer.echo(json.dumps([trial_record(t) for t in best], indent=2))

@@ -38,12 +38,6 @@ class Report:
     skipped: dict[str, str]  # plot -> why it could not be drawn (e.g. too few completed trials)
 
 
-def default_out(study: str) -> Path:
-    from search.model.retrain import safe_name
-
-    return Path("studies") / safe_name(study) / "report"
-
-
 def _plotters(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     from optuna import visualization
     from optuna.visualization import matplotlib

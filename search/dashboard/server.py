@@ -19,7 +19,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.errors import ConfigError
 from search.store.artifacts import artifact_dir
-from search.store.study import load_study, open_storage
+from search.store.storage import open_storage
+from search.store.study import load_study
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -62,8 +63,9 @@ def study_path(storage_url: str, study: str | None) -> str:
     """The dashboard page of ``study`` (one clear error if it is not there), or the study list."""
     if study is None:
         return "/dashboard"
-    found = load_study(open_storage(storage_url, create=False), study, storage_url)
-    return f"/dashboard/studies/{found._study_id}"
+    storage = open_storage(storage_url, create=False)
+    load_study(storage, study, storage_url)  # one clear error when it is not there
+    return f"/dashboard/studies/{storage.get_study_id_from_name(study)}"
 
 
 def listen(app: Any, *, host: str, port: int) -> WSGIServer:

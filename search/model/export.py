@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from search.augment import normalize
+from search.device import resolve_device
 from search.errors import ModelError, one_line
 from search.model.weights import WeightsFormatError, expected_file_bytes, expected_tensors, mismatch, read_header
 from space import ArchitectureError, TrialConfig, build_model, from_dict, to_dict
@@ -163,12 +164,15 @@ def _parse_meta(meta: dict[str, Any], path: Path) -> tuple[TrialConfig, float, f
     return cfg, mean, std, classes, sha
 
 
-def load_model(directory: Path, *, device: torch.device) -> LoadedModel:
-    """Rebuild the network saved in ``directory`` on ``device`` (eval mode).
+def load_model(directory: Path | str, *, device: torch.device | str = "auto") -> LoadedModel:
+    """Rebuild the network saved in ``directory`` on ``device`` (eval mode; ``auto``, ``cpu``, ``cuda``, ...).
 
     Raises :class:`ModelError` with one line naming the problem when the directory is missing,
     holds only a pickle checkpoint, or its files are truncated, tampered with or inconsistent.
     """
+    directory = Path(directory)
+    if isinstance(device, str):
+        device = resolve_device(device)
     if not directory.exists():
         raise ModelError(f"model directory {directory} not found; run 'fsearch export-best' first or pass --model DIR")
     if not directory.is_dir():

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from search.defaults import GRAPH_FORMATS
 from search.errors import ConfigError, ModelError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = GRAPH_FORMATS
 GRAPH_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # exporter (torch.onnx dynamo) and checker
 TOLERANCE = 1e-4  # max absolute difference of logits, PyTorch vs the exported graph

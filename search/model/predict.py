@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from search.data import CLASSES, default_data_dir, load_test
-from search.device import describe, resolve_device
+from search.data import CLASSES, load_test, resolve_data_dir
+from search.device import describe
 from search.errors import ConfigError, ImageError, ModelError, one_line
 from search.metrics import classification_metrics
-from search.model.export import LoadedModel, load_model
+from search.model.export import LoadedModel
 from search.model.images import read_image
 from search.train import Runtime, evaluate, prepare_model
 
@@ -53,8 +53,9 @@ class Failure:
         return {"image": self.image, "error": self.error}
 
 
-def predict_files(loaded: LoadedModel, paths: Sequence[Path], *, top: int = 1) -> list[Prediction | Failure]:
-    """One result per path, in order; unreadable images become :class:`Failure` and the rest go on."""
+def predict_files(loaded: LoadedModel, files: Sequence[Path | str], *, top: int = 1) -> list[Prediction | Failure]:
+    """One result per image file, in order; unreadable images become :class:`Failure` and the rest go on."""
+    paths = [Path(f) for f in files]
     if not 1 <= top <= len(loaded.classes):
         raise ConfigError(f"--top must be within 1..{len(loaded.classes)}, got {top}")
     images: dict[int, torch.Tensor] = {}
@@ -80,13 +81,11 @@ def predict_files(loaded: LoadedModel, paths: Sequence[Path], *, top: int = 1) -
 
 def evaluate_saved(loaded: LoadedModel, *, data_dir: Path | None, verify: bool = True) -> dict[str, Any]:
     """The saved model's metrics on the 10,000 test images (on its device), beside the recorded ones."""
-    if data_dir is not None and not data_dir.is_dir():
-        raise ConfigError(f"data dir {data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
     if tuple(loaded.classes) != CLASSES:
         raise ModelError(f"{loaded.directory} was not trained on Fashion-MNIST's classes; it cannot be evaluated here")
     device = next(loaded.model.parameters()).device
     runtime = Runtime(device=device)
-    test = load_test(data_dir if data_dir is not None else default_data_dir(), device=device, verify=verify)
+    test = load_test(resolve_data_dir(data_dir), device=device, verify=verify)
     model = prepare_model(loaded.model, runtime)
     ev = evaluate(model, test, mean=loaded.mean, std=loaded.std, runtime=runtime)
     metrics = classification_metrics(ev.logits, test.y, loaded.classes)
@@ -94,8 +93,3 @@ def evaluate_saved(loaded: LoadedModel, *, data_dir: Path | None, verify: bool =
         "model": str(loaded.directory), "device": describe(device),
         "recorded_test_accuracy": loaded.meta.get("test_accuracy"),
     }  # fmt: skip
-
-
-def load(directory: Path, *, device: str = "auto") -> LoadedModel:
-    """Resolve ``device`` (auto, cpu, cuda, ...) and load the model directory there."""
-    return load_model(directory, device=resolve_device(device))

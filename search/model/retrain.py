@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.data import CLASSES, ImageSet, Splits, check_split, default_data_dir, load_splits, load_test
+from search.data import CLASSES, ImageSet, Splits, check_split, load_splits, load_test, resolve_data_dir
 from search.device import describe, resolve_device
 from search.errors import ConfigError
 from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
 from search.model.graph import GRAPH_FILES, check_formats, export_graph
+from search.paths import preset_dir
 from search.train import EpochCallback, Runtime, StepCallback, TrainResult, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
 
@@ -77,12 +77,6 @@ class ExportReport:
         }  # fmt: skip
 
 
-def safe_name(name: str) -> str:
-    """A study or preset name usable as one folder name (no separators, no '..')."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "_"
-    return cleaned
-
-
 def versions() -> dict[str, str]:
     """Versions of the software that trained the model (recorded in config.json)."""
     found = {"python": platform.python_version(), "torch": torch.__version__}
@@ -92,6 +86,12 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "unknown"
     return found
+
+
+def check_epochs(epochs: int) -> None:
+    """The one check of ``--epochs`` (export-best, train, and a config passed to :func:`retrain`)."""
+    if epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
 
 
 def retrain(
@@ -112,11 +112,8 @@ def retrain(
     check_formats(opts.formats)
     if opts.tta and not cfg.train.augment.flip:
         raise ConfigError("--tta evaluates with flipped images, but this model does not train with flips; drop --tta")
-    if cfg.train.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {cfg.train.epochs}")
-    if opts.data_dir is not None and not opts.data_dir.is_dir():
-        raise ConfigError(f"data dir {opts.data_dir} does not exist; pass a folder holding FashionMNIST/raw/*.gz")
-    data_dir = opts.data_dir if opts.data_dir is not None else default_data_dir()
+    check_epochs(cfg.train.epochs)
+    data_dir = resolve_data_dir(opts.data_dir)
     device = resolve_device(opts.device)
     runtime = Runtime(device=device)
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
@@ -193,24 +190,22 @@ def _write(
     return (WEIGHTS_FILE, CONFIG_FILE, "metrics.json", "history.csv", "confusion_matrix.png", "training_curves.png")
 
 
-def preset_out(name: str) -> Path:
-    return Path("studies") / "presets" / safe_name(name)
-
-
 def retrain_preset(
     name: str,
-    opts: RetrainOptions,
+    opts: RetrainOptions | None = None,
     *,
     epochs: int | None = None,
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     on_start: StartCallback | None = None,
 ) -> ExportReport:
-    """Retrain a reference preset (``space.PRESETS``) by the same path as ``export-best``."""
+    """Retrain a preset (``space.PRESETS``) by the same path as ``export-best``; ``opts.out``
+    defaults to ``studies/presets/<name>``."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+    if epochs is not None:
+        check_epochs(epochs)
+    opts = opts or RetrainOptions(out=preset_dir(name))
     cfg = preset_config(name, epochs=epochs)
     provenance = {"source": "preset", "preset": name, "params": PRESETS[name], "epochs": cfg.train.epochs}
     return retrain(cfg, opts, provenance=provenance, on_epoch_end=on_epoch_end, on_step=on_step, on_start=on_start)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
@@ -20,8 +19,7 @@ import sqlalchemy.exc
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from search.errors import ConfigError
-
-DEFAULT_ARTIFACTS = Path("studies") / "artifacts"
+from search.paths import DEFAULT_ARTIFACTS
 
 
 def artifact_dir(storage_url: str, override: Path | None = None) -> Path:
@@ -60,14 +58,3 @@ def upload(
         renamed = Path(tmp) / name
         shutil.copyfile(path, renamed)
         return upload_artifact(artifact_store=store, file_path=str(renamed), study_or_trial=target)
-
-
-def upload_all(
-    store: FileSystemArtifactStore, files: Iterable[Path], target: optuna.Trial | optuna.Study, *, prefix: str = ""
-) -> list[str]:
-    """Upload several files; each is named ``prefix + its name``. Returns the names uploaded."""
-    names = []
-    for path in files:
-        upload(store, path, target, name=prefix + path.name)
-        names.append(prefix + path.name)
-    return names

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from search.store.study import best_trial
+from search.store.record import best_trial
 
 # Documented test accuracies on Fashion-MNIST (../shared/REFERENCES.md), to put an export beside.
 REFERENCES: tuple[tuple[str, float], ...] = (
@@ -36,10 +36,6 @@ def name_objective(study: optuna.Study) -> None:
         # (suppressed: a worker on another machine named it at the same moment)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVE_NAME])
-
-
-def save_trial_note(trial: optuna.Trial, markdown: str) -> None:
-    save_note(trial, markdown)
 
 
 def save_study_note(study: optuna.Study) -> None:

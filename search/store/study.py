@@ -1,365 +1,22 @@
-"""Study storage: URL handling, samplers and pruners by name, create/resume, summaries.
+"""Studies in a storage: create or resume one, open an existing one, list and summarise them.
 
-The default storage is ``sqlite:///studies/fsearch.db``. SQLite gets a long busy timeout and
-WAL journaling so a dashboard can read while a search writes. Any Optuna RDB URL is accepted.
-A read-only command never creates a database as a side effect of a typo.
+A study records the search-space version its trials were drawn from; a study of another version
+is refused (its parameters would mean something else here) with one clear line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import math
-import sqlite3
-import time
-import warnings
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
-import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.errors import ConfigError, StorageError, one_line
+from search.errors import StorageError
+from search.store.record import SPACE_VERSION_ATTR, best_trial
+from search.store.storage import mask_url, open_storage
 from space import SPACE_VERSION
-
-DEFAULT_STORAGE = "sqlite:///studies/fsearch.db"
-DEFAULT_STUDY = "fashion-mnist"
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("hyperband", "median", "sha", "none")
-SQLITE_BUSY_TIMEOUT_S = 60
-# Every running trial writes a heartbeat this often; one silent for GRACE_PERIOD_S (its worker was
-# killed, or its machine died) is failed by the next worker that starts a trial, or by
-# `fsearch studies --repair`, and queued again with the same parameters (at most MAX_RETRY times).
-HEARTBEAT_INTERVAL_S = 10
-GRACE_PERIOD_S = 60
-MAX_RETRY = 2
-EXPLORE_ATTR = "explore"  # user attribute of a random start-up trial: measured up to EXPLORE_EPOCHS, then stopped
-EXPLORE_EPOCHS = 2.0  # the SHA pruner's second rung at 2 reports per epoch
-TPE_STARTUP_TRAINED = 10  # random trials that train before TPE takes over (over-budget draws not counted)
-CREATE_ATTEMPTS = 5  # tries at opening a database whose tables another worker is creating
-OPTUNA_TABLES = {"studies", "version_info"}  # tables every Optuna RDB storage has
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages, logs and files.
-
-    Works on the raw text rather than a parsed URL: an unescaped ``@``, ``/`` or ``#`` in a
-    password would make a parser split it in the wrong place and print the rest. Everything
-    between the user name and the last ``@`` is masked, so a password is never shown (at worst,
-    an ``@`` in the query masks a little more than the password).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
-
-
-def _bad_url(url: str, why: str) -> StorageError:
-    return StorageError(
-        f"bad storage URL {mask_url(url)!r} ({why}); use e.g. sqlite:///studies/fsearch.db or "
-        f"postgresql://user:password@host/db"
-    )
-
-
-def parse_storage_url(url: str) -> sqlalchemy.engine.URL:
-    """The parsed URL, or one :class:`StorageError` line (the password masked) for text that is not one."""
-    try:
-        return sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        why = "not a database URL"
-    except (ValueError, TypeError):
-        # Not the parser's message: with an '@' in a password it would quote part of the password.
-        why = "it does not parse: check the port, and percent-encode any @ / : # in the password"
-    raise _bad_url(url, why)
-
-
-def _sqlite_path(url: sqlalchemy.engine.URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
-def check_storage(url: str, *, create: bool) -> sqlalchemy.engine.URL:
-    """Check ``url`` without touching any database: its syntax, its driver, and for SQLite the file.
-
-    ``create=False`` (read-only commands) needs an existing Optuna database; ``create=True`` may
-    make a new file, but never in a folder that does not exist (a typo), never in memory (the
-    study would be lost at exit) and never inside another program's SQLite database.
-    """
-    parsed = parse_storage_url(url)
-    try:
-        dialect = parsed.get_dialect()
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise _bad_url(url, f"unknown database kind {parsed.drivername!r}") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        module = exc.name or parsed.drivername
-        raise StorageError(
-            f"no database driver for {parsed.drivername!r} storage URLs: the Python module {module!r} is not "
-            f"installed; install it (pip install {module}) or use a sqlite:/// storage"
-        ) from None
-    if parsed.get_backend_name() == "sqlite":
-        path = _sqlite_path(parsed)
-        if path is None:
-            raise StorageError(
-                f"storage {mask_url(url)!r} is an in-memory SQLite database: the study would be lost when fsearch "
-                f"exits; use a file, e.g. sqlite:///studies/fsearch.db"
-            )
-        _check_sqlite_file(path, url=url, create=create)
-    return parsed
-
-
-def _check_sqlite_file(path: Path, *, url: str, create: bool) -> None:
-    if path.is_dir():
-        raise StorageError(
-            f"{path} is a folder, not an SQLite database file; pass --storage sqlite:///{path}/fsearch.db"
-        )
-    if not path.exists():
-        if not create:
-            raise StorageError(f"no study database at {path}; run 'fsearch run' first or pass --storage")
-        if not path.parent.is_dir() and url != DEFAULT_STORAGE:
-            raise StorageError(f"folder {path.parent} for the SQLite database does not exist; create it first")
-        return
-    tables = _sqlite_tables(path)
-    if not tables >= OPTUNA_TABLES and (tables or not create):
-        found = f"tables: {', '.join(sorted(tables)[:5])}" if tables else "it is empty"
-        raise StorageError(
-            f"{path} is not an Optuna study database ({found}); fsearch neither reads nor adds tables to it: "
-            f"pass the --storage that 'fsearch run' wrote"
-        )
-
-
-def _sqlite_tables(path: Path) -> set[str]:
-    """The tables of an existing SQLite file, opened read-only (nothing is created or changed)."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path} is not a readable SQLite database ({exc}); pass another --storage") from None
-    return {str(row[0]) for row in rows}
-
-
-def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> RDBStorage:
-    """An Optuna RDB storage for ``url``; with ``create=False`` the database must already exist.
-
-    With ``grace_period`` (seconds) the storage runs heartbeats: each trial it runs writes one every
-    ``min(HEARTBEAT_INTERVAL_S, grace_period // 3)`` seconds, and a trial of any worker silent for
-    longer is failed and retried with its parameters (Optuna's ``RetryHeartbeatStaleTrialCallback``).
-    Every failure is one :class:`StorageError` line with the password masked.
-    """
-    parsed = check_storage(url, create=create)
-    path = _sqlite_path(parsed)
-    engine_kwargs: dict[str, Any] = {}
-    if path is not None:
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-        if create and not path.parent.is_dir():  # only the default storage's folder is made for the user
-            path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = _rdb_storage(url, engine_kwargs, grace_period)
-        if path is not None:
-            # WAL lets readers (the dashboard) work while a search writes; the mode persists in the file.
-            with storage.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            # Pooled connections opened before the switch still run in rollback mode: start afresh.
-            storage.engine.dispose()
-    except ImportError as exc:  # a driver that imports but lacks a piece (checked above, so rare)
-        module = getattr(exc.__cause__, "name", None) or exc.name or parsed.drivername
-        raise StorageError(
-            f"the database driver for {parsed.drivername!r} failed to load ({module}); reinstall it"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as exc:
-        detail = _scrub(str(getattr(exc, "orig", None) or exc), url, parsed)
-        raise StorageError(
-            f"cannot open storage {mask_url(url)}: {type(exc).__name__}: {detail}; check the URL, the server "
-            f"and your access to it"
-        ) from None
-    return storage
-
-
-def _rdb_storage(url: str, engine_kwargs: dict[str, Any], grace_period: int | None) -> RDBStorage:
-    """``RDBStorage(url)``, tried again when another worker was creating the same database's tables
-    at the same moment (Optuna creates them without a lock: on an empty PostgreSQL database, 3 of 4
-    workers started together failed with 'relation already exists' or a duplicate key; on SQLite,
-    'table ... already exists')."""
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                # Optuna runs str.format on the URL (for a '{SCHEMA_VERSION}' placeholder): doubled braces
-                # keep a password such as 'p{a}ss' intact instead of crashing or being substituted.
-                return RDBStorage(
-                    url.replace("{", "{{").replace("}", "}}"), engine_kwargs=engine_kwargs,
-                    **_heartbeat(grace_period),
-                )  # fmt: skip
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
-            # SQLite says "table ... already exists" as an OperationalError; other operational errors
-            # (a wrong host, a bad password) are not races and fail at once.
-            racing = not isinstance(exc, sqlalchemy.exc.OperationalError) or "already exists" in str(exc)
-            if attempt == CREATE_ATTEMPTS - 1 or not racing:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _heartbeat(grace_period: int | None) -> dict[str, Any]:
-    if grace_period is None:
-        return {}
-    if grace_period < 2:
-        raise ConfigError(f"--grace-period must be at least 2 seconds, got {grace_period}")
-    return {
-        "heartbeat_interval": max(1, min(HEARTBEAT_INTERVAL_S, grace_period // 3)),
-        "grace_period": grace_period,
-        "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-    }
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail the study's RUNNING trials whose heartbeat is older than the storage's grace period
-    (their worker is gone) and queue their retries; the numbers of the trials failed."""
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    return sorted(before - after)
-
-
-def repair_studies(storage: RDBStorage) -> dict[str, list[int]]:
-    """:func:`fail_stale_trials` on every study of ``storage`` (opened with a grace period); the
-    trials failed, by study."""
-    repaired = {}
-    for summary in storage.get_all_studies():
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        numbers = fail_stale_trials(study)
-        if numbers:
-            repaired[summary.study_name] = numbers
-    return repaired
-
-
-def _scrub(text: str, url: str, parsed: sqlalchemy.engine.URL) -> str:
-    """A driver's message on one line, short, with neither the URL nor the password in it."""
-    text = one_line(text).replace(url, mask_url(url))
-    userinfo = url.partition("://")[2].rpartition("@")[0]
-    # The password as parsed, and as typed (they differ when an unescaped '@' fooled the parser).
-    for secret in (parsed.password, userinfo.partition(":")[2]):
-        if secret:
-            text = text.replace(str(secret), "***")
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def make_sampler(name: str, *, seed: int | None, parallel: bool = False) -> optuna.samplers.BaseSampler:
-    """A sampler by name; TPE is multivariate and grouped because the space is conditional.
-
-    ``parallel``: other workers run trials of the same study at the same time; TPE then counts
-    their running trials as bad ("constant liar") so that workers do not all sample one region.
-    """
-    if name == "tpe":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            tpe = optuna.samplers.TPESampler(
-                multivariate=True, group=True, n_startup_trials=0, seed=seed, constant_liar=parallel
-            )
-        return RandomUntilTrained(tpe, optuna.samplers.RandomSampler(seed=seed), n_trained=TPE_STARTUP_TRAINED)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES handles the numeric parameters; categorical/conditional ones fall back to random.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
-
-
-class RandomUntilTrained(optuna.samplers.BaseSampler):
-    """``random`` until ``n_trained`` trials have trained, then ``sampler`` (TPE).
-
-    Optuna's own ``n_startup_trials`` counts every finished trial, and over-budget draws (recorded
-    as pruned in milliseconds: about half the random draws) used it up after three or four trials
-    had trained. TPE then exploited whatever completed first: in run r7 every one of 50 trials
-    sampled AdamW, 2-pixel crops and no flips, and the best reached 0.90. Counting trained trials
-    only gives TPE ten truly random ones to learn from.
-
-    The random trials are marked (user attribute ``EXPLORE_ATTR``) so that the objective stops
-    them at the pruner's second rung: TPE ranks any completed trial above every pruned one, so a
-    random trial that completed only because it came first (few rivals at the rungs) would be
-    copied as if it were the best; measured to the same step, they are ranked by their accuracy.
-    """
-
-    def __init__(
-        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int
-    ) -> None:
-        self.sampler, self.random, self.n_trained = sampler, random, n_trained
-        self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
-
-    def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        trained = sum(not t.user_attrs.get("over_budget") for t in done)
-        return self.random if trained < self.n_trained else self.sampler
-
-    def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        """The sampler chosen for ``trial`` once, when it began (not once per parameter)."""
-        return self._picked.get(trial.number) or self._current(study)
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, optuna.distributions.BaseDistribution]:
-        return self._for(study, trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
-    ) -> dict[str, Any]:
-        return self._for(study, trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-        param_distribution: optuna.distributions.BaseDistribution,
-    ) -> Any:  # fmt: skip
-        return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._picked[trial.number] = self._current(study)
-        if self._picked[trial.number] is self.random and "fixed_params" not in trial.system_attrs:
-            # What Trial.set_user_attr does, for the trial being created: the storage, and the copy the
-            # Trial object hands out. (Queued trials have fixed parameters: they are not random.)
-            study._storage.set_trial_user_attr(trial._trial_id, EXPLORE_ATTR, True)
-            trial.user_attrs[EXPLORE_ATTR] = True
-        self.sampler.before_trial(study, trial)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self._picked.pop(trial.number, None)
-        self.sampler.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.sampler.reseed_rng()
-        self.random.reseed_rng()
-
-
-def make_pruner(name: str, *, max_resource: int) -> optuna.pruners.BasePruner:
-    """A pruner by name; ``max_resource`` is the number of reports a full trial makes."""
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_resource, reduction_factor=3)
-    if name == "sha":
-        # Rungs at reports 1 and 4 (half an epoch and two epochs by default): a quarter goes on each
-        # time. Measured: with a factor of 3 the rung at 4.5 epochs of 5 only wasted time; a
-        # bootstrap count of 2 (the first two at a rung stop) made TPE copy the fastest small nets
-        # (r8: best 0.889).
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
 
 
 def create_or_resume(
@@ -373,18 +30,21 @@ def create_or_resume(
         )  # fmt: skip
     except ValueError as exc:  # e.g. an existing multi-objective study of the same name
         raise StorageError(f"study {name!r} cannot be used: {exc}") from None
-    version = study.user_attrs.get("space_version")
-    if version is None:
+    if study.user_attrs.get(SPACE_VERSION_ATTR) is None:
         try:
-            study.set_user_attr("space_version", SPACE_VERSION)
+            study.set_user_attr(SPACE_VERSION_ATTR, SPACE_VERSION)
         except optuna.exceptions.StorageInternalError:  # a worker starting at the same moment wrote it
-            version = optuna.load_study(study_name=name, storage=storage).user_attrs.get("space_version")
-    if version is not None and version != SPACE_VERSION:
-        raise StorageError(
-            f"study {name!r} was made with search space v{version}, this fsearch has v{SPACE_VERSION}; "
-            f"use another --study name"
-        )
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    check_space_version(study, fix="use another --study name")
     return study
+
+
+def check_space_version(study: optuna.Study, *, fix: str) -> None:
+    """Refuse a study whose trials were drawn from another search space; ``fix`` ends the message."""
+    version = study.user_attrs.get(SPACE_VERSION_ATTR)
+    if version != SPACE_VERSION:
+        made = f"search space v{version}" if version is not None else "no fsearch search space version"
+        raise StorageError(f"study {study.study_name!r} was made with {made}, this fsearch has v{SPACE_VERSION}; {fix}")
 
 
 def load_study(storage: RDBStorage, name: str, storage_url: str) -> optuna.Study:
@@ -400,11 +60,16 @@ def load_study(storage: RDBStorage, name: str, storage_url: str) -> optuna.Study
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def open_study(storage_url: str, name: str) -> optuna.Study:
+    """The existing study ``name`` in the existing storage ``storage_url`` (read-only commands)."""
+    return load_study(open_storage(storage_url, create=False), name, storage_url)
+
+
 def study_summaries(storage: RDBStorage) -> list[dict[str, Any]]:
     """One dict per study: trial counts by state and the best value."""
     rows = []
     for summary in storage.get_all_studies():
-        trials = storage.get_all_trials(summary._study_id, deepcopy=False)
+        trials = storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False)
         counts = {state.name.lower(): 0 for state in TrialState}
         for t in trials:
             counts[t.state.name.lower()] += 1
@@ -421,25 +86,7 @@ def study_summaries(storage: RDBStorage) -> list[dict[str, Any]]:
     return rows
 
 
-def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    return max(done, key=lambda t: t.value or 0.0) if done else None
-
-
 def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
     """The ``n`` best completed trials, best first."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     return sorted(done, key=lambda t: t.value or 0.0, reverse=True)[:n]
-
-
-def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    """A JSON-friendly view of a trial."""
-    return {
-        "number": t.number,
-        "state": t.state.name.lower(),
-        "value": t.value,
-        "params": t.params,
-        "user_attrs": t.user_attrs,
-        "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-        "duration_seconds": t.duration.total_seconds() if t.duration else None,
-    }

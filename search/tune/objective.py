@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import optuna
@@ -23,8 +23,10 @@ import torch
 
 from search.data import CLASSES, Splits
 from search.device import describe
-from search.store.study import EXPLORE_ATTR, EXPLORE_EPOCHS
+from search.store import record
+from search.store.record import set_attr
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
+from search.tune.samplers import RandomUntilTrained
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
 
@@ -57,6 +59,7 @@ class ObjectiveSettings:
     runtime: Runtime = field(default_factory=Runtime)
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
+    explore_epochs: float | None = None  # a random start-up trial stops here (search.tune.pruners.explore_epochs)
     artifacts: Path | None = None  # artifact store folder: a completed trial uploads its val confusion matrix
     notes: bool = True  # save each trial's architecture as an optuna-dashboard note
 
@@ -86,7 +89,7 @@ class Objective:
             raise
         except Exception as exc:
             # Optuna marks the trial failed and the search goes on; keep the reason where users look.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            set_attr(trial, record.FAIL_REASON, f"{type(exc).__name__}: {exc}")
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -97,49 +100,46 @@ class Objective:
         feature_shape(cfg.arch)  # an architecture that shrinks the image away fails here, by its name
         size = model_size(cfg.arch)  # by arithmetic: an over-budget draw is skipped without allocating it
         macs = size.macs
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("parameters", size.parameters)
-        trial.set_user_attr("macs", macs)
-        trial.set_user_attr("flops", 2 * macs)
-        trial.set_user_attr("device", describe(settings.runtime.device))
-        trial.set_user_attr("reports_per_epoch", settings.evals_per_epoch)
-        trial.set_user_attr("val_images", len(self.splits.val or ()))  # export-best's noise level of a report
-        trial.set_user_attr("max_epochs", settings.max_epochs)
-        # Enqueued presets (--warm-start) are trained whatever they cost: they were asked for.
+        set_attr(trial, record.SEED, seed)
+        set_attr(trial, record.PARAMETERS, size.parameters)
+        set_attr(trial, record.MACS, macs)
+        set_attr(trial, record.FLOPS, 2 * macs)
+        set_attr(trial, record.DEVICE, describe(settings.runtime.device))
+        set_attr(trial, record.REPORTS_PER_EPOCH, settings.evals_per_epoch)
+        set_attr(trial, record.VAL_IMAGES, len(self.splits.val or ()))  # export-best's noise level of a report
+        set_attr(trial, record.MAX_EPOCHS, settings.max_epochs)
+        # Enqueued presets (--known-best, --warm-start) are trained whatever they cost: they were asked for.
         over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
-        if over and "preset" not in trial.user_attrs:
-            reason = f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M"
-            trial.set_user_attr("pruned_reason", reason)
-            trial.set_user_attr("over_budget", True)  # not counted as one of the --trials
-            raise optuna.TrialPruned(reason)
+        if over and record.PRESET not in trial.user_attrs:
+            set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
+            _prune(trial, f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M")
         seed_everything(seed)
         model = build_model(cfg.arch)
         if settings.notes:
-            from search.store.notes import save_trial_note
+            from optuna_dashboard import save_note
 
-            save_trial_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
+            save_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
 
         spent = {"seconds": 0.0, "images": 0}
-        explore = bool(trial.user_attrs.get(EXPLORE_ATTR))  # set by the sampler (search.store.study.RandomUntilTrained)
+        # A random start-up trial is stopped at the pruner's second rung (None: trained like any other).
+        explore_until = settings.explore_epochs if _explores(trial) else None
+        if explore_until is not None:
+            set_attr(trial, record.EXPLORE, True)
 
         def on_epoch_end(stats: EpochStats) -> None:
             spent["seconds"] += stats.seconds
             spent["images"] += stats.images
             epochs = stats.epochs_done
-            trial.set_user_attr("epochs_run", epochs)
-            trial.set_user_attr("train_seconds", round(spent["seconds"], 3))
-            trial.set_user_attr("images_per_second", round(spent["images"] / max(spent["seconds"], 1e-9), 1))
+            set_attr(trial, record.EPOCHS_RUN, epochs)
+            set_attr(trial, record.TRAIN_SECONDS, round(spent["seconds"], 3))
+            set_attr(trial, record.IMAGES_PER_SECOND, round(spent["images"] / max(spent["seconds"], 1e-9), 1))
             self.observer.epoch_ended(trial.number, stats)
             assert stats.val_acc is not None
             trial.report(stats.val_acc, stats.report)  # step = report index (epochs x evals_per_epoch)
             if trial.should_prune():
-                reason = f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-            if explore and epochs >= EXPLORE_EPOCHS and epochs < settings.max_epochs:
-                reason = f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
+                _prune(trial, f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others")
+            if explore_until is not None and explore_until <= epochs < settings.max_epochs:
+                _prune(trial, f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped")
 
         started = time.perf_counter()
         try:
@@ -148,21 +148,18 @@ class Objective:
                 on_epoch_end=on_epoch_end, on_step=self.observer.step, evals_per_epoch=settings.evals_per_epoch,
             )  # fmt: skip
         except DivergedError as exc:
-            trial.set_user_attr("pruned_reason", str(exc))
-            raise optuna.TrialPruned(str(exc)) from exc
+            _prune(trial, str(exc), cause=exc)
         except torch.OutOfMemoryError as exc:
-            reason = f"out of memory on {settings.runtime.device}"
-            trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason) from exc
+            _prune(trial, f"out of memory on {settings.runtime.device}", cause=exc)
         finally:
-            trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
+            set_attr(trial, record.WALL_SECONDS, round(time.perf_counter() - started, 3))
             del model
             _release_memory(settings.runtime.device)
         best = result.best
         if best is None or best.val_acc is None or not math.isfinite(best.val_acc):
             # Optuna would record an infinite value as a completed trial, and the study's best with it.
             raise RuntimeError(f"training ended without a finite validation accuracy ({best and best.val_acc})")
-        trial.set_user_attr("best_epoch", best.epochs_done)
+        set_attr(trial, record.BEST_EPOCH, best.epochs_done)
         if settings.artifacts is not None and best.val_logits is not None:
             self._upload_confusion(trial, best, settings.artifacts)
         return best.val_acc
@@ -180,6 +177,18 @@ class Objective:
             path = Path(tmp) / "val_confusion_matrix.png"
             plot_confusion_matrix(path, confusion, CLASSES, title=title)
             upload(open_store(folder, create=True), path, trial)
+
+
+def _prune(trial: optuna.Trial, reason: str, *, cause: BaseException | None = None) -> NoReturn:
+    """End the trial as PRUNED, its reason kept where users look (the display, the dashboard)."""
+    set_attr(trial, record.PRUNED_REASON, reason)
+    raise optuna.TrialPruned(reason) from cause
+
+
+def _explores(trial: optuna.Trial) -> bool:
+    """Whether the sampler drew this trial at random as a start-up trial (stopped at the second rung)."""
+    sampler = trial.study.sampler
+    return isinstance(sampler, RandomUntilTrained) and sampler.explores(trial.number)
 
 
 def _release_memory(device: torch.device) -> None:

@@ -23,14 +23,20 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from search.errors import FsearchError
+from search.errors import FsearchError, Interrupted, signal_number
+from search.tune.session import (
+    SearchOptions,
+    TrialEndCallback,
+    join_study,
+    optimize_here,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -38,7 +44,6 @@ if TYPE_CHECKING:
 
     from search.train import EpochStats
     from search.tune.objective import TrialObserver
-    from search.tune.runner import SearchOptions
 
 # Measured on the 2-core CPU these defaults were chosen on (README, "Workers"): two processes of
 # one thread train 1.09x (cnn3) to 1.22x (cnn2) the images/s of one process of two threads.
@@ -71,23 +76,6 @@ def plan_workers(requested: int | None, device: torch.device, *, trials: int) ->
     return [WorkerSpec(device=d, threads=max(1, cores // n)) for d in devices[:n]]
 
 
-class Tickets(Protocol):
-    """The ``--trials`` budget: ``take`` is True while a trial may still start."""
-
-    def take(self) -> bool: ...
-
-
-class LocalTickets:
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def take(self) -> bool:
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-
 class SharedTickets:
     """The budget shared by the worker processes (a counter in shared memory, under its lock)."""
 
@@ -106,9 +94,6 @@ class Lanes(Protocol):
     """A display with one lane (current trial and epoch bar) per worker."""
 
     def lane(self, index: int) -> TrialObserver: ...
-
-
-TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]  # an Optuna trial-end callback
 
 
 class _StopRequest:
@@ -130,7 +115,7 @@ class _StopRequest:
 
     def check(self) -> None:
         if self.signum is not None:
-            raise _Interrupted(self.signum)
+            raise Interrupted(self.signum)
 
 
 class _QueueObserver:
@@ -160,12 +145,6 @@ class _QueueObserver:
         self.events.put(("end", self.lane, trial))
 
 
-class _Interrupted(KeyboardInterrupt):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def _worker_main(
     opts: SearchOptions, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
     tickets: Synchronized[int], events: Any,
@@ -177,8 +156,6 @@ def _worker_main(
     torch.set_num_threads(spec.threads)
     import optuna
 
-    from search.tune.runner import join_study, optimize_here
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         relay = _QueueObserver(events, lane, stop)
@@ -187,10 +164,8 @@ def _worker_main(
             study, opts, splits, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay, timeout=timeout
         )
         stop.check()  # a signal after the last trial: still the exit code of one
-    except _Interrupted as exc:
-        sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
+    except KeyboardInterrupt as exc:
+        sys.exit(128 + signal_number(exc))
     except FsearchError as exc:  # a user's error (bad data, unreachable database): the parent re-raises it
         events.put(("user_error", lane, str(exc)))
         sys.exit(2)
@@ -262,7 +237,7 @@ def run_workers(
             relay.drain(events, wait=0.25)
         relay.drain(events, wait=0)
     except KeyboardInterrupt as exc:
-        _stop(procs, events, getattr(exc, "signum", signal.SIGINT))
+        _stop(procs, events, signal_number(exc))
         raise
     if relay.user_errors:
         raise FsearchError(relay.user_errors[0])

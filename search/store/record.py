@@ -1,0 +1,170 @@
+"""The trial record: the user attributes fsearch writes on trials and studies, and their readers.
+
+Optuna keeps a trial's parameters and values; everything else fsearch knows about a trial (what
+it cost, why it stopped, where it came from) is a user attribute. Their names are spelled here
+once: the objective writes them through :func:`set_attr`, and every reader (the live display,
+the summary table, the study note, ``export-best``) goes through :class:`TrialRecord`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+# Trial attributes, written by the objective (search.tune.objective) unless said otherwise.
+SEED = "seed"  # the trial's training seed
+PARAMETERS = "parameters"  # trainable parameters of the network
+MACS = "macs"  # multiply-accumulates per image, forward pass
+FLOPS = "flops"
+DEVICE = "device"
+REPORTS_PER_EPOCH = "reports_per_epoch"  # step k of the learning curve is epoch k / reports_per_epoch
+MAX_EPOCHS = "max_epochs"  # epochs the trial would run if never pruned
+VAL_IMAGES = "val_images"  # images in the validation split it was scored on
+EPOCHS_RUN = "epochs_run"
+BEST_EPOCH = "best_epoch"
+TRAIN_SECONDS = "train_seconds"  # training only, evaluation excluded
+WALL_SECONDS = "wall_seconds"
+IMAGES_PER_SECOND = "images_per_second"
+PRUNED_REASON = "pruned_reason"
+FAIL_REASON = "fail_reason"
+OVER_BUDGET = "over_budget"  # a draw skipped before training (over --max-mmacs): not one of the --trials
+EXPLORE = "explore"  # a random start-up trial, stopped at the pruner's second rung (search.tune.samplers)
+PRESET = "preset"  # set when the trial was queued by hand (--known-best, --warm-start): the preset's name
+
+# Study attributes.
+SPACE_VERSION_ATTR = "space_version"  # the search-space version the study's trials were drawn from
+EXPORT_PREFIX = "export:"  # "export:<trial>": what export-best measured for that trial
+
+
+def set_attr(trial: optuna.Trial, name: str, value: Any) -> None:
+    """Write one record field of a running trial (``name`` is one of this module's constants)."""
+    trial.set_user_attr(name, value)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Typed, read-only view of a finished or running trial's record."""
+
+    trial: FrozenTrial
+
+    def _get(self, name: str, default: Any = None) -> Any:
+        return self.trial.user_attrs.get(name, default)
+
+    @property
+    def over_budget(self) -> bool:
+        return bool(self._get(OVER_BUDGET, False))
+
+    @property
+    def trained(self) -> bool:
+        """Whether the trial trained (over-budget draws never do)."""
+        return not self.over_budget
+
+    @property
+    def preset(self) -> str | None:
+        value = self._get(PRESET)
+        return str(value) if value is not None else None
+
+    @property
+    def origin(self) -> str:
+        """``preset <name>`` for a trial queued by hand, else ``sampled``."""
+        return f"preset {self.preset}" if self.preset else "sampled"
+
+    @property
+    def epochs_run(self) -> float | None:
+        value = self._get(EPOCHS_RUN)
+        return float(value) if value is not None else None
+
+    @property
+    def train_seconds(self) -> float:
+        return float(self._get(TRAIN_SECONDS, 0.0))
+
+    @property
+    def images_per_second(self) -> float:
+        return float(self._get(IMAGES_PER_SECOND, 0.0))
+
+    @property
+    def parameters(self) -> int:
+        return int(self._get(PARAMETERS, 0))
+
+    @property
+    def macs(self) -> float:
+        return float(self._get(MACS, 0.0))
+
+    @property
+    def max_epochs(self) -> float | None:
+        value = self._get(MAX_EPOCHS)
+        return float(value) if value is not None else None
+
+    @property
+    def reports_per_epoch(self) -> int:
+        return int(self._get(REPORTS_PER_EPOCH, 1))
+
+    @property
+    def val_images(self) -> int | None:
+        value = self._get(VAL_IMAGES)
+        return int(value) if value is not None else None
+
+    @property
+    def best_epoch(self) -> float | None:
+        value = self._get(BEST_EPOCH)
+        return float(value) if value is not None else None
+
+    @property
+    def seed(self) -> int | None:
+        value = self._get(SEED)
+        return int(value) if value is not None else None
+
+    @property
+    def device(self) -> str | None:
+        value = self._get(DEVICE)
+        return str(value) if value is not None else None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the trial was pruned, skipped or failed (None for a completed one)."""
+        value = self._get(PRUNED_REASON) or self._get(FAIL_REASON)
+        return str(value) if value is not None else None
+
+    def curve(self) -> dict[float, float]:
+        """The validation accuracy reported at each point, keyed by epochs trained."""
+        per_epoch = self.reports_per_epoch
+        return {step / per_epoch: value for step, value in sorted(self.trial.intermediate_values.items())}
+
+
+def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that trained (over-budget draws left out)."""
+    return [t for t in trials if TrialRecord(t).trained]
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed trial with the highest finite validation accuracy."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    return max(done, key=lambda t: t.value or 0.0) if done else None
+
+
+def exports(study: optuna.Study) -> list[tuple[int, dict[str, Any]]]:
+    """What export-best recorded on the study, as (trial number, record), newest first."""
+    found = [
+        (int(key.removeprefix(EXPORT_PREFIX)), value)
+        for key, value in study.user_attrs.items()
+        if key.startswith(EXPORT_PREFIX) and isinstance(value, dict) and "test_accuracy" in value
+    ]
+    return sorted(found, key=lambda e: str(e[1].get("exported_at", "")), reverse=True)
+
+
+def trial_record(t: FrozenTrial) -> dict[str, Any]:
+    """A JSON-friendly view of a trial (``fsearch show --json``, ``fsearch run --json``)."""
+    return {
+        "number": t.number,
+        "state": t.state.name.lower(),
+        "value": t.value,
+        "origin": TrialRecord(t).origin,
+        "params": t.params,
+        "user_attrs": t.user_attrs,
+        "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+        "duration_seconds": t.duration.total_seconds() if t.duration else None,
+    }

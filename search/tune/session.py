@@ -1,0 +1,199 @@
+"""One search process: the options of a search, and the loop that runs trials of a study here.
+
+:func:`optimize_here` is the body of every worker, the lone one of ``fsearch run --workers 1``
+and each process of :mod:`search.tune.workers`: it builds the objective from the options and
+runs ``study.optimize`` until the ``--trials`` tickets run out. :class:`SearchOptions` is the
+frozen configuration that flows from the CLI (or a library caller) to every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.data import Splits, load_splits, resolve_data_dir
+from search.defaults import (
+    DEFAULT_EVALS_PER_EPOCH,
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_MAX_MMACS,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_TRAIN_SUBSET,
+    DEFAULT_TRIALS,
+    DEFAULT_VAL_SIZE,
+)
+from search.device import resolve_device
+from search.errors import ConfigError
+from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.store.artifacts import artifact_dir
+from search.store.notes import save_study_note
+from search.store.record import TrialRecord
+from search.store.storage import GRACE_PERIOD_S, check_grace_period, check_storage, open_storage
+from search.train import Runtime
+from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
+from search.tune.pruners import check_pruner, explore_epochs, make_pruner
+from search.tune.samplers import check_sampler, make_sampler
+
+if TYPE_CHECKING:
+    import torch
+
+TrialEndCallback = Callable[["optuna.Study", "FrozenTrial"], None]  # an Optuna trial-end callback
+
+
+class Tickets(Protocol):
+    """The ``--trials`` budget: ``take`` is True while a trial may still start."""
+
+    def take(self) -> bool: ...
+
+
+class LocalTickets:
+    """The budget of a search in this process: a plain counter."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything a search needs, with the CLI's defaults (``fsearch run --help`` explains each)."""
+
+    study: str = DEFAULT_STUDY
+    storage: str = DEFAULT_STORAGE
+    trials: int = DEFAULT_TRIALS
+    timeout: float | None = None
+    data_dir: Path | None = None
+    device: str = "auto"
+    sampler: str = DEFAULT_SAMPLER
+    pruner: str = DEFAULT_PRUNER
+    max_epochs: int = DEFAULT_MAX_EPOCHS
+    evals_per_epoch: int = DEFAULT_EVALS_PER_EPOCH
+    train_subset: int | None = DEFAULT_TRAIN_SUBSET
+    val_size: int = DEFAULT_VAL_SIZE
+    max_mmacs: float | None = DEFAULT_MAX_MMACS
+    seed: int = 0
+    workers: int | None = None  # worker processes; None = auto (see search.tune.workers.plan_workers)
+    grace_period: int = GRACE_PERIOD_S  # seconds without a heartbeat before a trial counts as dead
+    warm_start: bool = False
+    known_best: bool = True  # a new study's first trial is the hand-written preset fsearch-w1 (search.tune.runner)
+    verify_data: bool = True
+    artifacts: bool = True  # upload each completed trial's validation confusion matrix
+    artifact_dir: Path | None = None  # None: beside the SQLite file, else studies/artifacts
+
+    def validate(self) -> None:
+        """Fail at once, with the option's name, on values that cannot work."""
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if self.max_epochs < 1:
+            raise ConfigError(f"--max-epochs must be at least 1, got {self.max_epochs}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1 or auto, got {self.workers}")
+        check_grace_period(self.grace_period)
+        if self.evals_per_epoch < 1:
+            raise ConfigError(f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ConfigError(f"--train-subset must be positive, got {self.train_subset}")
+        if self.val_size < 1:
+            raise ConfigError(f"--val-size must be positive, got {self.val_size}")
+        if self.max_mmacs is not None and self.max_mmacs <= 0:
+            raise ConfigError(f"--max-mmacs must be positive, got {self.max_mmacs}")
+        check_sampler(self.sampler)
+        check_pruner(self.pruner)
+        if not self.study.strip():
+            raise ConfigError("--study must not be empty")
+        check_storage(self.storage, create=True)  # a bad URL fails now, before the data is loaded
+
+
+MAX_SKIPS_PER_TRIAL = 20  # over-budget draws allowed per requested trial before giving up
+
+
+class _StopAfterTrained:
+    """Stop when the ``--trials`` tickets run out: a trial that trained uses one, and the next
+    trial needs a new one. Over-budget draws (skipped in milliseconds, recorded as pruned so the
+    sampler learns to avoid them) use none."""
+
+    def __init__(self, tickets: Tickets, n: int) -> None:
+        self.tickets = tickets
+        self.max_skips = MAX_SKIPS_PER_TRIAL * n
+        self.skipped = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if TrialRecord(trial).over_budget:
+            self.skipped += 1
+            if self.skipped >= self.max_skips:
+                study.stop()
+        elif not self.tickets.take():
+            study.stop()
+
+
+def _update_study_note(study: optuna.Study, trial: FrozenTrial) -> None:
+    if TrialRecord(trial).over_budget:  # a skipped draw changes nothing worth rewriting
+        return
+    # Another worker may write a first page of the note at the same moment (a duplicate key): the
+    # note is a summary that the next trial rewrites, never a reason to stop a worker.
+    with contextlib.suppress(optuna.exceptions.StorageInternalError):
+        save_study_note(study)
+
+
+def load_search_splits(opts: SearchOptions, device: torch.device, *, verify: bool) -> Splits:
+    """The training and validation splits of a search, on ``device``."""
+    return load_splits(
+        resolve_data_dir(opts.data_dir), device=device, val_size=opts.val_size, train_subset=opts.train_subset,
+        seed=opts.seed, verify=verify,
+    )  # fmt: skip
+
+
+def pruner_for(opts: SearchOptions) -> optuna.pruners.BasePruner:
+    return make_pruner(opts.pruner, max_resource=opts.max_epochs * opts.evals_per_epoch)
+
+
+def join_study(
+    opts: SearchOptions, *, device_name: str, sampler_seed: int, parallel: bool
+) -> tuple[optuna.Study, Splits]:
+    """A worker's view of the study the parent made, with its own sampler, and the data on its device."""
+    device = resolve_device(device_name)
+    splits = load_search_splits(opts, device, verify=False)  # the parent verified the files
+    storage = open_storage(opts.storage, create=False, grace_period=opts.grace_period)
+    study = optuna.load_study(
+        study_name=opts.study, storage=storage, pruner=pruner_for(opts),
+        sampler=make_sampler(opts.sampler, seed=sampler_seed, parallel=parallel),
+    )  # fmt: skip
+    return study, splits
+
+
+def optimize_here(
+    study: optuna.Study, opts: SearchOptions, splits: Splits, *, tickets: Tickets,
+    observer: TrialObserver | None, on_trial_end: TrialEndCallback | None, timeout: float | None,
+) -> None:  # fmt: skip
+    """Run trials of ``study`` in this process while ``tickets`` last (the body of every worker)."""
+    device = splits.train.x.device
+    settings = ObjectiveSettings(
+        max_epochs=opts.max_epochs,
+        seed=opts.seed,
+        runtime=Runtime(device=device),
+        max_mmacs=opts.max_mmacs,
+        evals_per_epoch=opts.evals_per_epoch,
+        explore_epochs=explore_epochs(opts.evals_per_epoch),
+        artifacts=artifact_dir(opts.storage, opts.artifact_dir) if opts.artifacts else None,
+    )
+    objective = Objective(splits=splits, settings=settings, observer=observer)
+    callbacks: list[TrialEndCallback] = [_StopAfterTrained(tickets, opts.trials), _update_study_note]
+    if on_trial_end is not None:
+        callbacks.append(on_trial_end)
+    if not tickets.take():
+        return
+    # catch: an exception inside one trial fails that trial (reason recorded), not the search.
+    study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,))
