@@ -7,7 +7,8 @@ Run it from the repository root, as a module (``-m``): ``benchmarks`` is then a 
 loops of ``benchmarks/loop_vs_dataloader.py`` are imported, not copied. Parts (``--parts``, comma-separated):
 
 - ``loop``: training images/s of fsearch's loop and of a plain DataLoader loop with per-sample
-  transforms, same model (``--preset``), same augmentation, same images; and their ratio.
+  transforms, same model (``--preset``), same augmentation, same images, each in both memory formats; the
+  on-device-batching gain and the channels_last gain, apart.
 - ``flops``: the machine's fp32 matrix-multiply peak (best of timed ``torch.mm`` rounds) and the
   training FLOP/s the fsearch loop achieves on ``cnn3``, as GFLOP/s and a fraction of that peak.
 - ``overhead``: Optuna's cost per trial (sampler + pruner + SQLite storage with heartbeats) when
@@ -40,7 +41,7 @@ from typing import Any
 import optuna
 import torch
 
-from benchmarks.loop_vs_dataloader import fsearch_loop, plain_loop
+from benchmarks.loop_vs_dataloader import FORMATS, fsearch_loop, gains, plain_loop
 from search.data import ensure_files
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
@@ -70,23 +71,33 @@ def machine() -> dict[str, Any]:
 
 
 def measure_loop(data_dir: Path, *, preset: str, images: int, batch: int, workers: int, rounds: int) -> dict[str, Any]:
-    """Both loops, alternating, after one untimed warm-up each; the median of ``rounds`` timed runs of each.
+    """Both loops in both memory formats, alternating, after one untimed warm-up each; the median of
+    ``rounds`` timed runs of each, and the two gains apart (``loop_vs_dataloader.gains``).
 
-    A single short run of each was not repeatable on a shared 2-core VM (ratios 0.84 to 1.61 within
-    minutes): alternating spreads slow spells over both loops and the median drops the outliers.
+    A single short run of each was not repeatable on a shared 2-core VM: alternating spreads slow
+    spells over every variant and the median drops the outliers.
     """
-    fsearch_loop(data_dir, preset, min(images, 2_000), batch)
-    plain_loop(data_dir, preset, min(images, 2_000), batch, workers)
-    samples: dict[str, list[float]] = {"fsearch": [], "plain": []}
+    variants = {
+        f"{loop}, {fmt}": (loop, cl) for fmt, cl in FORMATS.items() for loop in ("fsearch", "plain")
+    }  # fmt: skip
+
+    def once(loop: str, channels_last: bool, n: int) -> float:
+        if loop == "fsearch":
+            return fsearch_loop(data_dir, preset, n, batch, channels_last=channels_last)
+        return plain_loop(data_dir, preset, n, batch, workers, channels_last=channels_last)
+
+    for loop, cl in variants.values():
+        once(loop, cl, min(images, 2_000))
+    samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        samples["fsearch"].append(fsearch_loop(data_dir, preset, images, batch))
-        samples["plain"].append(plain_loop(data_dir, preset, images, batch, workers))
-    fsearch, plain = (statistics.median(samples[k]) for k in ("fsearch", "plain"))
+        for name, (loop, cl) in variants.items():
+            samples[name].append(once(loop, cl, images))
+    ips = {name: statistics.median(values) for name, values in samples.items()}
     return {
         "preset": preset, "images": images, "batch": batch, "plain_workers": workers, "rounds": rounds,
-        "images_per_second": {"fsearch": round(fsearch, 1), "plain": round(plain, 1)},
+        "images_per_second": {k: round(v, 1) for k, v in ips.items()},
         "samples": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},
-        "ratio_fsearch_vs_plain": round(fsearch / plain, 2),
+        **gains(ips),
     }  # fmt: skip
 
 
@@ -261,7 +272,7 @@ def main() -> None:
         save()
     if "flops" in args.parts:
         if "loop" in result and args.preset == FLOPS_PRESET:
-            ips, source = result["loop"]["images_per_second"]["fsearch"], "the loop part's fsearch run"
+            ips, source = result["loop"]["images_per_second"]["fsearch, channels_last"], "the loop part's fsearch run"
         else:
             ips, source = fsearch_loop(args.data_dir, FLOPS_PRESET, args.images, args.batch), "its own fsearch run"
         result["flops"] = measure_flops(ips, source=f"{source} ({args.images} images, batch {args.batch})",

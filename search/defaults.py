@@ -1,4 +1,4 @@
-"""Defaults of ``fsearch run`` (torch-free, so ``--help`` is fast); the README says why these."""
+"""Defaults of ``fsearch run`` (torch-free, so ``--help`` is fast); docs/defaults.md says why these."""
 
 from __future__ import annotations
 

@@ -41,8 +41,10 @@ def test_a_search_records_every_trial_and_a_second_run_resumes(tiny_data_dir: Pa
         assert 0.0 <= t.value <= 1.0  # type: ignore[operator]
     before = {t.number: (t.params, t.value) for t in first.study.trials}
 
-    second = run_search(_opts(tiny_data_dir, tmp_path, trials=1))
+    # A study begun without the known-best preset stays without it when resumed with the default.
+    second = run_search(_opts(tiny_data_dir, tmp_path, trials=1, known_best=True))
     trials = second.study.trials
+    assert not any("preset" in t.user_attrs for t in trials)
     assert {t.number: (t.params, t.value) for t in trials if t.number in before} == before  # kept as they were
     assert sum(not t.user_attrs.get("over_budget") for t in trials) == 3  # --trials adds that many
     new_params = [t.params for t in trials if t.number not in before and not t.user_attrs.get("over_budget")]
@@ -181,3 +183,9 @@ def test_options_are_validated_before_anything_runs(
     with pytest.raises(ConfigError, match=message):
         run_search(_opts(tiny_data_dir, tmp_path, **change))
     assert not (tmp_path / "search.db").exists()
+
+
+def test_the_library_defaults_are_the_command_line_defaults() -> None:
+    # fsearch run's defaults: the known-best preset starts a new study; --workers auto.
+    opts = SearchOptions()
+    assert opts.known_best is True and opts.workers is None

@@ -139,6 +139,7 @@ def export_best(
         f"{record.EXPORT_PREFIX}{chosen.number}",
         {
             "test_accuracy": report.test_accuracy, "test_loss": report.metrics["loss"],
+            "origin": TrialRecord(chosen).origin,
             "tta_test_accuracy": (report.metrics.get("tta") or {}).get("accuracy"),
             "path": str(report.directory.resolve()), "epochs": report.epochs, "seed": seed,
             "device": report.device, "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

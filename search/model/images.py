@@ -7,8 +7,7 @@ trim, resize the longest edge to 28, centre, negate, 8-bit grayscale):
    :data:`MAX_PIXELS` pixels (or with no pixels) are refused before decoding, and so is anything
    Pillow flags as a decompression bomb. An image whose longer side is over :data:`WORK_SIZE` is
    reduced by an integer factor right after decoding (a JPEG is decoded at 1/2, 1/4 or 1/8 scale
-   to begin with), so one image costs about twice its decoded size at most (measured at the
-   limit: 315 MB for an RGBA PNG, 240 MB for a 16-bit PNG, 50 MB for a JPEG). The EXIF
+   to begin with), so one image costs about twice its decoded size at most (docs/security.md). The EXIF
    orientation of photos is applied. Whatever goes wrong while decoding (the files are
    untrusted) is one :class:`ImageError` for that file.
 2. Grayscale: 16-bit images are scaled (65535 -> 255), not clipped; transparent images

@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from search.store.record import best_trial
+from search.store.record import TrialRecord, best_trial, exports
+from search.store.record import trained as trained_trials
 
 # Documented test accuracies on Fashion-MNIST (../shared/REFERENCES.md), to put an export beside.
 REFERENCES: tuple[tuple[str, float], ...] = (
@@ -47,37 +48,32 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if not t.user_attrs.get("over_budget")]
-
-
 def pruning_savings(trials: list[FrozenTrial]) -> dict[str, float]:
     """Epochs and (estimated) training seconds that pruning saved, from the trials' user attributes.
 
     A pruned trial would have run ``max_epochs`` epochs (recorded by the objective; else the
     longest any trial ran) at the speed it showed until it was stopped.
     """
-    ran = [float(t.user_attrs["epochs_run"]) for t in trials if "epochs_run" in t.user_attrs]
-    longest = max(ran, default=0.0)
+    records = [TrialRecord(t) for t in trials]
+    longest = max((r.epochs_run for r in records if r.epochs_run is not None), default=0.0)
     saved_epochs = saved_seconds = spent_seconds = 0.0
     pruned = 0
-    for t in trials:
-        if t.state != TrialState.PRUNED or "epochs_run" not in t.user_attrs:
+    for r in records:
+        done = r.epochs_run
+        if r.trial.state != TrialState.PRUNED or done is None:
             continue
-        full = float(t.user_attrs.get("max_epochs", longest))
-        done = float(t.user_attrs["epochs_run"])
+        full = r.max_epochs if r.max_epochs is not None else longest
         if done <= 0 or full <= done:
             continue
         pruned += 1
-        per_epoch = float(t.user_attrs.get("train_seconds", 0.0)) / done
         saved_epochs += full - done
-        saved_seconds += (full - done) * per_epoch
-        spent_seconds += float(t.user_attrs.get("train_seconds", 0.0))
+        saved_seconds += (full - done) * r.train_seconds / done
+        spent_seconds += r.train_seconds
     return {"pruned": pruned, "saved_epochs": saved_epochs, "saved_seconds": saved_seconds, "spent": spent_seconds}
 
 
 def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
-    trained = _trained(trials)
+    trained = trained_trials(trials)
     counts = {s: sum(t.state == s for t in trained) for s in TrialState}
     skipped = len(trials) - len(trained)
     lines = [f"## Search: {study.study_name}", "", "| | |", "|---|---|"]
@@ -89,17 +85,17 @@ def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]
     )
     best = best_trial(trials)
     if best is not None:
-        ua = best.user_attrs
+        rec = TrialRecord(best)
         lines.append(
-            f"| best | trial {best.number}: validation accuracy **{best.value:.4f}**, "
-            f"{ua.get('parameters', 0):,} parameters, {ua.get('macs', 0) / 1e6:.2f} M MACs, "
-            f"{ua.get('epochs_run', '?')} epochs, {ua.get('images_per_second', 0):,.0f} images/s |"
+            f"| best | trial {best.number} ({rec.origin}): validation accuracy **{best.value:.4f}**, "
+            f"{rec.parameters:,} parameters, {rec.macs / 1e6:.2f} M MACs, "
+            f"{_fmt(rec.epochs_run)} epochs, {rec.images_per_second:,.0f} images/s |"
         )
         params = ", ".join(f"`{k}`={_fmt(v)}" for k, v in best.params.items())
         lines.append(f"| best parameters | {params} |")
     starts = [t.datetime_start for t in trained if t.datetime_start]
     ends = [t.datetime_complete for t in trained if t.datetime_complete]
-    train_s = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in trained)
+    train_s = sum(TrialRecord(t).train_seconds for t in trained)
     if starts and ends:
         span = (max(ends) - min(starts)).total_seconds()
         lines.append(f"| time | {_minutes(span)} from the first trial's start to the last one's end; "
@@ -114,13 +110,15 @@ def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]
         )
     else:
         lines.append("| pruning | no trial pruned yet |")
-    devices = sorted({str(t.user_attrs["device"]) for t in trained if "device" in t.user_attrs})
+    devices = sorted({d for t in trained if (d := TrialRecord(t).device) is not None})
     if devices:
         lines.append(f"| device | {', '.join(devices)} |")
     return lines
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
@@ -129,7 +127,7 @@ def _export_section(number: int, export: dict[str, Any]) -> list[str]:
     ours = f"**this search: trial {number}, exported**"
     rows = sorted([*REFERENCES, (ours, acc)], key=lambda r: r[1])
     lines = [
-        f"## Exported model: trial {number}",
+        f"## Exported model: trial {number}" + (f" ({export['origin']})" if export.get("origin") else ""),
         "",
         f"Retrained for {export.get('epochs', '?')} epochs on all 60,000 training images on "
         f"{export.get('device', '?')}, then measured once on the 10,000 test images: "
@@ -150,12 +148,7 @@ def study_note(study: optuna.Study) -> str:
     """The study's note: the search summary, then each export beside the reference results."""
     trials = study.get_trials(deepcopy=False)
     lines = _search_section(study, trials)
-    exports = sorted(
-        ((int(key.split(":", 1)[1]), value) for key, value in study.user_attrs.items()
-         if key.startswith("export:") and isinstance(value, dict) and "test_accuracy" in value),
-        key=lambda e: str(e[1].get("exported_at", "")), reverse=True,
-    )  # fmt: skip
-    for number, export in exports:
+    for number, export in exports(study):
         lines += ["", *_export_section(number, export)]
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     lines += ["", f"_Written by fsearch at {now}._"]

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from search.train import EpochStats
     from search.tune.objective import TrialObserver
 
-# Measured on the 2-core CPU these defaults were chosen on (README, "Workers"): two processes of
-# one thread train 1.09x (cnn3) to 1.22x (cnn2) the images/s of one process of two threads.
+# On a 2-core CPU two processes of one thread train more trials per hour than one process of two
+# threads (docs/workers.md, with the measurement).
 AUTO_CPU_WORKERS = 2
 STOP_WAIT_S = 60  # how long an interrupted worker gets to fail its trial before it is killed
 STEP_EVENT_EVERY_S = 0.25  # progress-bar updates a worker sends at most this often
