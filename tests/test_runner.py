@@ -27,6 +27,7 @@ def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
         "storage": f"sqlite:///{tmp_path / 'search.db'}", "study": "tiny", "trials": 2, "data_dir": data_dir,
         "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None,
         "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False,
+        "artifacts": False,  # the confusion-matrix artifacts are test_dashboard's
     }  # fmt: skip
     return SearchOptions(**(base | kw))
 
