@@ -32,6 +32,14 @@ def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
     return SearchOptions(**(base | kw))
 
 
+def _queue_lenet5(storage: str, n: int) -> None:
+    """Queue ``n`` trials of a small known network on study "tiny", for tests about something other
+    than the draws (at the MAC cap many random draws are skipped first, each costing a trial)."""
+    study = optuna.create_study(storage=storage, study_name="tiny", direction="maximize")
+    for _ in range(n):
+        study.enqueue_trial(PRESETS["lenet5"])
+
+
 def test_a_search_records_every_trial_and_a_second_run_resumes(tiny_data_dir: Path, tmp_path: Path) -> None:
     first = run_search(_opts(tiny_data_dir, tmp_path, trials=2))
     trained = [t for t in first.study.trials if not t.user_attrs.get("over_budget")]
@@ -137,11 +145,12 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(tiny_data_dir: 
         def epoch_ended(self, number: int, stats: EpochStats) -> None:
             raise KeyboardInterrupt
 
-    opts = _opts(tiny_data_dir, tmp_path, trials=2, max_mmacs=None)
+    opts = _opts(tiny_data_dir, tmp_path, trials=2)
+    _queue_lenet5(opts.storage, 3)
     with pytest.raises(KeyboardInterrupt):
         run_search(opts, observer=InterruptAtFirstEpoch())
     study = optuna.load_study(study_name="tiny", storage=opts.storage)
-    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
     resumed = run_search(opts)
     assert [t.state for t in resumed.study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
 
@@ -157,7 +166,9 @@ def test_a_search_never_reads_the_test_set(
         return real(data_dir, split, **kw)
 
     monkeypatch.setattr(data, "read_split", spy)
-    run_search(_opts(tiny_data_dir, tmp_path, trials=1))
+    opts = _opts(tiny_data_dir, tmp_path, trials=1)
+    _queue_lenet5(opts.storage, 1)
+    assert run_search(opts).counts["complete"] == 1
     assert read == ["train"]
 
 

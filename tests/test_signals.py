@@ -1,4 +1,8 @@
-"""Ctrl+C and `kill` on a real `fsearch run` process: the trial is failed, the exit code is 128 + signal."""
+"""Ctrl+C and `kill` during `fsearch run`: the running trial is failed, the exit code is 128 + signal.
+
+The default suite sends the signal to this very process from inside a trial, with the CLI run
+in-process; the slow suite starts a real `fsearch run` process and signals it from outside.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,20 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 
-from tests.conftest import REPO
+from search.paths import DEFAULT_STUDY
+from search.tune import objective
+from space import PRESETS
+from tests.conftest import REPO, fsearch
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 
 
 def _states(db: Path) -> list[str]:
@@ -26,16 +37,67 @@ def _states(db: Path) -> list[str]:
             return []
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_fails_the_running_trial_and_exits_128_plus_signal(
+def _run_args(data_dir: Path, db: Path, max_epochs: int) -> list[str]:
+    return [
+        "run", "--trials", "1", "--max-epochs", str(max_epochs), "--data-dir", str(data_dir), "--no-verify-data",
+        "--val-size", "100", "--storage", f"sqlite:///{db}", "--device", "cpu", "--max-mmacs", "0",
+        "--no-known-best", "--json",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def _signal_handlers() -> Iterator[None]:
+    """Ctrl+C at Python's default (as a terminal gives it: a background job may inherit it ignored);
+    both handlers put back afterwards (the CLI sets its own for SIGTERM)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.usefixtures("_signal_handlers")
+@pytest.mark.parametrize(("signum", "code"), SIGNALS)
+def test_a_signal_during_a_trial_fails_it_and_exits_128_plus_signal(
+    tiny_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+    code: int,
+) -> None:
+    real_train = objective.train
+    sent: list[int] = []
+
+    def train_then_signal(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
+        def signal_at_first_report(stats: Any) -> None:
+            on_epoch_end(stats)
+            sent.append(signum)
+            signal.raise_signal(signum)  # the handler runs here, in the middle of the trial
+
+        return real_train(*args, on_epoch_end=signal_at_first_report, **kwargs)
+
+    monkeypatch.setattr(objective, "train", train_then_signal)
+    db = tmp_path / "sig.db"
+    # The first trial: a small known network (the draw is not what is tested here).
+    optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
+    exit_code, out, err = fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch)
+    assert sent == [signum]
+    assert exit_code == code, err
+    assert out == "" and "Traceback" not in err
+    assert " ".join(err.split()) == (
+        "Interrupted: the running trial was marked failed and the study is saved; run the same command again to resume."
+    )
+    assert _states(db) == ["FAIL"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), SIGNALS)
+def test_a_signal_to_a_run_process_fails_the_running_trial_and_exits_128_plus_signal(
     tiny_data_dir: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
     db = tmp_path / "sig.db"
-    args = [
-        sys.executable, "-c", "from search.cli.app import main; main()", "run", "--trials", "1", "--max-epochs", "500",
-        "--data-dir", str(tiny_data_dir), "--no-verify-data", "--val-size", "100", "--storage", f"sqlite:///{db}",
-        "--device", "cpu", "--max-mmacs", "0", "--json",
-    ]  # fmt: skip
+    args = [sys.executable, "-c", "from search.cli.app import main; main()", *_run_args(tiny_data_dir, db, 500)]
     # A terminal delivers Ctrl+C to a process that has SIGINT at its default; a background job of a
     # non-interactive shell (as CI may run us) inherits it ignored, and Python then keeps it ignored.
     proc = subprocess.Popen(
