@@ -119,12 +119,50 @@ def test_run_then_studies_then_show(
 def test_human_output_has_a_summary_table(
     tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", "80")
     code, out, err = fsearch(_tiny_run(tiny_data_dir, tmp_path / "s.db"), capsys, monkeypatch)
     assert code == 0, err
     assert "cli: this run 2 complete, 0 pruned, 0 failed" in out
+    assert "over-budget draws skipped" in " ".join(out.split())  # counted in the summary...
+    assert "skipped:" not in out  # ...not logged one line each
+    assert out.count(" complete: val acc ") == 2  # a log line per trial that trained
     assert "Best trials of the study" in out
-    assert "trial 0" in out or "trial 1" in out  # the per-trial log lines
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all("│ conv " in row and len(row) <= 80 for row in rows)  # one line per trial
+
+
+def test_the_live_display_counts_skipped_draws_and_names_worker_lanes() -> None:
+    import io
+
+    from optuna.trial import TrialState, create_trial
+    from rich.console import Console
+
+    from search.cli.display import SearchDisplay
+
+    console = Console(file=io.StringIO(), width=80)
+    display = SearchDisplay(console, total_trials=4, max_epochs=5, header="fsearch · study s")
+    for _ in range(3):
+        display(None, create_trial(state=TrialState.PRUNED, user_attrs={"over_budget": True}))  # type: ignore[arg-type]
+    assert console.file.getvalue() == ""  # skipped draws get no log line of their own
+    display.lane(1).trial_started(7, PRESETS["fsearch-w1"])
+    console.print(display.live.renderable)
+    shown = console.file.getvalue().splitlines()
+    assert "complete 0 · pruned 0 · failed 0 · skipped 3 over budget" in shown
+    assert "worker 1 · trial 7: conv 32x2 64x2 · fc 256 · gelu bn · sgd 0.05 cosine bs128 ·…" in shown
+
+
+@pytest.mark.parametrize(
+    ("preset", "line"),
+    [
+        ("fsearch-w1", "conv 32x2 64x2 · fc 256 · gelu bn · sgd 0.05 cosine bs128 · crop 1 flip"),
+        ("lenet5", "conv 6 16 k5 · fc 120-84 · relu · adam 0.001 constant bs64 · no augmentation"),
+        ("fsearch-r6", "conv 22x2 · fc 315 · gelu bn · sgd 0.066 cosine bs64 · erase 0.19"),
+    ],
+)
+def test_a_configuration_fits_on_one_line(preset: str, line: str) -> None:
+    from search.cli.display import describe_params
+
+    assert describe_params(PRESETS[preset]) == line
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

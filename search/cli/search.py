@@ -139,7 +139,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _print_summary(console: Console, report: Any) -> None:
-    from search.cli.display import format_params
+    from search.cli.display import trials_table
     from search.store.study import top_trials
 
     c = report.counts
@@ -148,15 +148,7 @@ def _print_summary(console: Console, report: Any) -> None:
         f"{c['fail']} failed ({c['skipped']} over-budget draws skipped) "
         f"in {report.wall_seconds / 60:.1f} min on {report.device}"
     )
-    table = Table(title="Best trials of the study")
-    for col in ("trial", "val acc", "epochs", "params", "MMACs", "img/s", "configuration"):
-        table.add_column(col, overflow="fold")
-    for t in top_trials(report.study, 5):
-        ua = t.user_attrs
-        table.add_row(
-            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
-            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('images_per_second', 0):,.0f}", format_params(t.params),
-        )  # fmt: skip
+    table = trials_table("Best trials of the study", top_trials(report.study, 5), speed=True)
     console.print(table)
     if report.best is None and c["skipped"] and not (c["complete"] + c["pruned"] + c["fail"]):
         console.print("[yellow]Every architecture drawn was over the --max-mmacs budget; raise it (0 = no cap).[/]")
@@ -211,8 +203,8 @@ def show(
     top: Annotated[int, typer.Option(help="How many trials.", min=1)] = 10,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print the best trials of a study with their parameters."""
-    from search.cli.display import format_params
+    """Print the best trials of a study, each configuration on one line; --json gives every parameter."""
+    from search.cli.display import trials_table
     from search.store.record import trial_record
     from search.store.study import open_study, top_trials
 
@@ -221,13 +213,6 @@ def show(
     if json_out:
         typer.echo(json.dumps([trial_record(t) for t in best], indent=2))
         return
-    table = Table(title=f"Top {len(best)} of {len(found.trials)} trials in study {escape(repr(study))}")
-    for col in ("trial", "val acc", "epochs", "params", "MMACs", "train s", "configuration"):
-        table.add_column(col, overflow="fold")
-    for t in best:
-        ua = t.user_attrs
-        table.add_row(
-            str(t.number), f"{t.value:.4f}", str(ua.get("epochs_run", "")), f"{ua.get('parameters', 0):,}",
-            f"{ua.get('macs', 0) / 1e6:.1f}", f"{ua.get('train_seconds', 0):.0f}", format_params(t.params),
-        )  # fmt: skip
+    title = f"Top {len(best)} of {len(found.trials)} trials in study {escape(repr(study))}"
+    table = trials_table(title, best, speed=False)
     Console().print(table)
