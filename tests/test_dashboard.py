@@ -281,3 +281,27 @@ def test_the_study_note_counts_what_pruning_saved() -> None:
     # 7.5 epochs at 20 s each = 150 s saved of the 50 + 150 s those two trials would have cost.
     assert "stopped 2 trials early, saving 7.5 epochs, ≈ 2.5 min of training (75% of what" in note
     assert "| device | cpu (2 threads) |" in note and "## Exported model" not in note
+
+
+def test_the_report_marks_queued_presets_draws_curves_by_epoch_and_names_the_best_few(tmp_path: Path) -> None:
+    from search.dashboard.report import NAMED_CURVES, named_curves, write_report
+
+    study = optuna.create_study(direction="maximize")
+    for n in range(12):  # two reports an epoch; trial 0 was queued by hand and is not among the best
+        curve = {step: 0.5 + 0.01 * n + 0.02 * step for step in (1, 2, 3, 4)}
+        attrs = {"reports_per_epoch": 2} | ({"preset": "fsearch-w1"} if n == 0 else {})
+        study.add_trial(
+            create_trial(
+                value=curve[4], params={"x": n / 12}, distributions={"x": FloatDistribution(0, 1)},
+                user_attrs=attrs, intermediate_values=curve,
+            )
+        )  # fmt: skip
+    written = write_report(study, tmp_path)
+    assert written.skipped == {}
+    assert named_curves(study) == {0, *range(12 - NAMED_CURVES, 12)}  # a legend of 6 lines, not 12
+    history = (tmp_path / "optimization_history.html").read_text()
+    assert '"name":"queued by hand (preset)"' in history and '"text":["fsearch-w1"]' in history
+    curves = (tmp_path / "intermediate_values.html").read_text()
+    assert '"x":[0.5,1.0,1.5,2.0]' in curves and '"title":{"text":"epoch"}' in curves
+    for plot in ("optimization_history", "intermediate_values"):
+        assert (tmp_path / f"{plot}.png").read_bytes().startswith(PNG)
