@@ -165,6 +165,26 @@ def test_a_configuration_fits_on_one_line(preset: str, line: str) -> None:
     assert describe_params(PRESETS[preset]) == line
 
 
+def test_help_texts_wrap_to_the_terminal_and_list_every_preset(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    from search.cli.app import app
+    from space.presets import PRESET_EPOCHS
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name, command in commands.items():  # a line break inside a paragraph would be kept at any width
+        assert all("\n" not in paragraph for paragraph in (command.help or "").split("\n\n")), name
+    [known_best] = [p for p in commands["run"].params if p.name == "known_best"]
+    assert "Queue the hand-written preset fsearch-w1 as a new study's first trial" in (known_best.help or "")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = fsearch(["train", "--help"], capsys, monkeypatch)
+    assert code == 0
+    assert all(f"{name} {epochs}" in " ".join(out.split()) for name, epochs in PRESET_EPOCHS.items())
+    assert set(PRESET_EPOCHS) == set(PRESETS)
+
+
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = fsearch(["--help"], capsys, monkeypatch)
     assert code == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -32,3 +34,17 @@ ArtifactsOpt = Annotated[
     ),
 ]
 ModelOpt = Annotated[Path, typer.Option("--model", help="Model directory written by export-best or train.")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(app: typer.Typer, name: str | None = None, *, doc: str | None = None) -> Callable[[F], F]:
+    """``app.command(name)`` whose help is the function's docstring (or ``doc``) with each paragraph joined
+    into one line, so that typer wraps it to the terminal: its rich help keeps the source's line breaks
+    after the first paragraph."""
+
+    def register(fn: F) -> F:
+        paragraphs = inspect.cleandoc(doc or fn.__doc__ or "").split("\n\n")
+        app.command(name, help="\n\n".join(" ".join(p.split()) for p in paragraphs))(fn)
+        return fn
+
+    return register

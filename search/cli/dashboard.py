@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt
+from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt, command
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 
 commands = typer.Typer()
 
 
-@commands.command()
+@command(commands)
 def dashboard(
     study: Annotated[str | None, typer.Option("--study", help="Open this study's page.", show_default=False)] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
@@ -53,15 +53,18 @@ def dashboard(
         raise typer.Exit(130) from None
 
 
-@commands.command()
+@command(commands)
 def report(
-    study: Annotated[str, typer.Option("--study", help="Study name.")] = DEFAULT_STUDY,
+    study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
     out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/<study>/report")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write the study's plots as static HTML and PNG files (optimization history, parameter
-    importances, learning curves, parallel coordinates) with an index.html."""
+    """Write the study's plots as static HTML and PNG files, with an index.html that shows them all.
+
+    The plots: the optimization history (hand-queued presets marked), parameter importances, learning
+    curves by epoch and parallel coordinates of the most important parameters.
+    """
     from search.dashboard.report import write_report
     from search.paths import report_dir
     from search.store.study import open_study

@@ -23,13 +23,16 @@ from search.cli.common import (
     StudyOpt,
     TtaOpt,
     VerifyOpt,
+    command,
 )
 from search.paths import DEFAULT_MODEL, DEFAULT_STORAGE, DEFAULT_STUDY
+from space import PRESETS
+from space.presets import PRESET_EPOCHS
 
 commands = typer.Typer()
 
 
-@commands.command("export-best")
+@command(commands, "export-best")
 def export_best(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
@@ -49,7 +52,7 @@ def export_best(
 
     Default epochs: 6x the epochs the trial ran if its validation accuracy had not dropped from its
     best by its last report (by more than the noise of its validation set), else 2x its best epoch,
-    clamped to 5..40.
+    clamped to 5..40 (docs/defaults.md explains the rule).
     """
     from search.model.best import export_best as run_export
     from search.model.retrain import RetrainOptions
@@ -73,9 +76,18 @@ def export_best(
     ))  # fmt: skip
 
 
-@commands.command("train")
+_PRESET_EPOCHS = ", ".join(f"{name} {n}" for name, n in PRESET_EPOCHS.items())
+_TRAIN_HELP = f"""Train a preset on all 60,000 training images, test it once and save it, like export-best.
+
+The presets are the reference models and fsearch's own known good configurations (docs/space.md).
+
+Default epochs: each preset's own ({_PRESET_EPOCHS}).
+"""
+
+
+@command(commands, "train", doc=_TRAIN_HELP)
 def train_preset(
-    preset: Annotated[str, typer.Option(help="lenet5, cnn2, cnn3 or cnn3-fc128.", show_default=False)],
+    preset: Annotated[str, typer.Option(help=f"One of {', '.join(PRESETS)}.", show_default=False)],
     epochs: EpochsOpt = None,
     out: Annotated[Path | None, typer.Option(help="Output folder.", show_default="studies/presets/<preset>")] = None,
     data_dir: DataDirOpt = None,
@@ -86,10 +98,7 @@ def train_preset(
     verify_data: VerifyOpt = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Retrain a reference preset on all training images and export it like export-best does.
-
-    Default epochs: the preset's documented recipe (lenet5 20, cnn2 20, cnn3 10, cnn3-fc128 50).
-    """
+    """Train a preset on all training images and export it like export-best (help: ``_TRAIN_HELP``)."""
     from search.model.retrain import RetrainOptions, retrain_preset
     from search.paths import preset_dir
 
@@ -122,7 +131,7 @@ def _retrain(console: Console, json_out: bool, run_with: Callable[[Any], Any]) -
         print_report(console, report)
 
 
-@commands.command()
+@command(commands)
 def evaluate(
     model: ModelOpt = DEFAULT_MODEL,
     data_dir: DataDirOpt = None,
@@ -146,7 +155,7 @@ def evaluate(
         console.print(f"recorded at export: {recorded:.4f} · now: {metrics['accuracy']:.4f} on {metrics['device']}")
 
 
-@commands.command()
+@command(commands)
 def predict(
     images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.", show_default=False)],
     model: ModelOpt = DEFAULT_MODEL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +11,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from search.cli.common import ArtifactsOpt, JsonOpt, StorageOpt, StudyOpt
+from search.cli.common import (
+    ArtifactsOpt,
+    DataDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    StorageOpt,
+    StudyOpt,
+    VerifyOpt,
+    command,
+)
 from search.defaults import (
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
@@ -27,20 +35,23 @@ from search.errors import ConfigError, Interrupted, signal_number
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.store.storage import GRACE_PERIOD_S, mask_url
 from search.tune.pruners import PRUNERS
+from search.tune.runner import KNOWN_BEST_PRESETS, WARM_START_PRESETS
 from search.tune.samplers import SAMPLERS
 
 commands = typer.Typer()
 
 
-@commands.command()
+def _names(presets: tuple[str, ...]) -> str:
+    return " and ".join([", ".join(presets[:-1]), presets[-1]]) if len(presets) > 1 else "".join(presets)
+
+
+@command(commands)
 def run(
     trials: Annotated[int, typer.Option(help="Trials to train and add to the study.")] = DEFAULT_TRIALS,
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Folder holding FashionMNIST/raw/*.gz [default: $FSEARCH_DATA_DIR or cache]")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
     sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = DEFAULT_SAMPLER,
     pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = DEFAULT_PRUNER,
     max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = (
@@ -68,15 +79,25 @@ def run(
     grace_period: Annotated[
         int, typer.Option(help="Seconds without a heartbeat before a running trial is failed and retried.")
     ] = GRACE_PERIOD_S,
-    warm_start: Annotated[bool, typer.Option(help="Enqueue the reference presets as the first trials.")] = False,
+    warm_start: Annotated[
+        bool, typer.Option(help=f"Queue the reference presets {_names(WARM_START_PRESETS)} as the first trials.")
+    ] = False,
     known_best: Annotated[
-        bool, typer.Option(help="Start a study with the best configuration fsearch has measured (preset fsearch-w1).")
+        bool,
+        typer.Option(
+            help=f"Queue the hand-written preset {_names(KNOWN_BEST_PRESETS)} as a new study's first trial: a known "
+            "good configuration, not one found by this search. It is ranked with the search's trials."
+        ),
     ] = True,
-    verify_data: Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")] = True,
+    verify_data: VerifyOpt = True,
     artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search: add TRIALS trials to the study (a second run resumes it)."""
+    """Search the space: train --trials more trials in the study (running it again resumes the study).
+
+    Architectures over --max-mmacs are skipped when drawn and do not count as trials. The defaults and
+    why they were chosen: docs/defaults.md.
+    """
     from search.cli.display import SearchDisplay
     from search.tune.runner import run_search
     from search.tune.session import SearchOptions
@@ -156,7 +177,7 @@ def _print_summary(console: Console, report: Any) -> None:
         console.print("[yellow]No trial completed yet; run again with more --trials or a larger --timeout.[/]")
 
 
-@commands.command()
+@command(commands)
 def studies(
     storage: StorageOpt = DEFAULT_STORAGE,
     repair: Annotated[
@@ -196,7 +217,7 @@ def studies(
     Console().print(table)
 
 
-@commands.command()
+@command(commands)
 def show(
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
