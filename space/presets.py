@@ -1,5 +1,4 @@
-"""The reference models (``../shared/REFERENCES.md``), and fsearch's best known configuration, as
-parameters of the search space.
+"""The reference models, and fsearch's own known good configurations, as parameters of the search space.
 
 Presets are parameter dicts, not hand-built modules: ``preset_config`` replays them through
 ``suggest`` with Optuna's ``FixedTrial``, so a preset is built and trained by exactly the code
@@ -8,6 +7,7 @@ Parameter counts are the check that the builder reproduces each reference exactl
 
 Normalisation differs from some originals (they used ``Normalize(0.5, 0.5)``; fsearch always
 uses the dataset's own mean and std), which does not change what the networks can learn.
+What each preset is, and how the fsearch presets were measured: ``docs/space.md`` (Presets).
 """
 
 from __future__ import annotations
@@ -68,22 +68,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     | {"kernel": 3, "conv_dropout": 0.0, "head": "flatten", "batch_size": 64}
     | _dense(128)
     | {"dense_dropout": 0.4},
-    # Not a reference: the best trial of fsearch's own measured run r6 (space v2, validation accuracy 0.9297
-    # after 6 epochs; 93.51% test after 11 epochs on all 60,000 images). `fsearch run` queues it as a new
-    # study's first trial (--known-best) so the sampler starts from a configuration known to be good.
+    # Not a reference: the best trial of an earlier fsearch search (docs/space.md, Presets).
     "fsearch-r6": _blocks((22, 2, "max"))
     | {"kernel": 3, "padding": "same", "head": "flatten", "activation": "gelu", "batch_norm": True}
     | {"conv_dropout": 0.0161, "dense_dropout": 0.1619}
     | _dense(315)
     | {"optimizer": "sgd", "sgd_lr": 0.06599, "weight_decay": 0.001641, "batch_size": 64, "schedule": "cosine"}
     | {"label_smoothing": 0.08827, "crop_pad": 0, "flip": False, "erasing": 0.1935},
-    # Not a reference: a VGG-style configuration (2 blocks of 2 x 3x3 convs, 32 and 64 filters, BN, GELU,
-    # dense 256; 19.1M MACs, 3x the search's default --max-mmacs) written by hand, its augmentation picked by
-    # validation accuracy after 30 epochs on the 50,000-image split (python -m benchmarks.recipe, seed 0):
-    # crop 1 + flip 0.9497, flip only 0.9462, flip + erasing 0.9455, none 0.9425 (fsearch-r6: 0.9361).
-    # After 5 epochs it scores 0.927-0.931, above every trial the search itself found in the 5-epoch CPU runs
-    # r7-r10, h1 and h2; the search ranks it with its own trials at their fidelity. `fsearch run` queues it as a
-    # new study's first trial (--known-best).
+    # Not a reference: a VGG-style net written by hand (19.1M MACs, over the search's default --max-mmacs),
+    # its augmentation picked by validation accuracy (docs/space.md, Presets). `fsearch run` queues it as a new
+    # study's first trial (--known-best), and the search ranks it with its own trials at their fidelity.
     "fsearch-w1": _blocks((32, 2, "max"), (64, 2, "max"))
     | {"kernel": 3, "padding": "same", "head": "flatten", "activation": "gelu", "batch_norm": True}
     | {"conv_dropout": 0.05, "dense_dropout": 0.3}
@@ -92,7 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     | {"label_smoothing": 0.1, "crop_pad": 1, "flip": True, "erasing": 0.0},
 }
 
-# Documented epochs of each reference recipe (used when a preset is trained on its own).
+# Epochs of each preset when it is trained on its own (`fsearch train`): a reference's documented recipe, and
+# for fsearch's own presets the epochs they were measured with.
 PRESET_EPOCHS = {"lenet5": 20, "cnn2": 20, "cnn3": 10, "cnn3-fc128": 50, "fsearch-r6": 11, "fsearch-w1": 30}
 
 

@@ -50,7 +50,7 @@ def _pick(trial: BaseTrial, name: str, choices: tuple[T, ...]) -> T:
 # because narrow deep blocks starve the head (block 0 keeps 6 so LeNet-5 stays a point of the space).
 MIN_FILTERS = (6, 16, 24, 32)
 MAX_FILTERS = (64, 128, 256, 256)
-# 512 converges too slowly for a few-epoch budget (measured: lowest of all at 5 epochs).
+# Batch 512 converges too slowly for a few-epoch budget (docs/space.md).
 BATCH_SIZES = (64, 128, 256)
 
 
