@@ -31,11 +31,6 @@ from search.store.record import TrialRecord
 from search.train import EpochStats
 
 
-def format_params(params: Mapping[str, Any]) -> str:
-    """Every parameter as ``name=value``, for a line that may wrap."""
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
 def _num(value: Any) -> str:
     return f"{value:.2g}" if isinstance(value, float) else str(value)
 
