@@ -64,11 +64,16 @@ class Architecture:
 
 @dataclass(frozen=True)
 class Augment:
-    """Per-batch augmentation done on the device: random crop (zero padding), flip, random erasing."""
+    """Per-batch augmentation done on the device, in this order: rotation, crop, flip, erasing.
+
+    ``rotate`` is the largest angle in degrees either way; ``crop_pad`` pads with zeros (the background).
+    """
 
     crop_pad: int = 0
     flip: bool = False
     erasing: float = 0.0
+    # Last, with a default: configs saved before rotation existed load unchanged (no rotation).
+    rotate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def test_export_best_refuses_studies_it_cannot_export(
         (["export-best", "--epochs", "0"], None),
         (
             ["train", "--preset", "resnet"],
-            "unknown preset 'resnet'; use one of lenet5, cnn2, cnn3, cnn3-fc128, fsearch-r6, fsearch-w1",
+            "unknown preset 'resnet'; use one of lenet5, cnn2, cnn3, cnn3-fc128, lenet-aug, fsearch-r6, fsearch-w1",
         ),
         (
             ["train", "--preset", "lenet5", "--tta"],

@@ -83,7 +83,7 @@ def test_unknown_config_keys_fail_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("name", "parameters"),
-    [("lenet5", 61_706), ("cnn2", 1_625_866), ("cnn3", 390_410), ("cnn3-fc128", 241_546)],
+    [("lenet5", 61_706), ("cnn2", 1_625_866), ("cnn3", 390_410), ("cnn3-fc128", 241_546), ("lenet-aug", 62_394)],
 )
 def test_presets_reproduce_the_reference_parameter_counts(name: str, parameters: int) -> None:
     cfg = preset_config(name)
