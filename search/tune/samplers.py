@@ -1,17 +1,22 @@
-"""Samplers by name, and the random start that TPE learns from.
+"""Samplers by name, the random start that TPE learns from, and PriorBand around a known configuration.
 
 ``tpe`` (the default) is TPE behind :class:`RandomUntilTrained`: random draws until ten trials
 have trained, then multivariate, grouped TPE (the space is conditional). Why the start is
-counted in trained trials, and why it is stopped early, is in ``docs/defaults.md``.
+counted in trained trials, and why it is stopped early, is in ``docs/defaults.md``. Given a
+prior (a known good configuration), ``tpe`` is :class:`PriorBandSampler` instead: the prior is
+where the search starts looking, not an answer it keeps.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, cast
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
@@ -20,17 +25,33 @@ from search.store.record import TrialRecord
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 TPE_STARTUP_TRAINED = 10  # random trials that train before TPE takes over (over-budget draws not counted)
 
+Mode = Literal["prior", "incumbent", "tpe", "random"]
+MODES: tuple[Mode, ...] = ("prior", "incumbent", "tpe", "random")
+# PriorBand's stage schedule (mode_weights). Its lowest rung (eta 3) draws 1 / (1 + 3**0) at random, the rest
+# from the prior; two rungs up its random share is 1 / (1 + 3**2), which is the floor here.
+START_RANDOM = START_PRIOR = 0.5
+FLOOR_RANDOM = FLOOR_PRIOR = 0.1  # never less: a wrong prior or a lucky incumbent must not end the exploring
+HALF_LIFE = 10  # trained trials after which the start's surplus of random and prior draws has halved
+# A draw near a value (the prior's or the incumbent's): a Gaussian of this fraction of the parameter's range
+# (in log space for log parameters); a categorical parameter takes another choice with this probability.
+NEAR_STD = 0.15
+NEAR_CHANGE = 0.2
+
 
 def check_sampler(name: str) -> None:
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
-def make_sampler(name: str, *, seed: int | None, parallel: bool = False) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, *, seed: int | None, parallel: bool = False, prior: Mapping[str, Any] | None = None
+) -> optuna.samplers.BaseSampler:
     """A sampler by name; TPE is multivariate and grouped because the space is conditional.
 
     ``parallel``: other workers run trials of the same study at the same time; TPE then counts
     their running trials as bad ("constant liar") so that workers do not all sample one region.
+    ``prior``: a full parameter dict (a preset); ``tpe`` then searches around it and its incumbent
+    (:class:`PriorBandSampler`). The other samplers do not use it.
     """
     if name == "tpe":
         with warnings.catch_warnings():
@@ -38,6 +59,8 @@ def make_sampler(name: str, *, seed: int | None, parallel: bool = False) -> optu
             tpe = optuna.samplers.TPESampler(
                 multivariate=True, group=True, n_startup_trials=0, seed=seed, constant_liar=parallel
             )
+        if prior is not None:
+            return PriorBandSampler(tpe, optuna.samplers.RandomSampler(seed=seed), prior=prior, seed=seed)
         return RandomUntilTrained(tpe, optuna.samplers.RandomSampler(seed=seed), n_trained=TPE_STARTUP_TRAINED)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -52,34 +75,32 @@ def make_sampler(name: str, *, seed: int | None, parallel: bool = False) -> optu
     raise AssertionError("unreachable")
 
 
-class RandomUntilTrained(optuna.samplers.BaseSampler):
-    """``random`` until ``n_trained`` trials have trained, then ``sampler`` (TPE).
+def _finished(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
-    Optuna's own ``n_startup_trials`` counts every finished trial, and over-budget draws (recorded
-    as pruned in milliseconds) would use it up after a few trials had trained; counting trained
-    trials only gives TPE truly random ones to learn from.
+
+class OneSamplerPerTrial(optuna.samplers.BaseSampler):
+    """Each trial, all its parameters, drawn by one sampler chosen when it begins (:meth:`_choose`).
 
     The objective asks :meth:`explores` and stops a random trial at the pruner's second rung: TPE
     ranks any completed trial above every pruned one, so a random trial that completed only
     because it came first would be copied as if it were the best; measured to the same step, the
-    random trials are ranked by their accuracy.
+    random trials are ranked by their accuracy. Queued trials (fixed parameters) never explore.
     """
 
-    def __init__(
-        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int
-    ) -> None:
-        self.sampler, self.random, self.n_trained = sampler, random, n_trained
+    def __init__(self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler) -> None:
+        self.sampler, self.random = sampler, random
         self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
         self._fixed: set[int] = set()  # queued trials (fixed parameters) running now: not random draws
 
-    def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        trained = sum(TrialRecord(t).trained for t in done)
-        return self.random if trained < self.n_trained else self.sampler
+    def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
 
     def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         """The sampler chosen for ``trial`` once, when it began (not once per parameter)."""
-        return self._picked.get(trial.number) or self._current(study)
+        if trial.number not in self._picked:  # a trial begun before this sampler was the study's
+            self._picked[trial.number] = self._choose(study, trial)
+        return self._picked[trial.number]
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -98,14 +119,14 @@ class RandomUntilTrained(optuna.samplers.BaseSampler):
         return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._picked[trial.number] = self._current(study)
-        # Queued trials (fixed parameters) are not random draws, whichever sampler is current.
+        # Queued trials (fixed parameters) are not random draws, whichever sampler is chosen.
         if "fixed_params" in trial.system_attrs:
             self._fixed.add(trial.number)
+        self._picked[trial.number] = self._choose(study, trial)
         self.sampler.before_trial(study, trial)
 
     def explores(self, number: int) -> bool:
-        """Whether running trial ``number`` was drawn at random (a start-up trial), not by TPE or by hand."""
+        """Whether running trial ``number`` was drawn at random (an exploring trial), not by a model or by hand."""
         return self._picked.get(number) is self.random and number not in self._fixed
 
     def after_trial(
@@ -118,3 +139,146 @@ class RandomUntilTrained(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
         self.random.reseed_rng()
+
+
+class RandomUntilTrained(OneSamplerPerTrial):
+    """``random`` until ``n_trained`` trials have trained, then ``sampler`` (TPE).
+
+    Optuna's own ``n_startup_trials`` counts every finished trial, and over-budget draws (recorded
+    as pruned in milliseconds) would use it up after a few trials had trained; counting trained
+    trials only gives TPE truly random ones to learn from.
+    """
+
+    def __init__(
+        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int
+    ) -> None:
+        super().__init__(sampler, random)
+        self.n_trained = n_trained
+
+    def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
+        trained = sum(TrialRecord(t).trained for t in _finished(study))
+        return self.random if trained < self.n_trained else self.sampler
+
+    def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self._current(study)
+
+
+def mode_weights(trained: int) -> dict[Mode, float]:
+    """How likely each mode of :class:`PriorBandSampler` is once ``trained`` trials have trained.
+
+    PriorBand (Mallik et al. 2023, "PriorBand: Practical Hyperparameter Optimization in the Age of
+    Deep Learning") starts half at random, half from the prior, and moves weight from both to the
+    incumbent as evidence comes in; piBO (Hvarfner et al. 2022) likewise lets the prior's weight
+    decay with the trials seen. fsearch has no brackets to measure the stage by, so the stage is the
+    trained trials: the random and prior shares decay from START to FLOOR with a half-life of
+    HALF_LIFE trials, and what they give up goes to mutations of the incumbent and, once it has as
+    many trained trials to learn from as the plain ``tpe`` start gives it, half of it to TPE.
+    """
+    decay = 0.5 ** (trained / HALF_LIFE)
+    random = FLOOR_RANDOM + (START_RANDOM - FLOOR_RANDOM) * decay
+    prior = FLOOR_PRIOR + (START_PRIOR - FLOOR_PRIOR) * decay
+    earned = 1.0 - random - prior
+    tpe = earned / 2 if trained >= TPE_STARTUP_TRAINED else 0.0
+    return {"prior": prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
+
+
+def draw_near(value: Any, distribution: BaseDistribution, rng: np.random.Generator) -> Any:
+    """A value of ``distribution`` near ``value``: PriorBand's draw from a prior centred on it."""
+    if isinstance(distribution, CategoricalDistribution):
+        others = [c for c in distribution.choices if c != value]
+        if len(others) < len(distribution.choices) and (not others or rng.random() >= NEAR_CHANGE):
+            return value
+        return others[int(rng.integers(len(others)))]
+    assert isinstance(distribution, IntDistribution | FloatDistribution)
+    low, high, step, log = distribution.low, distribution.high, distribution.step, distribution.log
+    # Perturbed on the scale the parameter is uniform on (log for learning rates and widths).
+    lo, hi, centre = (math.log(v) if log else float(v) for v in (low, high, min(max(float(value), low), high)))
+    x = float(centre + rng.normal(0.0, NEAR_STD * (hi - lo)))
+    x = min(max(math.exp(x) if log else x, low), high)
+    if step is not None:
+        x = min(low + round((x - low) / step) * step, high)
+    return round(x) if isinstance(distribution, IntDistribution) else x
+
+
+class _Near(optuna.samplers.BaseSampler):
+    """Every parameter near ``base``'s; one that ``base`` lacks (a block it has not) from ``missing``."""
+
+    def __init__(
+        self, base: Mapping[str, Any], *, rng: np.random.Generator, missing: optuna.samplers.BaseSampler
+    ) -> None:
+        self.base, self.rng, self.missing = base, rng, missing
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        if param_name not in self.base:
+            return self.missing.sample_independent(study, trial, param_name, param_distribution)
+        return draw_near(self.base[param_name], param_distribution, self.rng)
+
+
+class PriorBandSampler(OneSamplerPerTrial):
+    """PriorBand's sampling around a known configuration, per trial one mode of :data:`MODES`.
+
+    ``prior`` draws near the prior, ``incumbent`` near the best completed trial that trained (near
+    the prior while there is none), ``tpe`` from ``sampler`` and ``random`` from ``random``; how
+    likely each is depends on the stage of the search (``weights``, :func:`mode_weights`). Only
+    ``random`` trials explore (are stopped early); the others train like any other trial.
+    """
+
+    def __init__(
+        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *,
+        prior: Mapping[str, Any], seed: int | None, weights: Callable[[int], Mapping[Mode, float]] = mode_weights,
+    ) -> None:  # fmt: skip
+        super().__init__(sampler, random)
+        self.prior, self.weights = dict(prior), weights
+        self._seed_rngs(seed)
+        self._modes: dict[int, Mode] = {}  # by trial number, the mode that drew it (none for queued trials)
+
+    def _seed_rngs(self, seed: int | None) -> None:
+        # Two streams: which mode a trial gets does not depend on how many parameters earlier ones drew.
+        mode_seed, draw_seed = np.random.SeedSequence(seed).spawn(2)
+        self._mode_rng, self._draw_rng = np.random.default_rng(mode_seed), np.random.default_rng(draw_seed)
+
+    def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if trial.number in self._fixed:
+            return self.random  # only for parameters the queued dict lacks; not an exploring trial
+        finished = [t for t in _finished(study) if TrialRecord(t).trained]
+        weights = self.weights(len(finished))
+        p = np.array([weights.get(mode, 0.0) for mode in MODES])
+        mode = MODES[int(self._mode_rng.choice(len(MODES), p=p / p.sum()))]
+        base = self.prior
+        if mode == "incumbent":
+            completed = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+            if completed:
+                sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+                base = max(completed, key=lambda t: sign * cast(float, t.value)).params
+            else:
+                mode = "prior"
+        self._modes[trial.number] = mode
+        if mode == "tpe":
+            return self.sampler
+        if mode == "random":
+            return self.random
+        return _Near(base, rng=self._draw_rng, missing=self.random)
+
+    def mode(self, number: int) -> Mode | None:
+        """The mode that drew running trial ``number``; None for a queued trial (or one not running here)."""
+        return self._modes.get(number)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._modes.pop(trial.number, None)
+        super().after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        super().reseed_rng()
+        self._seed_rngs(None)
