@@ -15,7 +15,8 @@ def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
     return [
         "run", "--trials", "2", "--max-epochs", "1", "--data-dir", str(data_dir), "--no-verify-data",
         "--val-size", "100", "--train-subset", "0", "--storage", f"sqlite:///{db}", "--study", "cli",
-        "--device", "cpu", "--sampler", "random", "--max-mmacs", "3", "--no-known-best", *extra,
+        "--device", "cpu", "--sampler", "random", "--pruner", "none", "--max-mmacs", "3", "--no-known-best",
+        "--budget", "0", *extra,
     ]  # fmt: skip
 
 
@@ -76,7 +77,9 @@ def test_a_new_study_starts_from_the_known_best_configuration(
     tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "s.db"
+    # The preset (19.1M MACs) obeys the cost cap like every trial: the cap is raised to fit it.
     args = [a for a in _tiny_run(tiny_data_dir, db, "--trials", "1", "--json") if a != "--no-known-best"]
+    args += ["--max-mmacs", "30"]
     for _ in range(2):  # a resumed study does not queue it again
         code, _, err = fsearch(args, capsys, monkeypatch)
         assert code == 0, err

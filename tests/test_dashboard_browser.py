@@ -61,7 +61,7 @@ def dashboard_url(
     # Four complete trials of two epochs (no pruner): learning curves and parameter importances have data.
     run = ["run", "--trials", "4", "--max-epochs", "2", "--train-subset", "2000", "--val-size", "2000",
            "--pruner", "none", "--data-dir", str(real_data_dir), "--storage", storage, "--study", STUDY,
-           "--device", "cpu", "--json"]  # fmt: skip
+           "--device", "cpu", "--budget", "0", "--json"]  # fmt: skip
     code, out, err = fsearch(run, capsys, monkeypatch)
     assert code == 0, err
     best = json.loads(out)["best"]["number"]

@@ -106,7 +106,7 @@ def test_a_search_refuses_corrupt_data_before_training_and_leaves_no_database(
         for verify in (["--verify-data"], ["--no-verify-data"]):
             db = tmp_path / "s.db"
             args = ["run", "--trials", "1", "--data-dir", str(official_tiny), "--val-size", "100", "--storage",
-                    f"sqlite:///{db}", "--device", "cpu", *verify]  # fmt: skip
+                    f"sqlite:///{db}", "--device", "cpu", "--budget", "0", *verify]  # fmt: skip
             code, out, err = fsearch(args, capsys, monkeypatch)
             if name.startswith("t10k") and verify == ["--no-verify-data"]:
                 assert code == 0, err  # a search never reads the test files; only their md5 is checked

@@ -128,7 +128,7 @@ def test_an_exception_or_a_non_finite_result_fails_one_trial_and_the_search_goes
     opts = SearchOptions(
         storage=storage, study="faults", trials=5, data_dir=tiny_data_dir, device="cpu",
         sampler="random", pruner="none", max_epochs=1, train_subset=None, val_size=100, max_mmacs=3.0,
-        verify_data=False, workers=1, known_best=False,
+        verify_data=False, workers=1, known_best=False, budget_minutes=None,
     )  # fmt: skip
     report = run_search(opts)
     trained = [t for t in report.study.trials if not t.user_attrs.get("over_budget")]
@@ -154,7 +154,7 @@ def test_a_trial_enqueued_with_absurd_sizes_fails_before_allocating_and_the_sear
     opts = SearchOptions(
         storage=storage, study="shared", trials=2, data_dir=tiny_data_dir, device="cpu", sampler="random",
         pruner="none", max_epochs=1, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
-        workers=1, known_best=False,
+        workers=1, known_best=False, budget_minutes=None,
     )  # fmt: skip
     with pytest.warns(UserWarning, match="out of range"):
         report = run_search(opts)

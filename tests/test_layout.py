@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 MAX_LINES = 300
 # Lower layers never import higher ones; tune, model and dashboard do not import each other.
 LAYERS = (
-    ("search.errors", "search.paths", "search.defaults"),
+    ("search.errors", "search.paths", "search.defaults", "search.plan"),
     ("space",),
     ("search.device", "search.data", "search.augment", "search.train", "search.metrics"),
     ("search.store",),

@@ -41,7 +41,7 @@ def _run_args(data_dir: Path, db: Path, max_epochs: int) -> list[str]:
     return [
         "run", "--trials", "1", "--max-epochs", str(max_epochs), "--data-dir", str(data_dir), "--no-verify-data",
         "--val-size", "100", "--storage", f"sqlite:///{db}", "--device", "cpu", "--max-mmacs", "0",
-        "--no-known-best", "--json",
+        "--no-known-best", "--budget", "0", "--json",
     ]  # fmt: skip
 
 

@@ -79,6 +79,7 @@ def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
         "storage": storage, "study": "tiny", "trials": 5, "data_dir": data_dir, "device": "cpu",
         "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100, "max_mmacs": 1.5,
         "verify_data": False, "seed": 3, "workers": 2, "artifacts": False, "known_best": False,
+        "budget_minutes": None,
     }  # fmt: skip
     return SearchOptions(**(base | kw))
 
@@ -162,7 +163,7 @@ def _run_args(data_dir: Path, storage: str, *extra: str, cap: str = "1.5") -> li
     return [
         *FSEARCH, "run", "--data-dir", str(data_dir), "--no-verify-data", "--val-size", "100",
         "--storage", storage, "--study", "many", "--device", "cpu", "--sampler", "random", "--pruner", "none",
-        "--max-mmacs", cap, "--no-known-best", "--json", *extra,
+        "--max-mmacs", cap, "--no-known-best", "--budget", "0", "--json", *extra,
     ]  # fmt: skip
 
 

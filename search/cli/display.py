@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from search.plan import Plan
 from search.store.record import TrialRecord
 from search.train import EpochStats
 
@@ -110,6 +111,7 @@ class SearchDisplay:
         self.console = console
         self.max_epochs = max_epochs
         self.header = header
+        self.total_trials = total_trials
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
         self.skipped = 0  # over-budget draws: counted, not logged
         self.best: tuple[float, int] | None = None
@@ -143,6 +145,11 @@ class SearchDisplay:
             self.lanes[index] = _Lane(self, label)
             self.refresh()
         return self.lanes[index]
+
+    def show_plan(self, plan: Plan) -> None:
+        """The time plan, once made: a log line, and the finals added to the trials bar."""
+        self.console.log(plan.describe())
+        self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
 
     def refresh(self) -> None:
         self.live.update(self._render())

@@ -22,6 +22,7 @@ from search.cli.common import (
     command,
 )
 from search.defaults import (
+    DEFAULT_BUDGET_MINUTES,
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_MAX_MMACS,
@@ -47,7 +48,20 @@ def _names(presets: tuple[str, ...]) -> str:
 
 @command(commands)
 def run(
-    trials: Annotated[int, typer.Option(help="Trials to train and add to the study.")] = DEFAULT_TRIALS,
+    trials: Annotated[
+        int, typer.Option(help="Screen trials to train and add to the study (at most: the plan's time may end it).")
+    ] = DEFAULT_TRIALS,
+    budget: Annotated[
+        float,
+        typer.Option(
+            help="Minutes for the whole job, this search and export-best: the plan shares them out "
+            "(screen, finals, export epochs). 0 = no plan: the screen runs all --trials, no finals."
+        ),
+    ] = DEFAULT_BUDGET_MINUTES,
+    finalists: Annotated[
+        int | None,
+        typer.Option(help="Best screen trials trained again at the finals' fidelity; 0 = none.", show_default="plan"),
+    ] = None,
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
     data_dir: DataDirOpt = None,
@@ -109,6 +123,7 @@ def run(
         train_subset=train_subset or None,
         val_size=val_size, max_mmacs=max_mmacs or None,
         seed=seed, warm_start=warm_start, known_best=known_best, verify_data=verify_data, artifact_dir=artifacts,
+        budget_minutes=budget or None, finalists=finalists,
     )  # fmt: skip
     opts.validate()
     import optuna
@@ -120,7 +135,7 @@ def run(
     signal.signal(signal.SIGTERM, _terminate)
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
-            report = run_search(opts, observer=display, on_trial_end=display, lanes=display)
+            report = run_search(opts, observer=display, on_trial_end=display, lanes=display, on_plan=display.show_plan)
     except KeyboardInterrupt as exc:
         Console(stderr=True).print(
             "Interrupted: the running trial was marked failed and the study is saved; "
@@ -133,7 +148,8 @@ def run(
 
         out = {
             "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
-            "workers": report.workers, "this_run": report.counts,
+            "workers": report.workers, "this_run": report.counts, "stage_seconds": report.stage_seconds,
+            "plan": report.plan.as_dict() if report.plan else None,
             "best": trial_record(report.best) if report.best else None,
         }  # fmt: skip
         typer.echo(json.dumps(out, indent=2))

@@ -17,6 +17,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
@@ -26,6 +27,7 @@ from search.model.epochs import default_epochs
 from search.model.graph import check_formats
 from search.model.retrain import ExportReport, RetrainOptions, StartCallback, check_epochs, retrain
 from search.paths import model_dir
+from search.plan import Plan
 from search.store import record
 from search.store.artifacts import artifact_dir, open_store, upload
 from search.store.notes import save_study_note
@@ -69,6 +71,17 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             f"pick a completed one (see 'fsearch show --study {name}')"
         )
     return found[0]
+
+
+def planned_epochs(study: optuna.Study, chosen: FrozenTrial) -> tuple[int, dict[str, Any]]:
+    """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
+    by what the export's share of the study's time plan affords for a network of the trial's size."""
+    epochs, rule = default_epochs(chosen)
+    plan = study.user_attrs.get(record.PLAN)
+    if plan is None:
+        return epochs, rule
+    affordable = Plan.from_dict(plan).export_epochs_for(TrialRecord(chosen).macs / 1e6)
+    return min(epochs, affordable), rule | {"plan_export_epochs": affordable, "epochs": min(epochs, affordable)}
 
 
 def replay(trial: FrozenTrial, *, epochs: int, study: str) -> TrialConfig:
@@ -116,12 +129,12 @@ def export_best(
     """
     if epochs is not None:
         check_epochs(epochs)
+    if opts is not None:  # fail on a --format that is unknown or whose packages are missing before anything else
+        check_formats(opts.formats)
     found = open_study(storage, study)
     check_space_version(found, fix="export it with the fsearch version that made it")
-    if opts is not None:  # fail on a --format whose packages are missing before anything else
-        check_formats(opts.formats)
     chosen = pick_trial(found, trial)
-    auto_epochs, rule = default_epochs(chosen)
+    auto_epochs, rule = planned_epochs(found, chosen)
     cfg = replay(chosen, epochs=epochs if epochs is not None else auto_epochs, study=study)
     if seed is None:
         seed = TrialRecord(chosen).seed or 0

@@ -34,10 +34,14 @@ FAIL_REASON = "fail_reason"
 OVER_BUDGET = "over_budget"  # a draw skipped before training (over --max-mmacs): not one of the --trials
 EXPLORE = "explore"  # a random start-up trial, stopped at the pruner's second rung (search.tune.samplers)
 PRESET = "preset"  # set when the trial was queued by hand (--known-best, --warm-start): the preset's name
+STAGE = "stage"  # "screen" (short, pruned) or "final" (a finalist trained again at the long fidelity)
+PARENT = "parent"  # a finalist's screen trial (same parameters)
+DRAWN_BY = "drawn_by"  # how the sampler drew the trial: prior, incumbent, tpe or random (search.tune.samplers)
 
 # Study attributes.
 SPACE_VERSION_ATTR = "space_version"  # the search-space version the study's trials were drawn from
 EXPORT_PREFIX = "export:"  # "export:<trial>": what export-best measured for that trial
+PLAN = "plan"  # the time plan of the latest run (search.plan.Plan.as_dict): export-best follows it
 
 
 def set_attr(trial: optuna.Trial, name: str, value: Any) -> None:
@@ -70,8 +74,25 @@ class TrialRecord:
 
     @property
     def origin(self) -> str:
-        """``preset <name>`` for a trial queued by hand, else ``sampled``."""
-        return f"preset {self.preset}" if self.preset else "sampled"
+        """``preset <name>`` for a trial queued by hand (or a finalist of one), else ``sampled``
+        (with how the sampler drew it, when it says)."""
+        if self.preset:
+            return f"preset {self.preset}"
+        return f"sampled ({self.drawn_by})" if self.drawn_by else "sampled"
+
+    @property
+    def stage(self) -> str:
+        return str(self._get(STAGE, "screen"))
+
+    @property
+    def parent(self) -> int | None:
+        value = self._get(PARENT)
+        return int(value) if value is not None else None
+
+    @property
+    def drawn_by(self) -> str | None:
+        value = self._get(DRAWN_BY)
+        return str(value) if value is not None else None
 
     @property
     def epochs_run(self) -> float | None:
@@ -141,9 +162,17 @@ def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The completed trial with the highest finite validation accuracy."""
+    """The answer of a study: among completed trials of the longest fidelity (the most epochs a trial
+    was to train: finalists before screen trials), the one with the highest validation accuracy.
+
+    Accuracies after different numbers of epochs are not comparable (and rank configurations
+    differently), so a screen trial never outranks a finalist whatever its value.
+    """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    return max(done, key=lambda t: t.value or 0.0) if done else None
+    if not done:
+        return None
+    longest = max(TrialRecord(t).max_epochs or 0.0 for t in done)
+    return max((t for t in done if (TrialRecord(t).max_epochs or 0.0) == longest), key=lambda t: t.value or 0.0)
 
 
 def exports(study: optuna.Study) -> list[tuple[int, dict[str, Any]]]:

@@ -60,6 +60,8 @@ class ObjectiveSettings:
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
     explore_epochs: float | None = None  # a random start-up trial stops here (search.tune.pruners.explore_epochs)
+    stage: str = "screen"  # recorded on each trial (search.tune.session.Stage)
+    deadline: float | None = None  # wall clock (time.time()): a trial still training then stops at its next report
     artifacts: Path | None = None  # artifact store folder: a completed trial uploads its val confusion matrix
     notes: bool = True  # save each trial's architecture as an optuna-dashboard note
 
@@ -96,7 +98,6 @@ class Objective:
         settings = self.settings
         cfg = suggest(trial, epochs=settings.max_epochs)
         seed = trial_seed(settings.seed, trial.number)
-        self.observer.trial_started(trial.number, trial.params)
         feature_shape(cfg.arch)  # an architecture that shrinks the image away fails here, by its name
         size = model_size(cfg.arch)  # by arithmetic: an over-budget draw is skipped without allocating it
         macs = size.macs
@@ -108,11 +109,12 @@ class Objective:
         set_attr(trial, record.REPORTS_PER_EPOCH, settings.evals_per_epoch)
         set_attr(trial, record.VAL_IMAGES, len(self.splits.val or ()))  # export-best's noise level of a report
         set_attr(trial, record.MAX_EPOCHS, settings.max_epochs)
-        # Enqueued presets (--known-best, --warm-start) are trained whatever they cost: they were asked for.
-        over = settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6
-        if over and record.PRESET not in trial.user_attrs:
+        set_attr(trial, record.STAGE, settings.stage)
+        # One cost rule for every trial: a queued preset over the cap is skipped like a sampled draw.
+        if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
             set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
             _prune(trial, f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M")
+        self.observer.trial_started(trial.number, trial.params)  # after the cost check: a skipped draw never shows
         seed_everything(seed)
         model = build_model(cfg.arch)
         if settings.notes:
@@ -138,6 +140,8 @@ class Objective:
             trial.report(stats.val_acc, stats.report)  # step = report index (epochs x evals_per_epoch)
             if trial.should_prune():
                 _prune(trial, f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others")
+            if settings.deadline is not None and time.time() > settings.deadline and epochs < settings.max_epochs:
+                _prune(trial, f"stopped at epoch {epochs:g}: the {settings.stage}'s time is up (the plan's deadline)")
             if explore_until is not None and explore_until <= epochs < settings.max_epochs:
                 _prune(trial, f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped")
 

@@ -1,41 +1,51 @@
 """``run_search``: the library API behind ``fsearch run`` (the CLI only parses and displays).
 
-Opens (or resumes) the study, loads the data once, optionally enqueues the reference presets,
-and runs ``study.optimize`` with the :class:`~search.tune.objective.Objective`, here or in several
-worker processes (:mod:`search.tune.workers`). After every trial the study's dashboard note (the
-search summary, :mod:`search.store.notes`) is rewritten.
+Opens (or resumes) the study, loads the data once, queues the known-best preset into a new
+study, plans the job's time (:mod:`search.plan`), then runs its two stages with the
+:class:`~search.tune.objective.Objective`, here or in several worker processes
+(:mod:`search.tune.workers`): the screen (sampled trials, pruned) and the finals (the best screen
+trials, diverse, trained again for longer: :mod:`search.tune.finals`). After every trial the
+study's dashboard note (the search summary, :mod:`search.store.notes`) is rewritten.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from search.data import Splits
 from search.device import describe, resolve_device
+from search.plan import OVERHEAD_S, Plan, Throughput, make_plan, measured_throughput, replan
 from search.store.notes import name_objective
-from search.store.record import PRESET, TrialRecord, best_trial
+from search.store.record import PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
+from search.tune.calibrate import calibrate
+from search.tune.finals import choose_finalists, enqueue_finals
 from search.tune.objective import TrialObserver
 from search.tune.samplers import make_sampler
 from search.tune.session import (
     LocalTickets,
     SearchOptions,
+    Stage,
     TrialEndCallback,
     load_search_splits,
     optimize_here,
     pruner_for,
 )
 from search.tune.workers import Lanes, WorkerSpec, plan_workers, run_workers
-from space import PRESETS
+from space import PRESETS, preset_config
+from space.model import model_size
 
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
 KNOWN_BEST_PRESETS = ("fsearch-w1",)  # --known-best (default): a hand-written configuration, queued first
+REFERENCE_PRESET = "fsearch-w1"  # the plan's times are estimated for a network of this size
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,12 @@ class SearchReport:
     study: optuna.Study
     device: str
     wall_seconds: float
-    counts: dict[str, int]  # trials of this run by state
-    best: FrozenTrial | None  # best of the whole study
+    counts: dict[str, int]  # trials of this run by state (screen and finals together), and skipped draws
+    best: FrozenTrial | None  # the study's answer: best of its longest fidelity (search.store.record.best_trial)
     workers: int = 1
     problems: tuple[str, ...] = ()  # one line per worker that did not end cleanly
+    plan: Plan | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of the screen and the finals
 
 
 def _sampler_seed(seed: int, already: int, lane: int) -> int:
@@ -59,30 +71,73 @@ def _sampler_seed(seed: int, already: int, lane: int) -> int:
     return int(np.random.SeedSequence([seed, already, lane]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _describe_plan(plan: list[WorkerSpec]) -> str:
-    devices = sorted({spec.device for spec in plan})
-    threads = f", {plan[0].threads} thread{'s' * (plan[0].threads > 1)} each" if devices == ["cpu"] else ""
-    return f"{len(plan)} workers on {', '.join(devices)}{threads}"
+def _describe_workers(specs: list[WorkerSpec]) -> str:
+    devices = sorted({spec.device for spec in specs})
+    threads = f", {specs[0].threads} thread{'s' * (specs[0].threads > 1)} each" if devices == ["cpu"] else ""
+    return f"{len(specs)} workers on {', '.join(devices)}{threads}"
+
+
+def _make_plan(opts: SearchOptions, splits: Splits, device: torch.device, specs: list[WorkerSpec]) -> Plan | None:
+    """The time plan, from this machine's measured speed on the reference configuration (None without a budget)."""
+    if opts.budget_minutes is None:
+        return None
+    reference = preset_config(REFERENCE_PRESET)
+    throughput = calibrate(reference, splits, device=device, worker_threads=specs[0].threads)
+    return make_plan(
+        budget_s=opts.budget_minutes * 60, workers=len(specs), train_images=len(splits.train),
+        reference_mmacs=model_size(reference.arch).macs / 1e6, throughput=throughput, screen_epochs=opts.max_epochs,
+        finalists=opts.finalists,
+    )  # fmt: skip
+
+
+@dataclass
+class _Runner:
+    """Runs the stages of one ``run_search`` call, here (one worker) or in worker processes."""
+
+    opts: SearchOptions
+    study: optuna.Study
+    specs: list[WorkerSpec]
+    splits: Splits | None  # None when the workers load their own
+    already: int  # trials the study had before this run
+    observer: TrialObserver | None
+    on_trial_end: TrialEndCallback | None
+    lanes: Lanes | None
+    problems: list[str] = field(default_factory=list)
+
+    def run(self, stage: Stage, *, timeout: float | None) -> None:
+        if self.splits is not None:
+            optimize_here(
+                self.study, self.opts, self.splits, stage=stage, tickets=LocalTickets(stage.trials),
+                observer=self.observer, on_trial_end=self.on_trial_end, timeout=timeout,
+            )  # fmt: skip
+            return
+        self.problems += run_workers(
+            self.opts, self.specs, stage=stage, study=self.study,
+            sampler_seeds=[_sampler_seed(self.opts.seed, self.already, i) for i in range(len(self.specs))],
+            timeout=timeout, lanes=self.lanes, on_trial_end=self.on_trial_end,
+        )  # fmt: skip
 
 
 def run_search(
     opts: SearchOptions, *, observer: TrialObserver | None = None, on_trial_end: TrialEndCallback | None = None,
-    lanes: Lanes | None = None,
+    lanes: Lanes | None = None, on_plan: Callable[[Plan], None] | None = None,
 ) -> SearchReport:  # fmt: skip
-    """Run ``opts.trials`` more trials of ``opts.study``; a KeyboardInterrupt fails the running trial(s).
+    """Run a screen of up to ``opts.trials`` more trials of ``opts.study``, then its finals; a
+    KeyboardInterrupt fails the running trial(s).
 
     One worker runs here, with ``observer``; several run as processes (:mod:`search.tune.workers`), each
-    shown in its own lane of ``lanes``. ``on_trial_end`` is called here for every trial either way.
+    shown in its own lane of ``lanes``. ``on_trial_end`` is called here for every trial either way, and
+    ``on_plan`` with the time plan once it is made.
     """
     opts.validate()
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     device = resolve_device(opts.device)
-    plan = plan_workers(opts.workers, device, trials=opts.trials)
+    specs = plan_workers(opts.workers, device, trials=opts.trials)
     # The data is verified before the study is opened: a corrupt file leaves no new, empty study behind.
-    splits = load_search_splits(opts, device if len(plan) == 1 else torch.device("cpu"), verify=opts.verify_data)
+    splits = load_search_splits(opts, device if len(specs) == 1 else torch.device("cpu"), verify=opts.verify_data)
     storage = open_storage(opts.storage, create=True, grace_period=opts.grace_period)
     study = create_or_resume(
-        storage, opts.study, sampler=make_sampler(opts.sampler, seed=opts.seed, parallel=len(plan) > 1),
+        storage, opts.study, sampler=make_sampler(opts.sampler, seed=opts.seed, parallel=len(specs) > 1),
         pruner=pruner_for(opts),
     )  # fmt: skip
     name_objective(study)
@@ -96,35 +151,74 @@ def run_search(
     )
     for name in queued:
         study.enqueue_trial(PRESETS[name], user_attrs={PRESET: name}, skip_if_exists=True)
-    lost: list[str] = []
-    if len(plan) == 1:
-        if already:  # a resumed study must not replay the random draws of the first run
-            study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0))
-        optimize_here(
-            study, opts, splits, tickets=LocalTickets(opts.trials), observer=observer, on_trial_end=on_trial_end,
-            timeout=opts.timeout,
-        )  # fmt: skip
-    else:
-        del splits  # each worker loads its own copy on its own device
-        lost = run_workers(
-            opts, plan, study=study, sampler_seeds=[_sampler_seed(opts.seed, already, i) for i in range(len(plan))],
-            timeout=None if opts.timeout is None else max(1.0, opts.timeout - (time.perf_counter() - started)),
-            lanes=lanes, on_trial_end=on_trial_end,
-        )  # fmt: skip
+    plan = _make_plan(opts, splits, splits.train.x.device, specs)
+    if plan is not None:
+        study.set_user_attr(PLAN, plan.as_dict())
+        if on_plan is not None:
+            on_plan(plan)
+    if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
+        study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0))
+    runner = _Runner(
+        opts, study, specs, splits if len(specs) == 1 else None, already, observer, on_trial_end, lanes
+    )  # fmt: skip
+    del splits  # workers load their own copy on their own device
+    # The screen stops starting trials at the plan's screen time (or --timeout) and stops a running one there.
+    screen_end = None if plan is None else started_wall + OVERHEAD_S / 2 + plan.screen_s
+    timeout = _earliest(opts.timeout, None if screen_end is None else max(1.0, screen_end - time.time()))
+    stage_seconds = {}
+    t0 = time.perf_counter()
+    runner.run(Stage.screen(opts, deadline=screen_end), timeout=timeout)
+    stage_seconds["screen"] = time.perf_counter() - t0
+    if plan is not None:  # what is left, at the speed the screen's trials showed
+        plan = replan(plan, elapsed_s=time.time() - started_wall, throughput=_screen_throughput(study, earlier, plan))
+        study.set_user_attr(PLAN, plan.as_dict())
+        if on_plan is not None:
+            on_plan(plan)
+    if plan is not None and plan.finalists and not runner.problems:
+        finalists = choose_finalists(_without_finals(study.get_trials(deepcopy=False)), plan.finalists)
+        if finalists:
+            enqueue_finals(study, finalists)
+            t0 = time.perf_counter()
+            stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
+            runner.run(stage, timeout=None)
+            stage_seconds["final"] = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.number not in earlier]
-    skipped = [t for t in mine if TrialRecord(t).over_budget]
     counts = {
         s.name.lower(): sum(t.state == s and TrialRecord(t).trained for t in mine)
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     }
-    counts["skipped"] = len(skipped)
+    counts["skipped"] = sum(TrialRecord(t).over_budget for t in mine)
+    counts["finals"] = sum(TrialRecord(t).stage == "final" for t in mine)
     return SearchReport(
         study=study,
-        device=describe(device) if len(plan) == 1 else _describe_plan(plan),
+        device=describe(device) if len(specs) == 1 else _describe_workers(specs),
         wall_seconds=time.perf_counter() - started,
         counts=counts,
         best=best_trial(trials),
-        workers=len(plan),
-        problems=tuple(lost),
+        workers=len(specs),
+        problems=tuple(runner.problems),
+        plan=plan,
+        stage_seconds={k: round(v, 1) for k, v in stage_seconds.items()},
     )
+
+
+def _earliest(*limits: float | None) -> float | None:
+    found = [x for x in limits if x is not None]
+    return min(found) if found else None
+
+
+def _without_finals(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Screen trials not yet trained as finalists (a resumed study does not run a parent's finals twice)."""
+    parents = {TrialRecord(t).parent for t in trials if TrialRecord(t).stage == "final"}
+    return [t for t in trials if t.number not in parents]
+
+
+def _screen_throughput(study: optuna.Study, earlier: set[int], plan: Plan) -> Throughput:
+    """The throughput this run's screen trials showed (those that trained at least a second)."""
+    samples = []
+    for t in study.get_trials(deepcopy=False):
+        rec = TrialRecord(t)
+        if t.number not in earlier and rec.stage == "screen" and rec.train_seconds >= 1.0:
+            samples.append((rec.images_per_second, rec.macs / 1e6))
+    return measured_throughput(samples, plan.throughput)

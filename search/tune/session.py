@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from search.data import Splits, load_splits, resolve_data_dir
 from search.defaults import (
+    DEFAULT_BUDGET_MINUTES,
     DEFAULT_EVALS_PER_EPOCH,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_MAX_MMACS,
@@ -90,6 +91,10 @@ class SearchOptions:
     verify_data: bool = True
     artifacts: bool = True  # upload each completed trial's validation confusion matrix
     artifact_dir: Path | None = None  # None: beside the SQLite file, else studies/artifacts
+    # The whole job's budget (this search and export-best), shared out by a time plan (search.plan);
+    # None: no plan (the screen runs --trials trials, then no finals).
+    budget_minutes: float | None = DEFAULT_BUDGET_MINUTES
+    finalists: int | None = None  # None: as the plan decides; 0: no finals
 
     def validate(self) -> None:
         """Fail at once, with the option's name, on values that cannot work."""
@@ -108,6 +113,10 @@ class SearchOptions:
             raise ConfigError(f"--train-subset must be positive, got {self.train_subset}")
         if self.val_size < 1:
             raise ConfigError(f"--val-size must be positive, got {self.val_size}")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise ConfigError(f"--budget must be positive, got {self.budget_minutes:g}")
+        if self.finalists is not None and self.finalists < 0:
+            raise ConfigError(f"--finalists must be 0 or more, got {self.finalists}")
         if self.max_mmacs is not None and self.max_mmacs <= 0:
             raise ConfigError(f"--max-mmacs must be positive, got {self.max_mmacs}")
         check_sampler(self.sampler)
@@ -174,23 +183,42 @@ def join_study(
     return study, splits
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a search: the screen (sampled, pruned) or the finals (queued, trained in full)."""
+
+    name: str  # "screen" or "final"
+    max_epochs: int
+    trials: int  # the stage's tickets: trials that train
+    prune: bool = True
+    deadline: float | None = None  # wall clock (time.time()) after which a trial stops at its next report
+
+    @classmethod
+    def screen(cls, opts: SearchOptions, *, deadline: float | None = None) -> Stage:
+        return cls(name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline)
+
+
 def optimize_here(
-    study: optuna.Study, opts: SearchOptions, splits: Splits, *, tickets: Tickets,
+    study: optuna.Study, opts: SearchOptions, splits: Splits, *, stage: Stage, tickets: Tickets,
     observer: TrialObserver | None, on_trial_end: TrialEndCallback | None, timeout: float | None,
 ) -> None:  # fmt: skip
     """Run trials of ``study`` in this process while ``tickets`` last (the body of every worker)."""
     device = splits.train.x.device
     settings = ObjectiveSettings(
-        max_epochs=opts.max_epochs,
+        max_epochs=stage.max_epochs,
         seed=opts.seed,
         runtime=Runtime(device=device),
         max_mmacs=opts.max_mmacs,
         evals_per_epoch=opts.evals_per_epoch,
-        explore_epochs=explore_epochs(opts.evals_per_epoch),
+        explore_epochs=explore_epochs(opts.evals_per_epoch) if stage.prune else None,
         artifacts=artifact_dir(opts.storage, opts.artifact_dir) if opts.artifacts else None,
+        stage=stage.name,
+        deadline=stage.deadline,
     )
+    if not stage.prune:  # a finalist trains its full fidelity: there is nothing at that length to compare with
+        study.pruner = optuna.pruners.NopPruner()
     objective = Objective(splits=splits, settings=settings, observer=observer)
-    callbacks: list[TrialEndCallback] = [_StopAfterTrained(tickets, opts.trials), _update_study_note]
+    callbacks: list[TrialEndCallback] = [_StopAfterTrained(tickets, stage.trials), _update_study_note]
     if on_trial_end is not None:
         callbacks.append(on_trial_end)
     if not tickets.take():

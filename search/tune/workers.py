@@ -33,6 +33,7 @@ import torch
 from search.errors import FsearchError, Interrupted, signal_number
 from search.tune.session import (
     SearchOptions,
+    Stage,
     TrialEndCallback,
     join_study,
     optimize_here,
@@ -146,7 +147,7 @@ class _QueueObserver:
 
 
 def _worker_main(
-    opts: SearchOptions, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
+    opts: SearchOptions, stage: Stage, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
     tickets: Synchronized[int], events: Any,
 ) -> None:  # fmt: skip
     """Body of a worker process: load the data, join the study, optimise until the tickets run out."""
@@ -161,8 +162,9 @@ def _worker_main(
         relay = _QueueObserver(events, lane, stop)
         study, splits = join_study(opts, device_name=spec.device, sampler_seed=sampler_seed, parallel=True)
         optimize_here(
-            study, opts, splits, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay, timeout=timeout
-        )
+            study, opts, splits, stage=stage, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay,
+            timeout=timeout,
+        )  # fmt: skip
         stop.check()  # a signal after the last trial: still the exit code of one
     except KeyboardInterrupt as exc:
         sys.exit(128 + signal_number(exc))
@@ -211,22 +213,22 @@ class _Relay:
 
 
 def run_workers(
-    opts: SearchOptions, plan: Sequence[WorkerSpec], *, study: optuna.Study, sampler_seeds: Sequence[int],
-    timeout: float | None, lanes: Lanes | None, on_trial_end: TrialEndCallback | None,
+    opts: SearchOptions, plan: Sequence[WorkerSpec], *, stage: Stage, study: optuna.Study,
+    sampler_seeds: Sequence[int], timeout: float | None, lanes: Lanes | None, on_trial_end: TrialEndCallback | None,
 ) -> list[str]:  # fmt: skip
-    """Run one worker process per spec until the ``opts.trials`` tickets are used; the problems of
+    """Run one worker process per spec until the ``stage.trials`` tickets are used; the problems of
     workers that did not end cleanly (one line each). A user's error in a worker (say, a database it
     cannot reach) is raised here as :class:`FsearchError`. Ctrl+C / SIGTERM is passed on to the
     workers, which fail their running trials, and then re-raised."""
     ctx = multiprocessing.get_context("spawn")
-    tickets = ctx.Value("i", opts.trials)
+    tickets = ctx.Value("i", stage.trials)
     events = ctx.Queue()
     relay = _Relay(study, lanes, on_trial_end)
     procs = [
         ctx.Process(
             target=_worker_main,
             name=f"fsearch-worker-{i}",
-            args=(opts, spec, i, sampler_seeds[i], timeout, tickets, events),
+            args=(opts, stage, spec, i, sampler_seeds[i], timeout, tickets, events),
         )
         for i, spec in enumerate(plan)
     ]

@@ -1,0 +1,157 @@
+"""The time plan of a search: how the whole job's budget (search and export) is shared out.
+
+``fsearch run`` measures how fast this machine trains the prior configuration (seconds per
+image per million MACs, ``calibrate``), then plans three stages:
+
+1. the **screen**: up to ``--trials`` sampled trials at a short fidelity (``--max-epochs``),
+   pruned by successive halving; it stops at its deadline whatever is left of ``--trials``;
+2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same
+   parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
+   that of the export's training better than the screen's does;
+3. the **export** (``fsearch export-best``): the best finalist retrained on all training images
+   for ``export_epochs`` epochs, fewer when the winner is costlier than the plan assumed.
+
+Optuna cannot pause a trial and resume it later at a longer fidelity, so a finalist is a new
+trial with its screen trial's parameters (user attributes ``stage=final``, ``parent=<number>``).
+The plan is stored on the study (user attribute ``plan``) so that ``export-best`` follows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
+EXPORT_EPOCHS = 30  # twice the finals: configurations still rising at 15 kept gaining up to 30
+MAX_FINALISTS = 8
+MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (finals and export shrink first)
+OVERHEAD_S = 60.0  # data loading, process start-up, calibration, notes: seconds outside training
+EXPORT_IMAGES = 60_000
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Training speed, as seconds per image per million MACs (forward MACs of one image)."""
+
+    worker: float  # in one worker process (its share of the threads)
+    export: float  # in one process with all the threads (export-best)
+
+    def seconds(self, images: float, mmacs: float, *, export: bool = False) -> float:
+        return images * mmacs * (self.export if export else self.worker)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the budget is shared out; every time is in seconds from the start of ``fsearch run``."""
+
+    budget_s: float
+    workers: int
+    train_images: int  # images of the search's training split (screen and finals)
+    reference_mmacs: float  # the configuration the times are estimated for (the prior's size)
+    throughput: Throughput
+    screen_epochs: int
+    final_epochs: int
+    finalists: int
+    export_epochs: int
+    screen_s: float
+    finals_s: float
+    export_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(**(data | {"throughput": Throughput(**data["throughput"])}))
+
+    def export_epochs_for(self, mmacs: float) -> int:
+        """The export's epochs for a winner of ``mmacs``: ``export_epochs``, fewer if that would not fit
+        the export's share of the budget (at least 1)."""
+        per_epoch = self.throughput.seconds(EXPORT_IMAGES, mmacs, export=True)
+        return max(1, min(self.export_epochs, _whole(self.export_s / max(per_epoch, 1e-9))))
+
+    def describe(self) -> str:
+        """One line for the live display and the log."""
+
+        def m(seconds: float) -> str:
+            return f"{seconds / 60:.0f} min"
+
+        finals = f"{self.finalists} finalists x {self.final_epochs} epochs" if self.finalists else "no finals"
+        return (
+            f"plan for {m(self.budget_s)}: screen {m(self.screen_s)} at {self.screen_epochs} epochs, {finals} "
+            f"({m(self.finals_s)}), export {self.export_epochs} epochs ({m(self.export_s)})"
+        )
+
+
+def _whole(epochs: float) -> int:
+    """Whole epochs that fit (a quotient a rounding error short of an integer counts as that integer)."""
+    return math.floor(epochs + 1e-9)
+
+
+def measured_throughput(samples: list[tuple[float, float]], planned: Throughput) -> Throughput:
+    """The throughput the screen's trials showed (``samples``: (images/s, million MACs) of each, in the
+    workers), the export's scaled by the same factor; ``planned`` when there is nothing to go by."""
+    per = sorted(1.0 / (ips * mmacs) for ips, mmacs in samples if ips > 0 and mmacs > 0)
+    if not per:
+        return planned
+    worker = per[len(per) // 2]  # the median: a trial that shared its core with a busy neighbour is an outlier
+    return Throughput(worker=worker, export=planned.export * worker / planned.worker)
+
+
+def _finals(room: float, *, wanted: int, workers: int, epoch_s: float, screen_epochs: int) -> tuple[int, int, float]:
+    """(finalists, epochs, seconds) of the largest finals that fit ``room``: fewer finalists first, then
+    fewer epochs, down to twice the screen's (below that a final says little the screen did not)."""
+    for n in range(wanted, 0, -1):
+        rounds = math.ceil(n / workers)
+        epochs = min(FINAL_EPOCHS, _whole(room / max(rounds * epoch_s, 1e-9)))
+        if epochs >= 2 * screen_epochs:
+            return n, epochs, rounds * epochs * epoch_s
+    return 0, FINAL_EPOCHS, 0.0
+
+
+def replan(plan: Plan, *, elapsed_s: float, throughput: Throughput) -> Plan:
+    """The plan for what is left after the screen, with the throughput it measured: the export keeps its
+    epochs if they fit (fewer if not), the finals get the rest."""
+    left = max(0.0, plan.budget_s - elapsed_s - OVERHEAD_S / 2)
+    export_epoch_s = throughput.seconds(EXPORT_IMAGES, plan.reference_mmacs, export=True)
+    share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
+    export_epochs = max(1, min(plan.export_epochs, _whole(max(left * share, 0.0) / export_epoch_s)))
+    export_s = export_epochs * export_epoch_s
+    finalists, final_epochs, finals_s = _finals(
+        left - export_s, wanted=plan.finalists, workers=plan.workers,
+        epoch_s=throughput.seconds(plan.train_images, plan.reference_mmacs), screen_epochs=plan.screen_epochs,
+    )  # fmt: skip
+    return dataclasses.replace(
+        plan, throughput=throughput, finalists=finalists, final_epochs=final_epochs, finals_s=finals_s,
+        export_epochs=export_epochs, export_s=export_s, screen_s=elapsed_s,
+    )  # fmt: skip
+
+
+def make_plan(
+    *, budget_s: float, workers: int, train_images: int, reference_mmacs: float, throughput: Throughput,
+    screen_epochs: int, finalists: int | None = None,
+) -> Plan:  # fmt: skip
+    """Share ``budget_s`` out: the export first (its epochs shrink to fit), then the finals (fewer finalists
+    or fewer epochs), and the screen keeps the rest, at least ``MIN_SCREEN_SHARE`` of the budget.
+
+    ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals).
+    """
+    usable = max(0.0, budget_s - OVERHEAD_S)
+    keep_for_screen = MIN_SCREEN_SHARE * usable
+    export_epoch_s = throughput.seconds(EXPORT_IMAGES, reference_mmacs, export=True)
+    # The export may take up to half of what the screen leaves; its epochs shrink to fit.
+    export_epochs = max(1, min(EXPORT_EPOCHS, _whole(0.5 * (usable - keep_for_screen) / export_epoch_s)))
+    export_s = export_epochs * export_epoch_s
+    n_finals, final_epochs, finals_s = _finals(
+        usable - keep_for_screen - export_s,
+        wanted=min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers)), workers=workers,
+        epoch_s=throughput.seconds(train_images, reference_mmacs), screen_epochs=screen_epochs,
+    )  # fmt: skip
+    return Plan(
+        budget_s=budget_s, workers=workers, train_images=train_images, reference_mmacs=reference_mmacs,
+        throughput=throughput, screen_epochs=screen_epochs, final_epochs=final_epochs, finalists=n_finals,
+        export_epochs=export_epochs, screen_s=max(0.0, usable - export_s - finals_s), finals_s=finals_s,
+        export_s=export_s,
+    )  # fmt: skip

@@ -1,0 +1,77 @@
+"""Choosing the finalists: the best screen trials, diverse, to be trained again at a longer fidelity.
+
+The screen's order is known to invert at longer training (augmentation and capacity rank the
+other way round after 5 epochs than after 30: ``docs/defaults.md``), so the finals do not take
+the top of one ranking: after the best screen trial, each next finalist is the best one that
+differs from every finalist already chosen in at least ``MIN_DISTANCE`` parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.store import record
+from search.store.record import TrialRecord
+
+MIN_DISTANCE = 4  # parameters in which a finalist must differ from each one chosen before it
+FLOAT_TOLERANCE = 0.25  # floats within 25% of each other count as the same value
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if not isinstance(a, int | float) or not isinstance(b, int | float):
+            return True
+        scale = max(abs(a), abs(b), 1e-12)
+        return abs(a - b) / scale > FLOAT_TOLERANCE
+    return bool(a != b)
+
+
+def distance(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """Parameters that differ between two configurations (one that only one of them has counts)."""
+    return sum(1 for key in a.keys() | b.keys() if key not in a or key not in b or _differs(a[key], b[key]))
+
+
+def _rank_key(t: FrozenTrial) -> tuple[float, float]:
+    """Screen trials by how far they got (a completed trial beats one pruned earlier), then by accuracy."""
+    steps = t.intermediate_values
+    last = max(steps) if steps else 0
+    value = t.value if t.value is not None else (steps[last] if steps else 0.0)
+    return (float(last), float(value))
+
+
+def candidates(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Screen trials that trained and reported, best first."""
+    screened = [
+        t for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and TrialRecord(t).trained
+        and TrialRecord(t).stage == "screen" and t.intermediate_values
+    ]  # fmt: skip
+    return sorted(screened, key=_rank_key, reverse=True)
+
+
+def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """Up to ``k`` finalists: the best screen trial, then the best of those far enough from all chosen,
+    and when none is far enough, the best remaining."""
+    ranked = candidates(trials)
+    chosen: list[FrozenTrial] = []
+    while ranked and len(chosen) < k:
+        far = [t for t in ranked if all(distance(t.params, c.params) >= MIN_DISTANCE for c in chosen)]
+        pick = (far or ranked)[0]
+        chosen.append(pick)
+        ranked = [t for t in ranked if t.number != pick.number and t.params != pick.params]
+    return chosen
+
+
+def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:
+    """Queue each finalist as a new trial with its screen trial's parameters and provenance."""
+    for parent in finalists:
+        rec = TrialRecord(parent)
+        attrs: dict[str, Any] = {record.STAGE: "final", record.PARENT: parent.number}
+        if rec.preset:
+            attrs[record.PRESET] = rec.preset
+        if rec.drawn_by:
+            attrs[record.DRAWN_BY] = rec.drawn_by
+        study.enqueue_trial(parent.params, user_attrs=attrs, skip_if_exists=False)

@@ -1,0 +1,115 @@
+"""The time plan and the finals, without training: a faked throughput, hand-made trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.plan import EXPORT_IMAGES, Plan, Throughput, make_plan, measured_throughput, replan
+from search.store import record
+from search.store.record import TrialRecord, best_trial
+from search.tune.finals import choose_finalists, distance, enqueue_finals
+
+# The 2-core CPU's order of magnitude: ~1,550 images/s for a 19.1M-MAC net with both threads.
+EXPORT_C = 1 / (1550 * 19.1)
+CPU = Throughput(worker=EXPORT_C * 1.7, export=EXPORT_C)
+
+
+def _plan(budget_min: float, **kw: Any) -> Plan:
+    args: dict[str, Any] = {
+        "budget_s": budget_min * 60, "workers": 2, "train_images": 50_000, "reference_mmacs": 19.1,
+        "throughput": CPU, "screen_epochs": 5,
+    }  # fmt: skip
+    return make_plan(**(args | kw))
+
+
+@pytest.mark.parametrize("budget", [10, 15, 30, 60, 240])
+def test_the_plan_fits_its_budget_and_keeps_a_screen(budget: float) -> None:
+    plan = _plan(budget)
+    assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
+    assert plan.screen_s >= 0.3 * (plan.budget_s - 60) - 1e-6
+    assert plan.export_s == pytest.approx(plan.export_epochs * CPU.seconds(EXPORT_IMAGES, 19.1, export=True))
+    if plan.finalists:
+        assert plan.final_epochs >= 2 * plan.screen_epochs
+
+
+def test_an_hour_on_the_cpu_trains_two_finalists_for_15_epochs_and_exports_30() -> None:
+    plan = _plan(60)
+    assert (plan.finalists, plan.final_epochs, plan.export_epochs) == (2, 15, 30)
+    assert 20 * 60 <= plan.screen_s <= 30 * 60
+
+
+def test_a_short_budget_drops_the_finals_and_shortens_the_export() -> None:
+    short, long = _plan(15), _plan(60)
+    assert short.export_epochs < long.export_epochs and short.finalists <= long.finalists
+    assert _plan(60, throughput=Throughput(worker=CPU.worker / 50, export=CPU.export / 50)).finalists == 2
+
+
+def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
+    plan = _plan(60)
+    assert plan.export_epochs_for(19.1) == plan.export_epochs
+    assert plan.export_epochs_for(38.2) == plan.export_epochs // 2
+    assert plan.export_epochs_for(5.0) == plan.export_epochs  # never more than planned
+    assert Plan.from_dict(plan.as_dict()) == plan
+
+
+def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
+    plan = _plan(60)
+    slower = measured_throughput([(1550 / 1.7 / 2, 19.1)] * 3, plan.throughput)  # the workers ran at half speed
+    assert slower.worker == pytest.approx(2 * CPU.worker) and slower.export == pytest.approx(2 * CPU.export)
+    after = replan(plan, elapsed_s=plan.screen_s + 30, throughput=slower)
+    assert after.export_s + after.finals_s <= plan.budget_s - plan.screen_s
+    assert after.export_epochs < plan.export_epochs or after.finalists < plan.finalists
+    assert measured_throughput([], plan.throughput) == plan.throughput
+
+
+SPACE = {"a": CategoricalDistribution([1, 2, 3]), "b": CategoricalDistribution([1, 2, 3]),
+         "c": CategoricalDistribution([1, 2, 3]), "d": CategoricalDistribution([1, 2, 3]),
+         "lr": FloatDistribution(1e-4, 1.0, log=True)}  # fmt: skip
+
+
+def _trial(number: int, params: dict[str, Any], curve: list[float], *, state: TrialState = TrialState.COMPLETE,
+           **attrs: Any) -> optuna.trial.FrozenTrial:  # fmt: skip
+    t = create_trial(
+        state=state, value=curve[-1] if state == TrialState.COMPLETE else None, params=params,
+        distributions={k: SPACE[k] for k in params}, intermediate_values=dict(enumerate(curve, 1)),
+        user_attrs={record.MAX_EPOCHS: 5} | attrs,
+    )  # fmt: skip
+    t.number = number
+    return t
+
+
+def test_finalists_are_the_best_then_the_best_different_ones() -> None:
+    base = {"a": 1, "b": 1, "c": 1, "d": 1, "lr": 0.01}
+    trials = [
+        _trial(0, base, [0.5, 0.9]),  # the best
+        _trial(1, base | {"lr": 0.011}, [0.5, 0.89]),  # a near copy of the best
+        _trial(2, {"a": 2, "b": 2, "c": 2, "d": 2, "lr": 0.1}, [0.5, 0.85]),  # far from it
+        _trial(3, {"a": 3, "b": 3, "c": 3, "d": 3, "lr": 0.001}, [0.95], state=TrialState.PRUNED),  # stopped early
+        _trial(4, base | {"a": 3}, [0.5, 0.99], **{record.OVER_BUDGET: True}),  # never trained: not a candidate
+    ]
+    assert distance(trials[0].params, trials[1].params) == 0
+    assert [t.number for t in choose_finalists(trials, 2)] == [0, 2]
+    assert [t.number for t in choose_finalists(trials, 4)] == [0, 2, 3, 1]  # when none is far enough: the best left
+
+
+def test_finalists_are_queued_with_their_parents_parameters_and_provenance() -> None:
+    study = optuna.create_study(direction="maximize")
+    parent = _trial(0, {"a": 1, "lr": 0.01}, [0.9], **{record.PRESET: "fsearch-w1"})
+    study.add_trial(parent)
+    enqueue_finals(study, [study.trials[0]])
+    final = study.ask({"a": SPACE["a"], "lr": SPACE["lr"]})
+    assert final.params == {"a": 1, "lr": 0.01}
+    assert final.user_attrs[record.STAGE] == "final" and final.user_attrs[record.PARENT] == 0
+    assert final.user_attrs[record.PRESET] == "fsearch-w1"
+
+
+def test_the_studys_answer_is_the_best_of_its_longest_fidelity() -> None:
+    screen = _trial(0, {"a": 1}, [0.95])  # a higher value, after 5 epochs
+    final = _trial(1, {"a": 2}, [0.93], **{record.MAX_EPOCHS: 15, record.STAGE: "final", record.PARENT: 0})
+    best = best_trial([screen, final])
+    assert best is not None and best.number == 1 and TrialRecord(best).stage == "final"

@@ -1,0 +1,97 @@
+"""The staged search on tiny data: a time plan, a screen, finalists trained again for longer, and an
+export that picks by the longest fidelity and follows the plan. The machine's speed is faked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import plan as plan_module
+from search.model.best import pick_trial, planned_epochs
+from search.plan import Plan, Throughput
+from search.store import record
+from search.store.record import TrialRecord
+from search.tune import runner
+from search.tune.runner import run_search
+from search.tune.session import SearchOptions
+from space import PRESETS
+
+FAST = Throughput(worker=1e-7, export=1e-7)  # seconds per image per million MACs: everything fits
+
+
+def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
+    base: dict[str, Any] = {
+        "storage": f"sqlite:///{tmp_path / 's.db'}", "study": "staged", "trials": 3, "data_dir": data_dir,
+        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100,
+        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False, "artifacts": False,
+        "budget_minutes": 5.0,
+    }  # fmt: skip
+    return SearchOptions(**(base | kw))
+
+
+@pytest.fixture
+def fast_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "calibrate", lambda *a, **k: FAST)
+    monkeypatch.setattr(plan_module, "FINAL_EPOCHS", 3)  # the finals' fidelity, cut for tiny tests
+
+
+def _queue(storage: str, params: list[dict[str, Any]]) -> None:
+    study = optuna.create_study(storage=storage, study_name="staged", direction="maximize", load_if_exists=True)
+    for p in params:
+        study.enqueue_trial(p)
+
+
+def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelity(
+    tiny_data_dir: Path, tmp_path: Path, fast_machine: None
+) -> None:
+    opts = _opts(tiny_data_dir, tmp_path)
+    # Three small, different networks (queued: random draws at this cap would mostly be skipped).
+    lenet_sgd = PRESETS["lenet5"] | {"optimizer": "sgd", "sgd_lr": 0.05, "weight_decay": 1e-4, "batch_size": 128}
+    lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
+    _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
+    plans: list[Plan] = []
+    report = run_search(opts, on_plan=plans.append)
+    assert report.plan is not None and [p.finalists for p in plans] == [2, 2]  # planned, then re-planned
+    trials = report.study.trials
+    screen = [t for t in trials if TrialRecord(t).stage == "screen"]
+    finals = [t for t in trials if TrialRecord(t).stage == "final"]
+    assert len(screen) == 3 and len(finals) == 2 and report.counts["finals"] == 2
+    for final in finals:
+        parent = trials[TrialRecord(final).parent]  # type: ignore[index]
+        assert final.params == parent.params and final.state == TrialState.COMPLETE
+        assert TrialRecord(final).max_epochs == report.plan.final_epochs == 3
+        assert TrialRecord(final).epochs_run == 3 and TrialRecord(parent).epochs_run == 1
+    assert report.best is not None and TrialRecord(report.best).stage == "final"
+    assert report.study.user_attrs[record.PLAN]["finalists"] == 2
+
+
+def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
+    tiny_data_dir: Path, tmp_path: Path, fast_machine: None
+) -> None:
+    opts = _opts(tiny_data_dir, tmp_path, finalists=1)
+    _queue(opts.storage, [PRESETS["lenet5"]])
+    run_search(opts)
+    study = optuna.load_study(study_name="staged", storage=opts.storage)
+    plan = Plan.from_dict(study.user_attrs[record.PLAN])
+    # The export's share of the budget: 3 epochs of a 0.43M-MAC network (LeNet-5) on 60,000 images.
+    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * 0.43 * plan.throughput.export})
+    chosen = pick_trial(study, None)
+    assert TrialRecord(chosen).stage == "final"
+    epochs, rule = planned_epochs(study, chosen)
+    assert rule["plan_export_epochs"] == 3 and epochs == 3  # the curve's rule alone asks for more
+
+
+def test_a_finished_screen_trial_is_not_a_finalist_twice(
+    tiny_data_dir: Path, tmp_path: Path, fast_machine: None
+) -> None:
+    opts = _opts(tiny_data_dir, tmp_path, finalists=1, trials=1)
+    _queue(opts.storage, [PRESETS["lenet5"]])
+    run_search(opts)
+    _queue(opts.storage, [PRESETS["lenet5"] | {"flip": True}])
+    second = run_search(opts)  # resumed: trial 0 has had its final; the new screen trial is the finalist
+    parents = [TrialRecord(t).parent for t in second.study.trials if TrialRecord(t).stage == "final"]
+    assert parents.count(0) == 1
