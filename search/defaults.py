@@ -12,3 +12,5 @@ DEFAULT_SAMPLER = "tpe"
 DEFAULT_PRUNER = "sha"
 GRAPH_FORMATS = ("onnx", "torchscript")  # fsearch export-best/train --format
 DEFAULT_BUDGET_MINUTES = 60.0  # the whole job, search and export-best: the time plan shares it out
+KNOWN_BEST_PRESET = "fsearch-w1"  # --known-best: a new study's first trial, and the sampler's prior
+WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references, queued first

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import search
+import space
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_LINES = 300
@@ -105,3 +108,16 @@ def test_the_public_face_lists_what_it_exports_and_loads_each() -> None:
     assert sorted(search.__all__) == sorted(search._EXPORTS)
     for name in search.__all__:
         assert getattr(search, name) is not None
+
+
+def test_the_command_line_loads_no_torch_until_a_command_runs() -> None:
+    # `fsearch --help` stays fast: the CLI imports the library's heavy parts inside its commands.
+    code = "import sys, search.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
+
+
+def test_spaces_lazy_names_are_its_public_names() -> None:
+    assert sorted(space.__all__) == sorted(space._HOMES)
+    for name in space.__all__:
+        assert getattr(space, name) is not None

@@ -31,12 +31,13 @@ from search.defaults import (
     DEFAULT_TRAIN_SUBSET,
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
+    KNOWN_BEST_PRESET,
+    WARM_START_PRESETS,
 )
 from search.errors import ConfigError, Interrupted, signal_number
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.store.storage import GRACE_PERIOD_S, mask_url
 from search.tune.pruners import PRUNERS
-from search.tune.runner import KNOWN_BEST_PRESETS, WARM_START_PRESETS
 from search.tune.samplers import SAMPLERS
 
 commands = typer.Typer()
@@ -99,7 +100,7 @@ def run(
     known_best: Annotated[
         bool,
         typer.Option(
-            help=f"Queue the hand-written preset {_names(KNOWN_BEST_PRESETS)} as a new study's first trial: a known "
+            help=f"Queue the hand-written preset {KNOWN_BEST_PRESET} as a new study's first trial: a known "
             "good configuration, not one found by this search. It is ranked with the search's trials."
         ),
     ] = True,

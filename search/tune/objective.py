@@ -26,7 +26,7 @@ from search.device import describe
 from search.store import record
 from search.store.record import set_attr
 from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
-from search.tune.samplers import RandomUntilTrained
+from search.tune.samplers import OneSamplerPerTrial, PriorBandSampler
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
 
@@ -110,6 +110,8 @@ class Objective:
         set_attr(trial, record.VAL_IMAGES, len(self.splits.val or ()))  # export-best's noise level of a report
         set_attr(trial, record.MAX_EPOCHS, settings.max_epochs)
         set_attr(trial, record.STAGE, settings.stage)
+        if (drawn_by := _drawn_by(trial)) is not None:
+            set_attr(trial, record.DRAWN_BY, drawn_by)
         # One cost rule for every trial: a queued preset over the cap is skipped like a sampled draw.
         if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
             set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
@@ -192,7 +194,13 @@ def _prune(trial: optuna.Trial, reason: str, *, cause: BaseException | None = No
 def _explores(trial: optuna.Trial) -> bool:
     """Whether the sampler drew this trial at random as a start-up trial (stopped at the second rung)."""
     sampler = trial.study.sampler
-    return isinstance(sampler, RandomUntilTrained) and sampler.explores(trial.number)
+    return isinstance(sampler, OneSamplerPerTrial) and sampler.explores(trial.number)
+
+
+def _drawn_by(trial: optuna.Trial) -> str | None:
+    """How the sampler drew this trial (prior, incumbent, tpe, random), when it says."""
+    sampler = trial.study.sampler
+    return sampler.mode(trial.number) if isinstance(sampler, PriorBandSampler) else None
 
 
 def _release_memory(device: torch.device) -> None:

@@ -20,6 +20,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from search.data import Splits
+from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
 from search.plan import OVERHEAD_S, Plan, Throughput, make_plan, measured_throughput, replan
 from search.store.notes import name_objective
@@ -37,15 +38,14 @@ from search.tune.session import (
     TrialEndCallback,
     load_search_splits,
     optimize_here,
+    prior_of,
     pruner_for,
 )
 from search.tune.workers import Lanes, WorkerSpec, plan_workers, run_workers
 from space import PRESETS, preset_config
 from space.model import model_size
 
-WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references
-KNOWN_BEST_PRESETS = ("fsearch-w1",)  # --known-best (default): a hand-written configuration, queued first
-REFERENCE_PRESET = "fsearch-w1"  # the plan's times are estimated for a network of this size
+REFERENCE_PRESET = KNOWN_BEST_PRESET  # the plan's times are estimated for a network of this size
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def run_search(
     splits = load_search_splits(opts, device if len(specs) == 1 else torch.device("cpu"), verify=opts.verify_data)
     storage = open_storage(opts.storage, create=True, grace_period=opts.grace_period)
     study = create_or_resume(
-        storage, opts.study, sampler=make_sampler(opts.sampler, seed=opts.seed, parallel=len(specs) > 1),
+        storage, opts.study,
+        sampler=make_sampler(opts.sampler, seed=opts.seed, parallel=len(specs) > 1, prior=prior_of(opts)),
         pruner=pruner_for(opts),
     )  # fmt: skip
     name_objective(study)
@@ -146,7 +147,7 @@ def run_search(
     earlier = {t.number for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING}
     # The known-best preset starts a new study only: a study begun with --no-known-best stays without
     # it when resumed. --warm-start is asked for each time; skip_if_exists trains each preset once.
-    queued = (KNOWN_BEST_PRESETS if opts.known_best and not already else ()) + (
+    queued = ((KNOWN_BEST_PRESET,) if opts.known_best and not already else ()) + (
         WARM_START_PRESETS if opts.warm_start else ()
     )
     for name in queued:
@@ -157,7 +158,7 @@ def run_search(
         if on_plan is not None:
             on_plan(plan)
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
-        study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0))
+        study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0), prior=prior_of(opts))
     runner = _Runner(
         opts, study, specs, splits if len(specs) == 1 else None, already, observer, on_trial_end, lanes
     )  # fmt: skip

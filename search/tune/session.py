@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -28,6 +28,7 @@ from search.defaults import (
     DEFAULT_TRAIN_SUBSET,
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
+    KNOWN_BEST_PRESET,
 )
 from search.device import resolve_device
 from search.errors import ConfigError
@@ -40,6 +41,7 @@ from search.train import Runtime
 from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
 from search.tune.pruners import check_pruner, explore_epochs, make_pruner
 from search.tune.samplers import check_sampler, make_sampler
+from space import PRESETS
 
 if TYPE_CHECKING:
     import torch
@@ -165,6 +167,12 @@ def load_search_splits(opts: SearchOptions, device: torch.device, *, verify: boo
     )  # fmt: skip
 
 
+def prior_of(opts: SearchOptions) -> dict[str, Any] | None:
+    """The sampler's prior: the known-best preset's parameters with ``--known-best``; none without (the
+    search then knows nothing hand-written)."""
+    return PRESETS[KNOWN_BEST_PRESET] if opts.known_best else None
+
+
 def pruner_for(opts: SearchOptions) -> optuna.pruners.BasePruner:
     return make_pruner(opts.pruner, max_resource=opts.max_epochs * opts.evals_per_epoch)
 
@@ -178,7 +186,7 @@ def join_study(
     storage = open_storage(opts.storage, create=False, grace_period=opts.grace_period)
     study = optuna.load_study(
         study_name=opts.study, storage=storage, pruner=pruner_for(opts),
-        sampler=make_sampler(opts.sampler, seed=sampler_seed, parallel=parallel),
+        sampler=make_sampler(opts.sampler, seed=sampler_seed, parallel=parallel, prior=prior_of(opts)),
     )  # fmt: skip
     return study, splits
 
