@@ -252,7 +252,7 @@ def test_export_best_with_an_explicit_trial_and_human_output(
             "--seed", "3"]  # fmt: skip
     code, out, err = fsearch(args, capsys, monkeypatch)
     assert code == 0, err
-    assert f"retraining trial {number}" in out and "test accuracy" in out and "macro F1" in out
+    assert f"retraining screen trial {number} (sampled" in out and "test accuracy" in out and "macro F1" in out
     assert "epoch 1/1: train loss" in out and "Saved to here: model.safetensors" in out
     assert json.loads(Path("here/config.json").read_text())["provenance"]["seed"] == 3
 

@@ -9,6 +9,8 @@ them in milliseconds, and a line each would bury the trials that trained.
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -72,9 +74,16 @@ def describe_params(params: Mapping[str, Any]) -> str:
 
 
 def describe_trial(trial: FrozenTrial) -> str:
-    """:func:`describe_params`, led by the preset's name for a trial queued by hand."""
-    preset = TrialRecord(trial).preset
-    return f"preset {preset} · {describe_params(trial.params)}" if preset else describe_params(trial.params)
+    """:func:`describe_params`, led by where the trial came from: a finalist names its screen trial, a
+    trial queued by hand its preset, a sampled one how the sampler drew it (when it says)."""
+    r = TrialRecord(trial)
+    lead = [f"final of {r.parent}"] if r.stage == "final" else []
+    lead += [f"preset {r.preset}"] if r.preset else [f"{r.drawn_by} draw"] if r.drawn_by else []
+    return " · ".join([*lead, describe_params(trial.params)])
+
+
+def _clock(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M")
 
 
 def _count(n: int) -> str:
@@ -114,6 +123,8 @@ class SearchDisplay:
         self.total_trials = total_trials
         self.counts = {"complete": 0, "pruned": 0, "fail": 0}
         self.skipped = 0  # over-budget draws: counted, not logged
+        self.plan_started: float | None = None
+        self.plan_line = ""
         self.best: tuple[float, int] | None = None
         self.trials = Progress(
             TextColumn("[bold]trials"), BarColumn(bar_width=None), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -128,9 +139,11 @@ class SearchDisplay:
         counts = f"complete {c['complete']} · pruned {c['pruned']} · failed {c['fail']}"
         skipped = f" · skipped {self.skipped} over budget" if self.skipped else ""
         best = f"best {self.best[0]:.4f} (trial {self.best[1]})" if self.best else "best -"
+        plan = ("\n" + self.plan_line) if self.plan_line else ""
         return Text.assemble(
-            (self.header, "bold"), "\n", counts, skipped, "\n", (best, "green"), no_wrap=True, overflow="ellipsis"
-        )
+            (self.header, "bold"), "\n", counts, skipped, "\n", (best, "green"), (plan, "dim"),
+            no_wrap=True, overflow="ellipsis",
+        )  # fmt: skip
 
     def _render(self) -> Group:
         lanes = [part for _, lane in sorted(self.lanes.items()) for part in (lane.current, lane.bar)]
@@ -147,9 +160,21 @@ class SearchDisplay:
         return self.lanes[index]
 
     def show_plan(self, plan: Plan) -> None:
-        """The time plan, once made: a log line, and the finals added to the trials bar."""
+        """The time plan, once made and again after the screen: a log line, a status line with the
+        stages' clock times, and the finals added to the trials bar."""
         self.console.log(plan.describe())
+        now = time.time()
+        if self.plan_started is None:
+            self.plan_started = now
+        screen_end = self.plan_started + plan.screen_s
+        finals_end = max(now, screen_end) + plan.finals_s
+        export_end = finals_end + plan.export_s
+        self.plan_line = (
+            f"screen to {_clock(screen_end)} · {plan.finalists} finalists x {plan.final_epochs} epochs to "
+            f"{_clock(finals_end)} · then export-best, {plan.export_epochs} epochs to {_clock(export_end)}"
+        )
         self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
+        self.refresh()
 
     def refresh(self) -> None:
         self.live.update(self._render())

@@ -67,7 +67,11 @@ def export_best(
 
     def announce(t: Any) -> None:
         name = escape(study)  # a study name is printed as text, never read as rich markup
-        console.print(f"[bold]{name}[/]: retraining trial {t.number} (val acc {t.value:.4f}) on all training images")
+        from search.store.record import TrialRecord
+
+        r = TrialRecord(t)
+        what = f"{r.stage} trial {t.number} ({r.origin}, val acc {t.value:.4f} after {r.epochs_run:g} epochs)"
+        console.print(f"[bold]{name}[/]: retraining {escape(what)} on all training images")
 
     _retrain(console, json_out, lambda bars: run_export(
         study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, on_trial=announce,

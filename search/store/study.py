@@ -14,7 +14,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import StorageError
-from search.store.record import SPACE_VERSION_ATTR, best_trial
+from search.store.record import SPACE_VERSION_ATTR, TrialRecord, best_trial
 from search.store.storage import mask_url, open_storage
 from space import SPACE_VERSION
 
@@ -87,6 +87,7 @@ def study_summaries(storage: RDBStorage) -> list[dict[str, Any]]:
 
 
 def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The ``n`` best completed trials, best first."""
+    """The ``n`` best completed trials, best first: the longest fidelity first (finalists before screen
+    trials: their accuracies are not comparable), then by validation accuracy."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: t.value or 0.0, reverse=True)[:n]
+    return sorted(done, key=lambda t: (TrialRecord(t).max_epochs or 0.0, t.value or 0.0), reverse=True)[:n]
