@@ -43,6 +43,7 @@ import torch
 
 from benchmarks.loop_vs_dataloader import FORMATS, fsearch_loop, gains, plain_loop
 from search.data import ensure_files
+from search.store.record import PLAN, TrialRecord
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.tune.pruners import make_pruner
@@ -186,21 +187,78 @@ def fsearch_cli(*argv: str) -> tuple[dict[str, Any], float]:
         raise SystemExit(f"Error: 'fsearch {argv[0]}' printed no JSON: {done.stdout[:200]!r}") from None
 
 
-def measure_headline(data_dir: Path, *, seed: int, trials: int, references: bool, folder: Path) -> dict[str, Any]:
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return round(cov / var, 3) if var else None
+
+
+def stages_of(storage: str, study_name: str) -> dict[str, Any]:
+    """Per stage: trials, states; the finalists' screen and final validation accuracy, and their rank correlation."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    by_stage: dict[str, dict[str, int]] = {}
+    for t in trials:
+        r = TrialRecord(t)
+        key = "skipped" if r.over_budget else r.stage
+        by_stage.setdefault(key, {}).setdefault(t.state.name.lower(), 0)
+        by_stage[key][t.state.name.lower()] += 1
+    finals = []
+    for t in trials:
+        r = TrialRecord(t)
+        if r.stage == "final" and r.parent is not None and t.value is not None:
+            parent = trials[r.parent]
+            screen = parent.value if parent.value is not None else max(parent.intermediate_values.values())
+            finals.append({"trial": t.number, "parent": r.parent, "origin": r.origin, "screen_val": screen,
+                           "screen_epochs": TrialRecord(parent).epochs_run, "final_val": t.value,
+                           "final_epochs": r.epochs_run})  # fmt: skip
+    return {
+        "trials_by_stage": by_stage, "finalists": finals,
+        "spearman_screen_vs_final": spearman([f["screen_val"] for f in finals], [f["final_val"] for f in finals]),
+        "plan": study.user_attrs.get(PLAN),
+    }  # fmt: skip
+
+
+def measure_headline(
+    data_dir: Path, *, seed: int, trials: int, references: bool, folder: Path, run_args: list[str]
+) -> dict[str, Any]:
     storage = f"sqlite:///{folder / 'bench.db'}"
     common = ("--storage", storage, "--study", "bench", "--data-dir", str(data_dir))
-    found, search_wall = fsearch_cli("run", "--json", "--trials", str(trials), "--seed", str(seed), *common)
+    run = ("run", "--json", "--trials", str(trials), "--seed", str(seed), *run_args, *common)
+    found, search_wall = fsearch_cli(*run)
     best = found["best"] or {}
     export, export_wall = fsearch_cli("export-best", "--json", *common, "--out", str(folder / "best"))
     result: dict[str, Any] = {
         "search": {
-            "trials": trials, "seed": seed, "wall_seconds": round(search_wall, 1), "workers": found["workers"],
-            "device": found["device"], "this_run": found["this_run"], "best_trial": best.get("number"),
-            "val_accuracy": best.get("value"),
+            "command": "fsearch " + shlex.join(run), "trials": trials, "seed": seed,
+            "wall_seconds": round(search_wall, 1), "stage_seconds": found.get("stage_seconds"),
+            "workers": found["workers"], "device": found["device"], "this_run": found["this_run"],
+            "best_trial": best.get("number"), "best_origin": best.get("origin"), "val_accuracy": best.get("value"),
         },
+        "stages": stages_of(storage, "bench"),
         "export_best": {
-            "wall_seconds": round(export_wall, 1), "epochs": export["epochs"],
-            "train_seconds": round(export["train_seconds"], 1), "test_accuracy": export["test_accuracy"],
+            "wall_seconds": round(export_wall, 1), "epochs": export["epochs"], "trial": export["provenance"]["trial"],
+            "origin": export["provenance"].get("origin"), "train_seconds": round(export["train_seconds"], 1),
+            "test_accuracy": export["test_accuracy"],
         },
         "total_wall_seconds": round(search_wall + export_wall, 1),
     }  # fmt: skip
@@ -237,6 +295,8 @@ def parse_args() -> argparse.Namespace:
                         "temporary folder, deleted afterwards)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the headline search and preset trainings")
     parser.add_argument("--skip-references", action="store_true", help="no preset trainings in the headline")
+    parser.add_argument("--run-args", default="", help="more options for the headline's fsearch run, e.g. "
+                        "'--budget 15' or '--no-known-best'")  # fmt: skip
     args = parser.parse_args()
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -288,7 +348,7 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             result["headline"] = measure_headline(
                 args.data_dir, seed=args.seed, trials=args.headline_trials, references=not args.skip_references,
-                folder=folder,
+                folder=folder, run_args=shlex.split(args.run_args),
             )  # fmt: skip
         save()
     save()
