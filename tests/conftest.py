@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import gzip
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,9 @@ from space import Architecture, ConvBlock, TrainConfig, TrialConfig, build_model
 from tests.pg_server import find_bin_dir, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
+# The tiny networks gain nothing from intra-op threads; two threads spin-waiting on each other on a
+# busy 2-core machine (another test run, another worker) made training several times slower.
+torch.set_num_threads(1)
 TINY_TRAIN = 300  # 30 per class
 TINY_TEST = 50
 
@@ -130,15 +134,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         gc.freeze()
 
 
-@pytest.fixture
-def tiny_data_dir(tmp_path: Path) -> Path:
-    """A data dir in torchvision's layout with 300 training and 50 test images (md5s do not match)."""
-    return write_tiny_dataset(tmp_path / "data")
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny data dir, written once for the session: never to be changed (copy it: tiny_data_dir)."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
 @pytest.fixture
-def tiny_splits(tiny_data_dir: Path) -> Splits:
-    return load_splits(tiny_data_dir, device=torch.device("cpu"), val_size=100, verify=False, download=False)
+def tiny_data_dir(tiny_files: Path, tmp_path: Path) -> Path:
+    """A data dir in torchvision's layout with 300 training and 50 test images (md5s do not match):
+    the test's own copy, which it may corrupt or delete files of."""
+    return Path(shutil.copytree(tiny_files, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_files: Path) -> Splits:
+    """The tiny data loaded once for the session (training indexes into it and never writes it)."""
+    return load_splits(tiny_files, device=torch.device("cpu"), val_size=100, verify=False, download=False)
 
 
 @pytest.fixture(autouse=True)
