@@ -12,6 +12,7 @@ import gzip
 import os
 import shutil
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from space import Architecture, ConvBlock, TrainConfig, TrialConfig, build_model
 from tests.pg_server import find_bin_dir, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
+# tmp_path on a RAM disk where there is one (unless $TMPDIR says where): SQLite syncs every commit to
+# disk, ~4 ms each here, and a tiny search commits a thousand times.
+if "TMPDIR" not in os.environ and os.access("/dev/shm", os.W_OK):
+    os.environ["TMPDIR"] = "/dev/shm"
+    tempfile.tempdir = None  # gettempdir() looks again
 # The tiny networks gain nothing from intra-op threads; two threads spin-waiting on each other on a
 # busy 2-core machine (another test run, another worker) made training several times slower.
 torch.set_num_threads(1)
