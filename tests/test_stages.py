@@ -95,3 +95,18 @@ def test_a_finished_screen_trial_is_not_a_finalist_twice(
     second = run_search(opts)  # resumed: trial 0 has had its final; the new screen trial is the finalist
     parents = [TrialRecord(t).parent for t in second.study.trials if TrialRecord(t).stage == "final"]
     assert parents.count(0) == 1
+
+
+def test_a_trial_still_training_at_the_deadline_completes_with_what_it_measured(tiny_splits: Any) -> None:
+    import time
+
+    from search.tune.objective import Objective, ObjectiveSettings
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(PRESETS["lenet5"])
+    settings = ObjectiveSettings(max_epochs=3, seed=0, deadline=time.time() - 1)
+    study.optimize(Objective(splits=tiny_splits, settings=settings), n_trials=1)
+    [t] = study.trials
+    assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1
+    assert t.user_attrs[record.CUT_SHORT] == "stopped at epoch 1: the screen's time was up"
+    assert t.value == t.intermediate_values[1]

@@ -31,6 +31,7 @@ WALL_SECONDS = "wall_seconds"
 IMAGES_PER_SECOND = "images_per_second"
 PRUNED_REASON = "pruned_reason"
 FAIL_REASON = "fail_reason"
+CUT_SHORT = "cut_short"  # a trial that completed before its epochs because its stage's time was up: why
 OVER_BUDGET = "over_budget"  # a draw skipped before training (over --max-mmacs): not one of the --trials
 EXPLORE = "explore"  # a random start-up trial, stopped at the pruner's second rung (search.tune.samplers)
 PRESET = "preset"  # set when the trial was queued by hand (--known-best, --warm-start): the preset's name

@@ -25,7 +25,7 @@ from search.data import CLASSES, Splits
 from search.device import describe
 from search.store import record
 from search.store.record import set_attr
-from search.train import DivergedError, EpochStats, Runtime, seed_everything, train
+from search.train import DivergedError, EpochStats, Runtime, TrainResult, seed_everything, train
 from search.tune.samplers import OneSamplerPerTrial, PriorBandSampler
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
@@ -130,7 +130,10 @@ class Objective:
         if explore_until is not None:
             set_attr(trial, record.EXPLORE, True)
 
+        reports: list[EpochStats] = []
+
         def on_epoch_end(stats: EpochStats) -> None:
+            reports.append(stats)
             spent["seconds"] += stats.seconds
             spent["images"] += stats.images
             epochs = stats.epochs_done
@@ -142,10 +145,12 @@ class Objective:
             trial.report(stats.val_acc, stats.report)  # step = report index (epochs x evals_per_epoch)
             if trial.should_prune():
                 _prune(trial, f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others")
-            if settings.deadline is not None and time.time() > settings.deadline and epochs < settings.max_epochs:
-                _prune(trial, f"stopped at epoch {epochs:g}: the {settings.stage}'s time is up (the plan's deadline)")
             if explore_until is not None and explore_until <= epochs < settings.max_epochs:
                 _prune(trial, f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped")
+            if settings.deadline is not None and time.time() > settings.deadline and epochs < settings.max_epochs:
+                # Not pruned: the trial completes with what it measured, so a stage cut short still has an answer.
+                set_attr(trial, record.CUT_SHORT, f"stopped at epoch {epochs:g}: the {settings.stage}'s time was up")
+                raise _TimeUp
 
         started = time.perf_counter()
         try:
@@ -153,6 +158,8 @@ class Objective:
                 model, cfg.train, self.splits, runtime=settings.runtime, seed=seed,
                 on_epoch_end=on_epoch_end, on_step=self.observer.step, evals_per_epoch=settings.evals_per_epoch,
             )  # fmt: skip
+        except _TimeUp:
+            result = TrainResult(history=tuple(reports))
         except DivergedError as exc:
             _prune(trial, str(exc), cause=exc)
         except torch.OutOfMemoryError as exc:
@@ -183,6 +190,10 @@ class Objective:
             path = Path(tmp) / "val_confusion_matrix.png"
             plot_confusion_matrix(path, confusion, CLASSES, title=title)
             upload(open_store(folder, create=True), path, trial)
+
+
+class _TimeUp(Exception):
+    """The stage's deadline passed: stop training, keep what was measured."""
 
 
 def _prune(trial: optuna.Trial, reason: str, *, cause: BaseException | None = None) -> NoReturn:
