@@ -191,6 +191,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             storage=storage, study="tiny", trials=2, data_dir=data_dir, device="cpu", sampler="random",
             pruner="none", max_epochs=2, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
             workers=1, known_best=False, budget_minutes=None,
+            artifacts=False,  # the trials' confusion-matrix plots are test_dashboard's; they cost most of the search
         )
     )  # fmt: skip
     return data_dir, storage
