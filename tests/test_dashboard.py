@@ -150,7 +150,8 @@ def test_every_trial_shows_its_curve_attributes_note_and_validation_confusion_ma
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
         assert set(attrs) >= RECORDED, attrs
         batch = int(next(p["param_external_value"] for p in t["params"] if p["name"] == "batch_size"))
-        reports = 2 if batch <= 100 else 1  # the learning curve: two reports an epoch when it has two steps (200 images)
+        # The learning curve: two reports an epoch when it has two steps (200 images).
+        reports = 2 if batch <= 100 else 1
         assert [v["step"] for v in t["intermediate_values"]] == list(range(1, reports + 1))
         note = t["note"]["body"]
         assert note.startswith(f"### Trial {t['number']}: architecture") and f"{int(attrs['parameters']):,}" in note
