@@ -87,7 +87,7 @@ def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]
     if best is not None:
         rec = TrialRecord(best)
         lines.append(
-            f"| best | trial {best.number} ({rec.origin}): validation accuracy **{best.value:.4f}**, "
+            f"| best | {rec.stage} trial {best.number} ({rec.origin}): validation accuracy **{best.value:.4f}**, "
             f"{rec.parameters:,} parameters, {rec.macs / 1e6:.2f} M MACs, "
             f"{_fmt(rec.epochs_run)} epochs, {rec.images_per_second:,.0f} images/s |"
         )

@@ -153,8 +153,8 @@ def run_search(
     for name in queued:
         study.enqueue_trial(PRESETS[name], user_attrs={PRESET: name}, skip_if_exists=True)
     plan = _make_plan(opts, splits, splits.train.x.device, specs)
+    study.set_user_attr(PLAN, plan.as_dict() if plan is not None else None)  # export-best follows the latest run's
     if plan is not None:
-        study.set_user_attr(PLAN, plan.as_dict())
         if on_plan is not None:
             on_plan(plan)
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
