@@ -281,7 +281,8 @@ def test_the_study_note_counts_what_pruning_saved() -> None:
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"over_budget": True}))  # a skipped draw
     note = study_note(study)
     assert "| trials | 3: 1 complete, 2 pruned, 0 failed, 0 running (1 over-budget draws skipped) |" in note
-    assert "| best | screen trial 0 (sampled): validation accuracy **0.9000**, 1,000 parameters, 2.00 M MACs, 5 epochs" in note
+    best = "| best | screen trial 0 (sampled): validation accuracy **0.9000**, 1,000 parameters, 2.00 M MACs, 5 epochs"
+    assert best in note
     # 7.5 epochs at 20 s each = 150 s saved of the 50 + 150 s those two trials would have cost.
     assert "stopped 2 trials early, saving 7.5 epochs, ≈ 2.5 min of training (75% of what" in note
     assert "| device | cpu (2 threads) |" in note and "## Exported model" not in note

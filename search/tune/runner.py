@@ -154,9 +154,8 @@ def run_search(
         study.enqueue_trial(PRESETS[name], user_attrs={PRESET: name}, skip_if_exists=True)
     plan = _make_plan(opts, splits, splits.train.x.device, specs)
     study.set_user_attr(PLAN, plan.as_dict() if plan is not None else None)  # export-best follows the latest run's
-    if plan is not None:
-        if on_plan is not None:
-            on_plan(plan)
+    if plan is not None and on_plan is not None:
+        on_plan(plan)
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
         study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0), prior=prior_of(opts))
     runner = _Runner(
