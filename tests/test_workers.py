@@ -122,9 +122,11 @@ def test_two_workers_train_exactly_the_trials_asked_for(tiny_data_dir: Path, tmp
     assert sorted(states, key=str) == [TrialState.COMPLETE] * 3 + [TrialState.WAITING]
     assert (report.counts["complete"], report.counts["pruned"], report.counts["fail"]) == (3, 0, 0)
     trained = [t for t in report.study.trials if t.state == TrialState.COMPLETE]
-    # Both processes worked, every trial's end reached the parent, and each trial trained with the
-    # seed of its number, whichever worker ran it.
-    assert sorted(lanes.started) == [0, 1]
+    # Every trial's end reached the parent, each trial was shown in a worker's lane, and each trained
+    # with the seed of its number, whichever worker ran it. (Which workers trained is left to timing:
+    # a worker that starts late may find the tickets used.)
+    assert set(lanes.started) <= {0, 1}
+    assert sorted(n for numbers in lanes.started.values() for n in numbers) == sorted(t.number for t in trained)
     assert sorted(t.number for t in ended) == sorted(t.number for t in trained)
     assert all(t.user_attrs["seed"] == trial_seed(3, t.number) for t in trained)
     assert report.device == "2 workers on cpu, 1 thread each" or report.device.startswith("2 workers on cpu")
