@@ -281,8 +281,11 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
 ) -> None:
     args = _run_args(tiny_data_dir, storage_url, "--trials", "4", "--workers", "2", "--max-epochs", "2000", cap="0")
     # Its own process group, as a terminal's foreground job: Ctrl+C reaches the parent and the workers.
+    # SIGINT at its default, as a terminal gives it: a background job of a non-interactive shell (as
+    # CI may run us) inherits it ignored, and the parent would then see only its workers stop.
     proc = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
