@@ -227,6 +227,7 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
             sched.step()
             since.add(loss.detach(), logits.detach(), y)
             step += 1
@@ -237,7 +238,7 @@ def train(
             if i + 1 in eval_after:
                 stats = since.close(
                     model, splits, runtime, epoch=epoch, report=len(history) + 1,
-                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=opt.param_groups[0]["lr"],
+                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
                 )  # fmt: skip
                 history.append(stats)
                 if on_epoch_end is not None:

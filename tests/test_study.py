@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +78,7 @@ def _draws(name: str, seed: int, n_trials: int) -> list[dict[str, Any]]:
     return [t.params for t in study.trials]
 
 
-# CMA-ES samples through the `cmaes` package, which fsearch's dependencies do not name: while it is
-# missing, `--sampler cmaes` fails every trial after the first.
-_CMAES = pytest.mark.xfail(
-    importlib.util.find_spec("cmaes") is None, raises=ModuleNotFoundError, strict=True,
-    reason="the cmaes package is not installed (not among fsearch's dependencies)",
-)  # fmt: skip
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_CMAES) if n == "cmaes" else n for n in SAMPLERS])
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_is_seeded(name: str) -> None:
     # 11 trials: past every sampler's random start (TPE's and GP's are 10 trials, CMA-ES's 1), so
     # the model's own draws are compared too.

@@ -133,7 +133,7 @@ def run(
     console = Console(stderr=json_out, log_path=False)
     header = f"fsearch · study {study} · {mask_url(storage)}"
     # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
             report = run_search(opts, observer=display, on_trial_end=display, lanes=display, on_plan=display.show_plan)
@@ -144,6 +144,8 @@ def run(
         )  # fmt: skip
         # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
         raise typer.Exit(128 + signal_number(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a caller of main() in this process gets its own handler back
     if json_out:
         from search.store.record import trial_record
 
