@@ -10,6 +10,7 @@ study's dashboard note (the search summary, :mod:`search.store.notes`) is rewrit
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ def run_search(
     for name in queued:
         study.enqueue_trial(PRESETS[name], user_attrs={PRESET: name}, skip_if_exists=True)
     plan = _make_plan(opts, splits, splits.train.x.device, specs)
-    study.set_user_attr(PLAN, plan.as_dict() if plan is not None else None)  # export-best follows the latest run's
+    if plan is not None or study.user_attrs.get(PLAN) is not None:  # export-best follows the latest run's plan
+        _save_plan(study, plan)
     if plan is not None and on_plan is not None:
         on_plan(plan)
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
@@ -171,7 +173,7 @@ def run_search(
     stage_seconds["screen"] = time.perf_counter() - t0
     if plan is not None:  # what is left, at the speed the screen's trials showed
         plan = replan(plan, elapsed_s=time.time() - started_wall, throughput=_screen_throughput(study, earlier, plan))
-        study.set_user_attr(PLAN, plan.as_dict())
+        _save_plan(study, plan)
         if on_plan is not None:
             on_plan(plan)
     if plan is not None and plan.finalists and not runner.problems:
@@ -222,3 +224,10 @@ def _screen_throughput(study: optuna.Study, earlier: set[int], plan: Plan) -> Th
         if t.number not in earlier and rec.stage == "screen" and rec.train_seconds >= 1.0:
             samples.append((rec.images_per_second, rec.macs / 1e6))
     return measured_throughput(samples, plan.throughput)
+
+
+def _save_plan(study: optuna.Study, plan: Plan | None) -> None:
+    """Store the plan on the study (None clears an earlier run's); a worker on another machine writing its
+    own at the same moment is a race the storage reports, not a reason to stop the search."""
+    with contextlib.suppress(optuna.exceptions.StorageInternalError):
+        study.set_user_attr(PLAN, plan.as_dict() if plan is not None else None)
