@@ -46,8 +46,8 @@ def candidates(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Screen trials that trained and reported, best first."""
     screened = [
         t for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and TrialRecord(t).trained
-        and TrialRecord(t).stage == "screen" and t.intermediate_values
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.intermediate_values
+        and (r := TrialRecord(t)).trained and r.stage == "screen"
     ]  # fmt: skip
     return sorted(screened, key=_rank_key, reverse=True)
 
