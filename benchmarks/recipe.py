@@ -4,7 +4,8 @@
 
 Each recipe in the JSON list is ``{"name": ..., "params": {...} | "preset": NAME, "epochs": N}``:
 a configuration of the search space (a study trial's parameters, or a preset name, with optional
-``"override"`` parameters on top) trained for ``epochs`` on the 50,000-image training split.
+``"override"`` parameters on top) trained for ``epochs`` on the 50,000-image training split;
+``"amp": false`` trains it in fp32 where the machine's default is bf16 autocast (``true``: bf16).
 Reported per recipe: the validation accuracy after every epoch, at the end, and with flip
 test-time augmentation, the model's MACs and parameters, and the training images/s on this
 machine. This is how export-best's epoch rule and the known-best preset were chosen, so that
@@ -14,6 +15,7 @@ the test set never steers them (README, "How the defaults were chosen").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import optuna
 import torch
 
 from search.data import Splits, load_splits
-from search.device import describe, resolve_device
+from search.device import resolve_device
 from search.model.retrain import held_out_metrics
 from search.train import Runtime, seed_everything, train
 from space import PRESETS, build_model, suggest
@@ -36,11 +38,13 @@ def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: i
     size = model_size(cfg.arch)
     seed_everything(seed)
     model = build_model(cfg.arch)
+    if "amp" in recipe:
+        runtime = dataclasses.replace(runtime, amp=bool(recipe["amp"]))
     result = train(model, cfg.train, splits, runtime=runtime, seed=seed)
     assert splits.val is not None  # load_splits holds 10,000 images out by default
     val = held_out_metrics(model, splits.val, splits, runtime, tta=True)
     return {
-        "name": recipe.get("name", ""), "epochs": cfg.train.epochs,
+        "name": recipe.get("name", ""), "epochs": cfg.train.epochs, "device": runtime.describe(),
         "mmacs": round(size.macs / 1e6, 2), "parameters": size.parameters,
         "val_acc": val["accuracy"], "val_acc_flip_tta": val["tta"]["accuracy"],
         "val_curve": [round(e.val_acc or 0.0, 4) for e in result.history],
@@ -68,7 +72,7 @@ def main() -> None:
               f"val {r['val_acc']:.4f} tta {r['val_acc_flip_tta']:.4f} {r['train_seconds']:7.1f} s "
               f"{r['images_per_second']} img/s", flush=True)  # fmt: skip
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"device": describe(device), "torch": torch.__version__,
+        args.out.write_text(json.dumps({"device": runtime.describe(), "torch": torch.__version__,
                                         "results": results}, indent=1))  # fmt: skip
 
 

@@ -8,8 +8,11 @@ raises, and the exception propagates unchanged.
 Speed, in airbench's style: the dataset is already on the device as uint8; batches are
 index slices of a ``randperm``; augmentation and normalisation run per batch on the device;
 evaluation runs under ``inference_mode`` in large batches; channels_last on CUDA and the CPU
-(measured faster on both, ``benchmarks/loop_vs_dataloader.py``). On CUDA it adds bf16/fp16
-autocast; on the CPU that is slower, so off.
+(measured faster on both, ``benchmarks/loop_vs_dataloader.py``). Training steps run under bf16
+autocast on CUDA (fp16 where bf16 is unsupported) and on a CPU with native bf16 instructions
+(AVX512-BF16 or AMX; on the project's 2-core EPYC, 1.5x the images/s of fp32, ``docs/training.md``);
+on a CPU without them bf16 is emulated and slower, so off. On the CPU evaluation stays fp32, as
+``predict`` and the ONNX graph compute.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from torch import nn
 
 from search.augment import prepare_batch
 from search.data import ImageSet, Splits
+from search.device import cpu_has_native_bf16, describe
+from search.optim import make_optimizer, make_scheduler
 from space.config import TrainConfig
 
 NONFINITE_CHECK_EVERY = 50  # steps between loss checks (each check syncs with the device)
@@ -42,11 +47,19 @@ class Runtime:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # None: on for CUDA and the CPU, off on MPS. The loop benchmark turns it off to measure its gain.
     channels_last: bool | None = None
+    # None: on for CUDA and for a CPU with native bf16 (cpu_has_native_bf16), off on MPS.
+    amp: bool | None = None
 
     @property
     def use_amp(self) -> bool:
-        """bf16 (or fp16) autocast: on CUDA only."""
-        return self.device.type == "cuda"
+        """Whether training steps run under bf16 (or fp16) autocast (never on MPS)."""
+        native = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_native_bf16())
+        return native if self.amp is None else self.amp and self.device.type in ("cuda", "cpu")
+
+    @property
+    def eval_amp(self) -> bool:
+        """Autocast in evaluation: on CUDA only (the CPU evaluates in fp32, as predict and ONNX do)."""
+        return self.use_amp and self.device.type == "cuda"
 
     @property
     def use_channels_last(self) -> bool:
@@ -56,7 +69,12 @@ class Runtime:
 
     @property
     def amp_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+
+    def describe(self) -> str:
+        """The device, and the autocast its training steps use: recorded with each trial and export."""
+        precision = "bf16" if self.amp_dtype == torch.bfloat16 else "fp16"
+        return describe(self.device) + (f", {precision} autocast" if self.use_amp else "")
 
 
 @dataclass(frozen=True)
@@ -124,41 +142,12 @@ def prepare_model(model: nn.Module, runtime: Runtime) -> nn.Module:
     return model
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and normalisation parameters (the usual practice).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "onecycle":
-        # Under 8 steps OneCycleLR's warm-up is degenerate (it divides by zero at 4: tiny data); a longer
-        # nominal schedule is harmless there.
-        steps = max(total_steps, 8)
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        )
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}")
-
-
 def evaluate(model: nn.Module, data: ImageSet, *, mean: float, std: float, runtime: Runtime) -> Evaluation:
     """Loss, accuracy and logits on ``data``, without gradients, in large batches."""
     was_training = model.training
     model.eval()
     chunks = []
-    with torch.inference_mode(), torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
+    with torch.inference_mode(), torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.eval_amp):
         for start in range(0, len(data), EVAL_BATCH_SIZE):
             x = prepare_batch(data.x[start : start + EVAL_BATCH_SIZE], None, mean, std)
             if runtime.use_channels_last:
@@ -201,8 +190,8 @@ def train(
     # Evaluate after these steps of each epoch (the last one ends the epoch).
     eval_after = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     total_steps = steps_per_epoch * cfg.epochs
-    opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg, total_steps)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, total_steps)
     use_scaler = runtime.use_amp and runtime.amp_dtype == torch.float16
     scaler = torch.amp.GradScaler(enabled=use_scaler)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

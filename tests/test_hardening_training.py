@@ -93,7 +93,7 @@ def test_out_of_memory_prunes_the_trial_and_the_memory_is_released_before_the_ne
         return TrainResult(history=(_stats(0.5),))
 
     monkeypatch.setattr(objective, "train", fake_train)
-    monkeypatch.setattr(objective, "describe", lambda device: "cuda:0 (simulated)")
+    monkeypatch.setattr("search.train.describe", lambda device: "cuda:0 (simulated)")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append([ref() is None for ref in models]))
     settings = ObjectiveSettings(max_epochs=1, seed=0, runtime=Runtime(device=torch.device("cuda")))
     study = optuna.create_study(direction="maximize")

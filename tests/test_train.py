@@ -129,3 +129,30 @@ def test_prepare_batch_normalises_without_augmenting_for_evaluation() -> None:
     out = prepare_batch(x, None, 0.3, 0.35)
     torch.testing.assert_close(out, (x.float() / 255 - 0.3) / 0.35)
     torch.testing.assert_close(normalize(x, 0.3, 0.35), out)
+
+
+def test_autocast_follows_the_device_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast trains on CUDA and on a CPU that has bf16 in hardware; never on MPS or when turned off;
+    evaluation on the CPU stays fp32 (as predict and the ONNX graph compute)."""
+    for native in (True, False):
+        monkeypatch.setattr("search.train.cpu_has_native_bf16", lambda native=native: native)
+        cpu = Runtime(device=torch.device("cpu"))
+        assert cpu.use_amp is native and not cpu.eval_amp and cpu.amp_dtype == torch.bfloat16
+        assert ("bf16 autocast" in cpu.describe()) is native
+        assert not Runtime(device=torch.device("cpu"), amp=False).use_amp
+        assert Runtime(device=torch.device("cpu"), amp=True).use_amp
+        assert (
+            not Runtime(device=torch.device("mps")).use_amp
+            and not Runtime(device=torch.device("mps"), amp=True).use_amp
+        )
+    assert Runtime(device=torch.device("cuda")).use_amp and Runtime(device=torch.device("cuda")).eval_amp
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_training_learns_with_and_without_bf16_autocast(tiny_splits: Splits, amp: bool) -> None:
+    runtime = Runtime(device=torch.device("cpu"), amp=amp)
+    model = build_model(SMALL)
+    result = train(model, _cfg(), tiny_splits, runtime=runtime, seed=0)
+    assert result.best is not None and (result.best.val_acc or 0.0) >= 0.9
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights' type
+    assert result.history[-1].val_logits is not None and result.history[-1].val_logits.dtype == torch.float32

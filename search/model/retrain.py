@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from search.data import CLASSES, ImageSet, Splits, check_split, load_splits, load_test, resolve_data_dir
-from search.device import describe, resolve_device
+from search.device import resolve_device
 from search.errors import ConfigError
 from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
@@ -136,7 +136,7 @@ def retrain(
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
         "train_images": len(splits.train),
     }  # fmt: skip
-    provenance = provenance | {"seed": opts.seed, "device": describe(device), "versions": versions()}
+    provenance = provenance | {"seed": opts.seed, "device": runtime.describe(), "versions": versions()}
     files = _write(opts.out, model, cfg, splits, metrics, result, provenance)
     # Graphs last: a failed export or check must not cost the trained model, which is saved by now.
     graphs = {fmt: export_graph(fmt, opts.out, model, mean=splits.mean, std=splits.std, sample=test.x[:GRAPH_SAMPLE])

@@ -22,7 +22,6 @@ import optuna
 import torch
 
 from search.data import CLASSES, Splits
-from search.device import describe
 from search.store import record
 from search.store.record import set_attr
 from search.train import DivergedError, EpochStats, Runtime, TrainResult, seed_everything, train
@@ -105,7 +104,7 @@ class Objective:
         set_attr(trial, record.PARAMETERS, size.parameters)
         set_attr(trial, record.MACS, macs)
         set_attr(trial, record.FLOPS, 2 * macs)
-        set_attr(trial, record.DEVICE, describe(settings.runtime.device))
+        set_attr(trial, record.DEVICE, settings.runtime.describe())
         set_attr(trial, record.REPORTS_PER_EPOCH, settings.evals_per_epoch)
         set_attr(trial, record.VAL_IMAGES, len(self.splits.val or ()))  # export-best's noise level of a report
         set_attr(trial, record.MAX_EPOCHS, settings.max_epochs)

@@ -1,0 +1,43 @@
+"""The optimiser and the learning-rate schedule of a :class:`~space.config.TrainConfig`, for the loop."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from space.config import TrainConfig
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names over ``model``'s parameters."""
+    # No weight decay on biases and normalisation parameters (the usual practice).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule ``cfg`` names, stepped once per batch over ``total_steps``."""
+    if cfg.schedule == "onecycle":
+        # Under 8 steps OneCycleLR's warm-up is degenerate (it divides by zero at 4: tiny data); a longer
+        # nominal schedule is harmless there.
+        steps = max(total_steps, 8)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
