@@ -34,8 +34,10 @@ FLOOR_RANDOM = FLOOR_PRIOR = 0.1  # never less: a wrong prior or a lucky incumbe
 HALF_LIFE = 10  # trained trials after which the start's surplus of random and prior draws has halved
 # A draw near a value (the prior's or the incumbent's): a Gaussian of this fraction of the parameter's range
 # (in log space for log parameters); a categorical parameter takes another choice with this probability.
-NEAR_STD = 0.15
-NEAR_CHANGE = 0.2
+# At these, a draw near fsearch-w1 changes 1.25 of its categorical choices on average and 80% fit the
+# default --max-mmacs (at 0.15 / 0.2: 2.3 and 66%; docs/defaults.md, benchmarks/prior_draws.py).
+NEAR_STD = 0.1
+NEAR_CHANGE = 0.1
 
 
 def check_sampler(name: str) -> None:
