@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,6 +67,13 @@ class Plan:
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(**(data | {"throughput": Throughput(**data["throughput"])}))
 
+    def effective_mmacs(self, images_per_second: float, mmacs: float) -> float:
+        """A trial's size as its measured speed in a worker implies: the million MACs that would train at
+        ``images_per_second`` at the plan's worker throughput. MACs are a first-order cost: a net of wide
+        early layers spends more per MAC on normalisation and activations than the reference, and is timed
+        here as larger. ``mmacs`` when there is no measurement."""
+        return 1.0 / (images_per_second * self.throughput.worker) if images_per_second > 0 else mmacs
+
     def export_epochs_for(self, mmacs: float) -> int:
         """The export's epochs for a winner of ``mmacs``: ``export_epochs``, fewer if that would not fit
         the export's share of the budget (at least 1)."""
@@ -91,37 +99,51 @@ def _whole(epochs: float) -> int:
 
 
 def measured_throughput(samples: list[tuple[float, float]], planned: Throughput) -> Throughput:
-    """The throughput the screen's trials showed (``samples``: (images/s, million MACs) of each, in the
-    workers), the export's scaled by the same factor; ``planned`` when there is nothing to go by."""
+    """The workers' throughput as the screen's trials showed it (``samples``: (images/s, million MACs) of
+    each, evaluation included), ``planned`` when there is nothing to go by. The export's stays as calibrated:
+    it runs alone with all the threads and no evaluation, as its calibration did, while the screen's trials
+    ran beside each other (on a CPU, sharing memory bandwidth and caches), which calibration cannot see."""
     per = sorted(1.0 / (ips * mmacs) for ips, mmacs in samples if ips > 0 and mmacs > 0)
     if not per:
         return planned
     worker = per[len(per) // 2]  # the median: a trial that shared its core with a busy neighbour is an outlier
-    return Throughput(worker=worker, export=planned.export * worker / planned.worker)
+    return Throughput(worker=worker, export=planned.export)
 
 
-def _finals(room: float, *, wanted: int, workers: int, epoch_s: float, screen_epochs: int) -> tuple[int, int, float]:
+def _finals(
+    room: float, *, wanted: int, round_epoch_s: Callable[[int], float], screen_epochs: int
+) -> tuple[int, int, float]:
     """(finalists, epochs, seconds) of the largest finals that fit ``room``: fewer finalists first, then
-    fewer epochs, down to twice the screen's (below that a final says little the screen did not)."""
+    fewer epochs, down to twice the screen's (below that a final says little the screen did not).
+    ``round_epoch_s(n)``: the seconds one epoch of the first ``n`` finalists takes, in rounds of the workers."""
     for n in range(wanted, 0, -1):
-        rounds = math.ceil(n / workers)
-        epochs = min(FINAL_EPOCHS, _whole(room / max(rounds * epoch_s, 1e-9)))
+        per_epoch = round_epoch_s(n)
+        epochs = min(FINAL_EPOCHS, _whole(room / max(per_epoch, 1e-9)))
         if epochs >= 2 * screen_epochs:
-            return n, epochs, rounds * epochs * epoch_s
+            return n, epochs, epochs * per_epoch
     return 0, FINAL_EPOCHS, 0.0
 
 
-def replan(plan: Plan, *, elapsed_s: float, throughput: Throughput) -> Plan:
+def _rounds(mmacs: Sequence[float], n: int, workers: int) -> float:
+    """Million MACs that set the pace of ``n`` finalists run ``workers`` at a time: each round's largest."""
+    return sum(max(mmacs[i : min(i + workers, n)]) for i in range(0, n, workers))
+
+
+def replan(
+    plan: Plan, *, elapsed_s: float, throughput: Throughput, finals_mmacs: Sequence[float] | None = None
+) -> Plan:
     """The plan for what is left after the screen, with the throughput it measured: the export keeps its
-    epochs if they fit (fewer if not), the finals get the rest."""
+    epochs if they fit (fewer if not), the finals get the rest. ``finals_mmacs``: the MACs of the chosen
+    finalists, best first (a finalist larger than the reference takes longer); None: the reference's."""
     left = max(0.0, plan.budget_s - elapsed_s - OVERHEAD_S / 2)
     export_epoch_s = throughput.seconds(EXPORT_IMAGES, plan.reference_mmacs, export=True)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
     export_epochs = max(1, min(plan.export_epochs, _whole(max(left * share, 0.0) / export_epoch_s)))
     export_s = export_epochs * export_epoch_s
+    mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
     finalists, final_epochs, finals_s = _finals(
-        left - export_s, wanted=plan.finalists, workers=plan.workers,
-        epoch_s=throughput.seconds(plan.train_images, plan.reference_mmacs), screen_epochs=plan.screen_epochs,
+        left - export_s, wanted=min(plan.finalists, len(mmacs)), screen_epochs=plan.screen_epochs,
+        round_epoch_s=lambda n: throughput.seconds(plan.train_images, _rounds(mmacs, n, plan.workers)),
     )  # fmt: skip
     return dataclasses.replace(
         plan, throughput=throughput, finalists=finalists, final_epochs=final_epochs, finals_s=finals_s,
@@ -146,8 +168,8 @@ def make_plan(
     export_s = export_epochs * export_epoch_s
     n_finals, final_epochs, finals_s = _finals(
         usable - keep_for_screen - export_s,
-        wanted=min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers)), workers=workers,
-        epoch_s=throughput.seconds(train_images, reference_mmacs), screen_epochs=screen_epochs,
+        wanted=min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers)), screen_epochs=screen_epochs,
+        round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
     return Plan(
         budget_s=budget_s, workers=workers, train_images=train_images, reference_mmacs=reference_mmacs,

@@ -60,11 +60,35 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
 def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
     plan = _plan(60)
     slower = measured_throughput([(1550 / 1.7 / 2, 19.1)] * 3, plan.throughput)  # the workers ran at half speed
-    assert slower.worker == pytest.approx(2 * CPU.worker) and slower.export == pytest.approx(2 * CPU.export)
+    # The export runs alone with all the threads, as its calibration did: the workers' crowding is not its own.
+    assert slower.worker == pytest.approx(2 * CPU.worker) and slower.export == pytest.approx(CPU.export)
     after = replan(plan, elapsed_s=plan.screen_s + 30, throughput=slower)
     assert after.export_s + after.finals_s <= plan.budget_s - plan.screen_s
     assert after.export_epochs < plan.export_epochs or after.finalists < plan.finalists
     assert measured_throughput([], plan.throughput) == plan.throughput
+
+
+def test_a_trials_size_is_what_its_measured_speed_implies() -> None:
+    plan = _plan(60)
+    reference_speed = 1 / (CPU.worker * 19.1)  # images/s of the reference in a worker
+    assert plan.effective_mmacs(reference_speed, 19.1) == pytest.approx(19.1)
+    assert plan.effective_mmacs(reference_speed / 2, 19.1) == pytest.approx(38.2)  # half as fast per MAC
+    assert plan.effective_mmacs(0.0, 23.7) == 23.7  # nothing measured: its MACs
+
+
+def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
+    plan = _plan(60)
+    elapsed = plan.screen_s + 30
+    as_reference = replan(plan, elapsed_s=elapsed, throughput=CPU)
+    assert replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 19.1]) == as_reference
+    # A finalist half again as large as the reference sets the pace of its round: fewer epochs, or fewer finalists.
+    larger = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 28.7])
+    assert (larger.finalists, larger.final_epochs) < (as_reference.finalists, as_reference.final_epochs)
+    assert larger.finals_s <= as_reference.finals_s + as_reference.export_s - larger.export_s
+    assert larger.finals_s == pytest.approx(larger.final_epochs * CPU.seconds(50_000, 28.7 if larger.finalists > 1
+                                                                             else 19.1))  # fmt: skip
+    # Fewer finalists chosen than planned: the plan has no room for the missing ones.
+    assert replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1]).finalists == 1
 
 
 SPACE = {"a": CategoricalDistribution([1, 2, 3]), "b": CategoricalDistribution([1, 2, 3]),

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from search import plan as plan_module
@@ -77,10 +78,13 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     run_search(opts)
     study = optuna.load_study(study_name="staged", storage=opts.storage)
     plan = Plan.from_dict(study.user_attrs[record.PLAN])
-    # The export's share of the budget: 3 epochs of a 0.43M-MAC network (LeNet-5) on 60,000 images.
-    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * 0.43 * plan.throughput.export})
     chosen = pick_trial(study, None)
     assert TrialRecord(chosen).stage == "final"
+    # The export's share of the budget: 3 epochs on 60,000 images of LeNet-5 at the size its speed implies.
+    rec = TrialRecord(chosen)
+    size = plan.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6)
+    assert size > 0 and rec.images_per_wall_second > 0
+    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * size * plan.throughput.export})
     epochs, rule = planned_epochs(study, chosen)
     assert rule["plan_export_epochs"] == 3 and epochs == 3  # the curve's rule alone asks for more
 
@@ -110,3 +114,30 @@ def test_a_trial_still_training_at_the_deadline_completes_with_what_it_measured(
     assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1
     assert t.user_attrs[record.CUT_SHORT] == "stopped at epoch 1: the screen's time was up"
     assert t.value == t.intermediate_values[1]
+
+
+def test_calibration_times_a_worker_with_its_evaluation_and_the_export_without(
+    tiny_splits: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's run validates as a screen trial does (the same share of validation images per training
+    image, ``evals_per_epoch`` times); the export's run has no validation, as export-best has none."""
+    from search.tune import calibrate as calibrate_module
+    from space import preset_config
+
+    calls: list[tuple[int, int, int]] = []  # (training images, validation images, evals per epoch)
+    real_train = calibrate_module.train
+
+    def spy(model: Any, cfg: Any, splits: Any, **kw: Any) -> Any:
+        calls.append((len(splits.train), len(splits.val) if splits.val else 0, kw["evals_per_epoch"]))
+        return real_train(model, cfg, splits, **kw)
+
+    monkeypatch.setattr(calibrate_module, "train", spy)
+    monkeypatch.setattr(calibrate_module, "CALIBRATION_IMAGES", 64)
+    small = preset_config("lenet5", epochs=1)
+    got = calibrate_module.calibrate(small, tiny_splits, device=torch.device("cpu"), worker_threads=1,
+                                     evals_per_epoch=2)  # fmt: skip
+    assert got.worker > 0 and got.export > 0
+    share = len(tiny_splits.val) / len(tiny_splits.train)
+    assert [c[1] for c in calls[:2]] == [0, 0]  # the export: warm-up and timed run, no validation
+    assert [c[2] for c in calls[2:]] == [2, 2]
+    assert [c[1] for c in calls[2:]] == [max(1, round(c[0] * share)) for c in calls[2:]]

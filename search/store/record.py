@@ -105,6 +105,16 @@ class TrialRecord:
         return float(self._get(TRAIN_SECONDS, 0.0))
 
     @property
+    def wall_seconds(self) -> float:
+        return float(self._get(WALL_SECONDS, 0.0))
+
+    @property
+    def images_per_wall_second(self) -> float:
+        """Images trained per second of the whole training call, evaluation included (what the plan needs)."""
+        wall = self.wall_seconds
+        return self.images_per_second * self.train_seconds / wall if wall > 0 else 0.0
+
+    @property
     def images_per_second(self) -> float:
         return float(self._get(IMAGES_PER_SECOND, 0.0))
 

@@ -11,6 +11,7 @@ study's dashboard note (the search summary, :mod:`search.store.notes`) is rewrit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,7 +84,9 @@ def _make_plan(opts: SearchOptions, splits: Splits, device: torch.device, specs:
     if opts.budget_minutes is None:
         return None
     reference = preset_config(REFERENCE_PRESET)
-    throughput = calibrate(reference, splits, device=device, worker_threads=specs[0].threads)
+    throughput = calibrate(
+        reference, splits, device=device, worker_threads=specs[0].threads, evals_per_epoch=opts.evals_per_epoch
+    )
     return make_plan(
         budget_s=opts.budget_minutes * 60, workers=len(specs), train_images=len(splits.train),
         reference_mmacs=model_size(reference.arch).macs / 1e6, throughput=throughput, screen_epochs=opts.max_epochs,
@@ -171,19 +174,24 @@ def run_search(
     t0 = time.perf_counter()
     runner.run(Stage.screen(opts, deadline=screen_end), timeout=timeout)
     stage_seconds["screen"] = time.perf_counter() - t0
-    if plan is not None:  # what is left, at the speed the screen's trials showed
-        plan = replan(plan, elapsed_s=time.time() - started_wall, throughput=_screen_throughput(study, earlier, plan))
+    finalists: list[FrozenTrial] = []
+    if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen
+        finalists = choose_finalists(_without_finals(study.get_trials(deepcopy=False)), plan.finalists)
+        measured = dataclasses.replace(plan, throughput=_screen_throughput(study, earlier, plan))
+        plan = replan(
+            plan, elapsed_s=time.time() - started_wall, throughput=measured.throughput,
+            finals_mmacs=[_effective_mmacs(measured, t) for t in finalists],
+        )  # fmt: skip
+        finalists = finalists[: plan.finalists]
         _save_plan(study, plan)
         if on_plan is not None:
             on_plan(plan)
-    if plan is not None and plan.finalists and not runner.problems:
-        finalists = choose_finalists(_without_finals(study.get_trials(deepcopy=False)), plan.finalists)
-        if finalists:
-            enqueue_finals(study, finalists)
-            t0 = time.perf_counter()
-            stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
-            runner.run(stage, timeout=None)
-            stage_seconds["final"] = time.perf_counter() - t0
+    if plan is not None and plan.finalists and not runner.problems and finalists:
+        enqueue_finals(study, finalists)
+        t0 = time.perf_counter()
+        stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
+        runner.run(stage, timeout=None)
+        stage_seconds["final"] = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.number not in earlier]
     counts = {
@@ -217,13 +225,20 @@ def _without_finals(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def _screen_throughput(study: optuna.Study, earlier: set[int], plan: Plan) -> Throughput:
-    """The throughput this run's screen trials showed (those that trained at least a second)."""
+    """The throughput this run's screen trials showed (those that trained at least a second): images per
+    second of each trial's whole training, evaluation included, with the other workers busy beside it."""
     samples = []
     for t in study.get_trials(deepcopy=False):
         rec = TrialRecord(t)
-        if t.number not in earlier and rec.stage == "screen" and rec.train_seconds >= 1.0:
-            samples.append((rec.images_per_second, rec.macs / 1e6))
+        if t.number not in earlier and rec.stage == "screen" and rec.wall_seconds >= 1.0:
+            samples.append((rec.images_per_wall_second, rec.macs / 1e6))
     return measured_throughput(samples, plan.throughput)
+
+
+def _effective_mmacs(plan: Plan, trial: FrozenTrial) -> float:
+    """The trial's size for the plan: as its measured speed implies, else its MACs, else the reference's."""
+    rec = TrialRecord(trial)
+    return plan.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6 or plan.reference_mmacs)
 
 
 def _save_plan(study: optuna.Study, plan: Plan | None) -> None:
