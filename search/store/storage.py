@@ -1,7 +1,8 @@
 """Study storage: URLs, SQLite checks, opening an Optuna RDB storage, heartbeats and repair.
 
-The default storage is ``sqlite:///studies/fsearch.db``. SQLite gets a long busy timeout and
-WAL journaling so a dashboard can read while a search writes. Any Optuna RDB URL is accepted.
+The default storage is ``sqlite:///studies/fsearch.db``. SQLite gets a long busy timeout, WAL
+journaling so a dashboard can read while a search writes, and transactions that take the write lock
+when they begin, so that two workers never start the same queued trial. Any Optuna RDB URL is accepted.
 A read-only command never creates a database as a side effect of a typo.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import sqlalchemy.event
 import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
@@ -166,6 +168,7 @@ def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> 
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             # Pooled connections opened before the switch still run in rollback mode: start afresh.
             storage.engine.dispose()
+            _serialise_sqlite_transactions(storage.engine)
     except ImportError as exc:  # a driver that imports but lacks a piece (checked above, so rare)
         module = getattr(exc.__cause__, "name", None) or exc.name or parsed.drivername
         raise StorageError(
@@ -178,6 +181,26 @@ def open_storage(url: str, *, create: bool, grace_period: int | None = None) -> 
             f"and your access to it"
         ) from None
     return storage
+
+
+def _serialise_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Every transaction on this engine takes SQLite's write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Optuna starts a queued trial by reading that it is still WAITING and writing RUNNING, under a row lock
+    (``SELECT ... FOR UPDATE``) that SQLite does not have; and Python's sqlite3 begins a transaction only at
+    its first write, so the read runs outside it. Two workers asking at the same moment both read WAITING
+    and both train the trial: the two workers of one default run trained the same finalist while the other
+    waited (docs/workers.md). Beginning every transaction with the write lock makes read-then-write one
+    step; the transactions are milliseconds long, and readers on other connections (the dashboard) are not
+    blocked under WAL. The SQLAlchemy recipe for pysqlite: sqlite3 hands transaction control to SQLAlchemy."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], grace_period: int | None) -> RDBStorage:
