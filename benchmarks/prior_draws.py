@@ -2,7 +2,7 @@
 
     python -m benchmarks.prior_draws [--draws 500] [--preset fsearch-w1] [--out studies/prior_draws.json]
 
-A ``prior`` (or ``incumbent``) draw perturbs every parameter of a configuration (``draw_near`` in
+A ``prior`` (or ``incumbent``) draw perturbs every parameter of a configuration (``NearSampler`` in
 ``search/tune/samplers.py``). For each (NEAR_STD, NEAR_CHANGE) pair this reports the draws' MACs, the
 share that fits the default ``--max-mmacs``, and how many categorical choices (optimiser, activation,
 normalisation, head, ...) differ from the prior's: how near a "near" draw is. Seeded, so repeatable.
@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from search.defaults import DEFAULT_MAX_MMACS
-from search.tune import samplers
+from search.tune.samplers import NearSampler
 from space import PRESETS, suggest
 from space.model import model_size
 
@@ -27,8 +27,9 @@ SPREADS = ((0.15, 0.2), (0.1, 0.1), (0.08, 0.05))
 
 
 def spread(prior: dict[str, Any], std: float, change: float, draws: int) -> dict[str, Any]:
-    samplers.NEAR_STD, samplers.NEAR_CHANGE = std, change  # read by draw_near at each call
-    near = samplers._Near(prior, rng=np.random.default_rng(0), missing=optuna.samplers.RandomSampler(seed=0))
+    near = NearSampler(
+        prior, rng=np.random.default_rng(0), missing=optuna.samplers.RandomSampler(seed=0), std=std, change=change
+    )
     study = optuna.create_study(sampler=near)
     prior_mmacs = model_size(suggest(optuna.trial.FixedTrial(prior), epochs=1).arch).macs / 1e6
     mmacs, changed = [], []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from search.errors import ConfigError
@@ -43,6 +45,7 @@ def describe(device: torch.device) -> str:
     return str(device)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles); torch has no public check."""
     cpu = getattr(torch, "cpu", None)

@@ -42,6 +42,13 @@ class Throughput:
     def seconds(self, images: float, mmacs: float, *, export: bool = False) -> float:
         return images * mmacs * (self.export if export else self.worker)
 
+    def effective_mmacs(self, images_per_second: float, mmacs: float) -> float:
+        """A trial's size as its measured speed in a worker implies: the million MACs that would train at
+        ``images_per_second`` at this worker throughput. MACs are a first-order cost: a net of wide early
+        layers spends more per MAC on normalisation and activations than the reference, and is timed here
+        as larger. ``mmacs`` when there is no measurement."""
+        return 1.0 / (images_per_second * self.worker) if images_per_second > 0 else mmacs
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -66,13 +73,6 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         return cls(**(data | {"throughput": Throughput(**data["throughput"])}))
-
-    def effective_mmacs(self, images_per_second: float, mmacs: float) -> float:
-        """A trial's size as its measured speed in a worker implies: the million MACs that would train at
-        ``images_per_second`` at the plan's worker throughput. MACs are a first-order cost: a net of wide
-        early layers spends more per MAC on normalisation and activations than the reference, and is timed
-        here as larger. ``mmacs`` when there is no measurement."""
-        return 1.0 / (images_per_second * self.throughput.worker) if images_per_second > 0 else mmacs
 
     def export_epochs_for(self, mmacs: float) -> int:
         """The export's epochs for a winner of ``mmacs``: ``export_epochs``, fewer if that would not fit

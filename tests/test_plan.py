@@ -71,9 +71,9 @@ def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
 def test_a_trials_size_is_what_its_measured_speed_implies() -> None:
     plan = _plan(60)
     reference_speed = 1 / (CPU.worker * 19.1)  # images/s of the reference in a worker
-    assert plan.effective_mmacs(reference_speed, 19.1) == pytest.approx(19.1)
-    assert plan.effective_mmacs(reference_speed / 2, 19.1) == pytest.approx(38.2)  # half as fast per MAC
-    assert plan.effective_mmacs(0.0, 23.7) == 23.7  # nothing measured: its MACs
+    assert plan.throughput.effective_mmacs(reference_speed, 19.1) == pytest.approx(19.1)
+    assert plan.throughput.effective_mmacs(reference_speed / 2, 19.1) == pytest.approx(38.2)  # half as fast per MAC
+    assert plan.throughput.effective_mmacs(0.0, 23.7) == 23.7  # nothing measured: its MACs
 
 
 def test_the_finals_are_planned_at_the_finalists_own_size() -> None:

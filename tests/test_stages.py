@@ -82,7 +82,7 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     assert TrialRecord(chosen).stage == "final"
     # The export's share of the budget: 3 epochs on 60,000 images of LeNet-5 at the size its speed implies.
     rec = TrialRecord(chosen)
-    size = plan.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6)
+    size = plan.throughput.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6)
     assert size > 0 and rec.images_per_wall_second > 0
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * size * plan.throughput.export})
     epochs, rule = planned_epochs(study, chosen)

@@ -76,12 +76,12 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 def planned_epochs(study: optuna.Study, chosen: FrozenTrial) -> tuple[int, dict[str, Any]]:
     """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
     by what the export's share of the study's time plan affords for a network of the trial's size (as its
-    measured speed implies: :meth:`~search.plan.Plan.effective_mmacs`)."""
+    measured speed implies: :meth:`~search.plan.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
         return epochs, rule
-    plan, rec = Plan.from_dict(stored), TrialRecord(chosen)
-    affordable = plan.export_epochs_for(plan.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6))
+    plan = Plan.from_dict(stored)
+    affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
     return min(epochs, affordable), rule | {"plan_export_epochs": affordable, "epochs": min(epochs, affordable)}
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.plan import Throughput
+
 # Trial attributes, written by the objective (search.tune.objective) unless said otherwise.
 SEED = "seed"  # the trial's training seed
 PARAMETERS = "parameters"  # trainable parameters of the network
@@ -113,6 +115,10 @@ class TrialRecord:
         """Images trained per second of the whole training call, evaluation included (what the plan needs)."""
         wall = self.wall_seconds
         return self.images_per_second * self.train_seconds / wall if wall > 0 else 0.0
+
+    def effective_mmacs(self, throughput: Throughput) -> float:
+        """The trial's size for a time plan: as its measured speed implies (``Throughput.effective_mmacs``)."""
+        return throughput.effective_mmacs(self.images_per_wall_second, self.macs / 1e6)
 
     @property
     def images_per_second(self) -> float:

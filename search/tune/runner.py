@@ -11,7 +11,6 @@ study's dashboard note (the search summary, :mod:`search.store.notes`) is rewrit
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -177,16 +176,16 @@ def run_search(
     finalists: list[FrozenTrial] = []
     if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen
         finalists = choose_finalists(_without_finals(study.get_trials(deepcopy=False)), plan.finalists)
-        measured = dataclasses.replace(plan, throughput=_screen_throughput(study, earlier, plan))
+        measured = _screen_throughput(study, earlier, plan)
         plan = replan(
-            plan, elapsed_s=time.time() - started_wall, throughput=measured.throughput,
-            finals_mmacs=[_effective_mmacs(measured, t) for t in finalists],
+            plan, elapsed_s=time.time() - started_wall, throughput=measured,
+            finals_mmacs=[TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs for t in finalists],
         )  # fmt: skip
         finalists = finalists[: plan.finalists]
         _save_plan(study, plan)
         if on_plan is not None:
             on_plan(plan)
-    if plan is not None and plan.finalists and not runner.problems and finalists:
+    if plan is not None and finalists and not runner.problems:
         enqueue_finals(study, finalists)
         t0 = time.perf_counter()
         stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
@@ -233,12 +232,6 @@ def _screen_throughput(study: optuna.Study, earlier: set[int], plan: Plan) -> Th
         if t.number not in earlier and rec.stage == "screen" and rec.wall_seconds >= 1.0:
             samples.append((rec.images_per_wall_second, rec.macs / 1e6))
     return measured_throughput(samples, plan.throughput)
-
-
-def _effective_mmacs(plan: Plan, trial: FrozenTrial) -> float:
-    """The trial's size for the plan: as its measured speed implies, else its MACs, else the reference's."""
-    rec = TrialRecord(trial)
-    return plan.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6 or plan.reference_mmacs)
 
 
 def _save_plan(study: optuna.Study, plan: Plan | None) -> None:

@@ -184,31 +184,37 @@ def mode_weights(trained: int) -> dict[Mode, float]:
     return {"prior": prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
 
 
-def draw_near(value: Any, distribution: BaseDistribution, rng: np.random.Generator) -> Any:
-    """A value of ``distribution`` near ``value``: PriorBand's draw from a prior centred on it."""
+def draw_near(
+    value: Any, distribution: BaseDistribution, rng: np.random.Generator, *, std: float = NEAR_STD,
+    change: float = NEAR_CHANGE,
+) -> Any:  # fmt: skip
+    """A value of ``distribution`` near ``value``: PriorBand's draw from a prior centred on it (``std``: of the
+    parameter's range; ``change``: the chance a categorical takes another choice)."""
     if isinstance(distribution, CategoricalDistribution):
         others = [c for c in distribution.choices if c != value]
-        if len(others) < len(distribution.choices) and (not others or rng.random() >= NEAR_CHANGE):
+        if len(others) < len(distribution.choices) and (not others or rng.random() >= change):
             return value
         return others[int(rng.integers(len(others)))]
     assert isinstance(distribution, IntDistribution | FloatDistribution)
     low, high, step, log = distribution.low, distribution.high, distribution.step, distribution.log
     # Perturbed on the scale the parameter is uniform on (log for learning rates and widths).
     lo, hi, centre = (math.log(v) if log else float(v) for v in (low, high, min(max(float(value), low), high)))
-    x = float(centre + rng.normal(0.0, NEAR_STD * (hi - lo)))
+    x = float(centre + rng.normal(0.0, std * (hi - lo)))
     x = min(max(math.exp(x) if log else x, low), high)
     if step is not None:
         x = min(low + round((x - low) / step) * step, high)
     return round(x) if isinstance(distribution, IntDistribution) else x
 
 
-class _Near(optuna.samplers.BaseSampler):
-    """Every parameter near ``base``'s; one that ``base`` lacks (a block it has not) from ``missing``."""
+class NearSampler(optuna.samplers.BaseSampler):
+    """Every parameter near ``base``'s (:func:`draw_near`); one that ``base`` lacks (a block it has not) from
+    ``missing``."""
 
     def __init__(
-        self, base: Mapping[str, Any], *, rng: np.random.Generator, missing: optuna.samplers.BaseSampler
-    ) -> None:
-        self.base, self.rng, self.missing = base, rng, missing
+        self, base: Mapping[str, Any], *, rng: np.random.Generator, missing: optuna.samplers.BaseSampler,
+        std: float = NEAR_STD, change: float = NEAR_CHANGE,
+    ) -> None:  # fmt: skip
+        self.base, self.rng, self.missing, self.std, self.change = base, rng, missing, std, change
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
@@ -223,7 +229,7 @@ class _Near(optuna.samplers.BaseSampler):
     ) -> Any:
         if param_name not in self.base:
             return self.missing.sample_independent(study, trial, param_name, param_distribution)
-        return draw_near(self.base[param_name], param_distribution, self.rng)
+        return draw_near(self.base[param_name], param_distribution, self.rng, std=self.std, change=self.change)
 
 
 class PriorBandSampler(OneSamplerPerTrial):
@@ -269,7 +275,7 @@ class PriorBandSampler(OneSamplerPerTrial):
             return self.sampler
         if mode == "random":
             return self.random
-        return _Near(base, rng=self._draw_rng, missing=self.random)
+        return NearSampler(base, rng=self._draw_rng, missing=self.random)
 
     def mode(self, number: int) -> Mode | None:
         """The mode that drew running trial ``number``; None for a queued trial (or one not running here)."""
