@@ -20,8 +20,11 @@ def test_search_then_export_best_then_predict(
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'real.db'}"
     common = ["--data-dir", str(real_data_dir), "--storage", storage, "--device", "cpu"]
+    # --budget 0: no time plan, so no 15-epoch finals (the staged run has tests of its own on tiny data).
     code, _, err = fsearch(
-        ["run", "--trials", "2", "--max-epochs", "1", "--train-subset", "2000", *common], capsys, monkeypatch
+        ["run", "--trials", "2", "--max-epochs", "1", "--train-subset", "2000", "--budget", "0", *common],
+        capsys,
+        monkeypatch,
     )
     assert code == 0, err
     code, out, err = fsearch(["export-best", "--epochs", "1", "--json", *common], capsys, monkeypatch)
