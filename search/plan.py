@@ -75,10 +75,13 @@ class Plan:
         return cls(**(data | {"throughput": Throughput(**data["throughput"])}))
 
     def export_epochs_for(self, mmacs: float) -> int:
-        """The export's epochs for a winner of ``mmacs``: ``export_epochs``, fewer if that would not fit
-        the export's share of the budget (at least 1)."""
-        per_epoch = self.throughput.seconds(EXPORT_IMAGES, mmacs, export=True)
-        return max(1, min(self.export_epochs, _whole(self.export_s / max(per_epoch, 1e-9))))
+        """The export's epochs for a winner of ``mmacs`` at the calibrated speed (``export_epochs_within``)."""
+        return self.export_epochs_within(self.throughput.seconds(EXPORT_IMAGES, mmacs, export=True))
+
+    def export_epochs_within(self, epoch_s: float) -> int:
+        """The export's epochs when one epoch takes ``epoch_s``: ``export_epochs``, fewer if that would not
+        fit the export's share of the budget (at least 1)."""
+        return max(1, min(self.export_epochs, _whole(self.export_s / max(epoch_s, 1e-9))))
 
     def describe(self) -> str:
         """One line for the live display and the log."""

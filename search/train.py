@@ -11,8 +11,9 @@ evaluation runs under ``inference_mode`` in large batches; channels_last on CUDA
 (measured faster on both, ``benchmarks/loop_vs_dataloader.py``). Training steps run under bf16
 autocast on CUDA (fp16 where bf16 is unsupported) and on a CPU with native bf16 instructions
 (AVX512-BF16 or AMX; on the project's 2-core EPYC, 1.5x the images/s of fp32, ``docs/training.md``);
-on a CPU without them bf16 is emulated and slower, so off. On the CPU evaluation stays fp32, as
-``predict`` and the ONNX graph compute.
+on a CPU without them bf16 is emulated and slower, so off. On the CPU the search's validation runs under
+the same autocast (``Runtime.cpu_eval_amp``); other evaluation stays fp32, as ``predict`` and the ONNX
+graph compute.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Runtime:
     channels_last: bool | None = None
     # None: on for CUDA and for a CPU with native bf16 (cpu_has_native_bf16), off on MPS.
     amp: bool | None = None
+    # Evaluate under the same autocast on the CPU too. The search's validation does (on the project's EPYC
+    # 1.8x faster, accuracy within 3 images in 10,000: docs/training.md); the test set, predict and ONNX
+    # stay fp32. On CUDA evaluation always follows ``use_amp``.
+    cpu_eval_amp: bool = False
 
     @property
     def use_amp(self) -> bool:
@@ -58,8 +63,8 @@ class Runtime:
 
     @property
     def eval_amp(self) -> bool:
-        """Autocast in evaluation: on CUDA only (the CPU evaluates in fp32, as predict and ONNX do)."""
-        return self.use_amp and self.device.type == "cuda"
+        """Autocast in evaluation: on CUDA, and on the CPU with ``cpu_eval_amp`` (else fp32, as predict computes)."""
+        return self.use_amp and (self.device.type == "cuda" or self.cpu_eval_amp)
 
     @property
     def use_channels_last(self) -> bool:

@@ -16,7 +16,15 @@ MAX_LINES = 300
 LAYERS = (
     ("search.errors", "search.paths", "search.defaults", "search.plan"),
     ("space",),
-    ("search.device", "search.data", "search.augment", "search.optim", "search.train", "search.metrics"),
+    (
+        "search.device",
+        "search.data",
+        "search.augment",
+        "search.optim",
+        "search.train",
+        "search.speed",
+        "search.metrics",
+    ),
     ("search.store",),
     ("search.tune", "search.model", "search.dashboard"),
     ("search.cli",),

@@ -14,12 +14,13 @@ from optuna.trial import TrialState
 from search import plan as plan_module
 from search.model.best import pick_trial, planned_epochs
 from search.plan import Plan, Throughput
+from search.speed import export_seconds_per_image
 from search.store import record
 from search.store.record import TrialRecord
 from search.tune import runner
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
-from space import PRESETS
+from space import PRESETS, preset_config
 
 FAST = Throughput(worker=1e-7, export=1e-7)  # seconds per image per million MACs: everything fits
 
@@ -66,6 +67,9 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
         assert final.params == parent.params and final.state == TrialState.COMPLETE
         assert TrialRecord(final).max_epochs == report.plan.final_epochs == 3
         assert TrialRecord(final).epochs_run == 3 and TrialRecord(parent).epochs_run == 1
+        # The screen validates twice an epoch for its pruner; an unpruned finalist once an epoch.
+        assert TrialRecord(parent).reports_per_epoch == 2
+        assert TrialRecord(final).reports_per_epoch == 1 and len(final.intermediate_values) == 3
     assert report.best is not None and TrialRecord(report.best).stage == "final"
     assert report.study.user_attrs[record.PLAN]["finalists"] == 2
 
@@ -87,6 +91,17 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * size * plan.throughput.export})
     epochs, rule = planned_epochs(study, chosen)
     assert rule["plan_export_epochs"] == 3 and epochs == 3  # the curve's rule alone asks for more
+    # export-best times the trial itself: what the timing says decides, not the estimate from the search.
+    export_s = study.user_attrs[record.PLAN]["export_s"]
+    epochs, rule = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 2)
+    assert epochs == 2 and rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 2, abs=0.1)
+    fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000)[1]
+    assert fast["plan_export_epochs"] == plan.export_epochs  # never beyond the plan
+
+
+def test_an_export_epoch_is_timed_on_this_machine() -> None:
+    small, large = (export_seconds_per_image(preset_config(p), torch.device("cpu")) for p in ("lenet5", "fsearch-w1"))
+    assert 0 < small < large  # LeNet-5 has 0.4M MACs, fsearch-w1 19.1M
 
 
 def test_a_finished_screen_trial_is_not_a_finalist_twice(
@@ -121,18 +136,19 @@ def test_calibration_times_a_worker_with_its_evaluation_and_the_export_without(
 ) -> None:
     """The worker's run validates as a screen trial does (the same share of validation images per training
     image, ``evals_per_epoch`` times); the export's run has no validation, as export-best has none."""
+    from search import speed
     from search.tune import calibrate as calibrate_module
     from space import preset_config
 
     calls: list[tuple[int, int, int]] = []  # (training images, validation images, evals per epoch)
-    real_train = calibrate_module.train
+    real_train = speed.train
 
     def spy(model: Any, cfg: Any, splits: Any, **kw: Any) -> Any:
         calls.append((len(splits.train), len(splits.val) if splits.val else 0, kw["evals_per_epoch"]))
         return real_train(model, cfg, splits, **kw)
 
-    monkeypatch.setattr(calibrate_module, "train", spy)
-    monkeypatch.setattr(calibrate_module, "CALIBRATION_IMAGES", 64)
+    monkeypatch.setattr(speed, "train", spy)
+    monkeypatch.setattr(speed, "TIMED_IMAGES", 64)
     small = preset_config("lenet5", epochs=1)
     got = calibrate_module.calibrate(small, tiny_splits, device=torch.device("cpu"), worker_threads=1,
                                      evals_per_epoch=2)  # fmt: skip

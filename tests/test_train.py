@@ -10,7 +10,7 @@ import torch
 
 from search.augment import normalize, prepare_batch, random_crop, random_erase, random_flip
 from search.data import Splits
-from search.train import DivergedError, EpochStats, Runtime, train
+from search.train import DivergedError, EpochStats, Runtime, evaluate, train
 from space import Architecture, Augment, ConvBlock, TrainConfig, build_model
 
 CPU = Runtime(device=torch.device("cpu"))
@@ -138,6 +138,8 @@ def test_autocast_follows_the_device_and_the_cpu(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr("search.train.cpu_has_native_bf16", lambda native=native: native)
         cpu = Runtime(device=torch.device("cpu"))
         assert cpu.use_amp is native and not cpu.eval_amp and cpu.amp_dtype == torch.bfloat16
+        assert Runtime(device=torch.device("cpu"), cpu_eval_amp=True).eval_amp is native  # the search's validation
+        assert not Runtime(device=torch.device("cpu"), amp=False, cpu_eval_amp=True).eval_amp
         assert ("bf16 autocast" in cpu.describe()) is native
         assert not Runtime(device=torch.device("cpu"), amp=False).use_amp
         assert Runtime(device=torch.device("cpu"), amp=True).use_amp
@@ -156,3 +158,19 @@ def test_training_learns_with_and_without_bf16_autocast(tiny_splits: Splits, amp
     assert result.best is not None and (result.best.val_acc or 0.0) >= 0.9
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never changes the weights' type
     assert result.history[-1].val_logits is not None and result.history[-1].val_logits.dtype == torch.float32
+
+
+def test_the_searchs_bf16_validation_agrees_with_fp32(tiny_splits: Splits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search validates under bf16 autocast where it trains so: the same model scores the same within a
+    couple of images, and its logits come back fp32."""
+    monkeypatch.setattr("search.train.cpu_has_native_bf16", lambda: True)
+    model = build_model(SMALL)
+    train(model, _cfg(), tiny_splits, runtime=Runtime(device=torch.device("cpu")), seed=0)
+    assert tiny_splits.val is not None
+    scores = [
+        evaluate(model, tiny_splits.val, mean=tiny_splits.mean, std=tiny_splits.std,
+                 runtime=Runtime(device=torch.device("cpu"), cpu_eval_amp=bf16))
+        for bf16 in (False, True)
+    ]  # fmt: skip
+    assert abs(scores[0].accuracy - scores[1].accuracy) <= 2 / len(tiny_splits.val)
+    assert scores[1].logits.dtype == torch.float32 and not torch.equal(scores[0].logits, scores[1].logits)

@@ -22,12 +22,14 @@ from typing import Any
 import optuna
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
+from search.device import resolve_device
 from search.errors import StorageError
 from search.model.epochs import default_epochs
 from search.model.graph import check_formats
 from search.model.retrain import ExportReport, RetrainOptions, StartCallback, check_epochs, retrain
 from search.paths import model_dir
-from search.plan import Plan
+from search.plan import EXPORT_IMAGES, Plan
+from search.speed import export_seconds_per_image
 from search.store import record
 from search.store.artifacts import artifact_dir, open_store, upload
 from search.store.notes import save_study_note
@@ -73,15 +75,24 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return found[0]
 
 
-def planned_epochs(study: optuna.Study, chosen: FrozenTrial) -> tuple[int, dict[str, Any]]:
+def planned_epochs(
+    study: optuna.Study, chosen: FrozenTrial, *, epoch_seconds: Callable[[], float] | None = None
+) -> tuple[int, dict[str, Any]]:
     """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
-    by what the export's share of the study's time plan affords for a network of the trial's size (as its
-    measured speed implies: :meth:`~search.plan.Throughput.effective_mmacs`)."""
+    by what the export's share of the study's time plan affords. ``epoch_seconds`` times one export epoch
+    of the trial on this machine (called only when the study has a plan); without it, the time is
+    estimated for a network of the trial's size (as its measured speed in the search implies:
+    :meth:`~search.plan.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
         return epochs, rule
     plan = Plan.from_dict(stored)
-    affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
+    if epoch_seconds is not None:
+        epoch_s = epoch_seconds()
+        affordable = plan.export_epochs_within(epoch_s)
+        rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": round(plan.export_s)}
+    else:
+        affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
     return min(epochs, affordable), rule | {"plan_export_epochs": affordable, "epochs": min(epochs, affordable)}
 
 
@@ -135,7 +146,15 @@ def export_best(
     found = open_study(storage, study)
     check_space_version(found, fix="export it with the fsearch version that made it")
     chosen = pick_trial(found, trial)
-    auto_epochs, rule = planned_epochs(found, chosen)
+    if epochs is None:
+        # The plan's share for the export is kept by timing this very configuration here, not estimated.
+        device = resolve_device(opts.device if opts is not None else "auto")
+        timed = replay(chosen, epochs=1, study=study)
+        auto_epochs, rule = planned_epochs(
+            found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(timed, device)
+        )
+    else:
+        auto_epochs, rule = planned_epochs(found, chosen)
     cfg = replay(chosen, epochs=epochs if epochs is not None else auto_epochs, study=study)
     if seed is None:
         seed = TrialRecord(chosen).seed or 0

@@ -215,9 +215,11 @@ def optimize_here(
     settings = ObjectiveSettings(
         max_epochs=stage.max_epochs,
         seed=opts.seed,
-        runtime=Runtime(device=device),
+        runtime=Runtime(device=device, cpu_eval_amp=True),
         max_mmacs=opts.max_mmacs,
-        evals_per_epoch=opts.evals_per_epoch,
+        # A finalist is never pruned: its curve needs one point an epoch, and each validation pass costs
+        # about a fifth of an epoch's training on a CPU (docs/runs.md, the staged runs).
+        evals_per_epoch=opts.evals_per_epoch if stage.prune else 1,
         explore_epochs=explore_epochs(opts.evals_per_epoch) if stage.prune else None,
         artifacts=artifact_dir(opts.storage, opts.artifact_dir) if opts.artifacts else None,
         stage=stage.name,
