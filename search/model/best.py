@@ -146,16 +146,16 @@ def export_best(
     found = open_study(storage, study)
     check_space_version(found, fix="export it with the fsearch version that made it")
     chosen = pick_trial(found, trial)
+    cfg = replay(chosen, epochs=epochs or 1, study=study)
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
         device = resolve_device(opts.device if opts is not None else "auto")
-        timed = replay(chosen, epochs=1, study=study)
         auto_epochs, rule = planned_epochs(
-            found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(timed, device)
+            found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(cfg, device)
         )
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=auto_epochs))
     else:
-        auto_epochs, rule = planned_epochs(found, chosen)
-    cfg = replay(chosen, epochs=epochs if epochs is not None else auto_epochs, study=study)
+        _, rule = planned_epochs(found, chosen)
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
     opts = dataclasses.replace(opts or RetrainOptions(out=model_dir(study)), seed=seed)

@@ -217,8 +217,8 @@ def optimize_here(
         seed=opts.seed,
         runtime=Runtime(device=device, cpu_eval_amp=True),
         max_mmacs=opts.max_mmacs,
-        # A finalist is never pruned: its curve needs one point an epoch, and each validation pass costs
-        # about a fifth of an epoch's training on a CPU (docs/runs.md, the staged runs).
+        # A finalist is never pruned: its curve needs one point an epoch, and validation passes cost
+        # time a finalist can train instead (docs/defaults.md, the time plan).
         evals_per_epoch=opts.evals_per_epoch if stage.prune else 1,
         explore_epochs=explore_epochs(opts.evals_per_epoch) if stage.prune else None,
         artifacts=artifact_dir(opts.storage, opts.artifact_dir) if opts.artifacts else None,
