@@ -104,6 +104,8 @@ class EpochStats:
 @dataclass(frozen=True)
 class TrainResult:
     history: tuple[EpochStats, ...]
+    # True when ``time_limit_s`` ended the run before its epochs were done (its schedule ran on the clock).
+    time_limited: bool = False
 
     @property
     def epochs_run(self) -> float:
@@ -175,6 +177,7 @@ def train(
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     evals_per_epoch: int = 1,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.epochs`` epochs on ``splits.train``, validating on ``splits.val``.
 
@@ -182,6 +185,9 @@ def train(
     handing an :class:`EpochStats` to ``on_epoch_end``; more than one lets a pruner stop a hopeless
     trial after part of an epoch. Raises :class:`DivergedError` when the loss stops being finite;
     whatever ``on_epoch_end`` raises (e.g. a pruning signal) propagates after the stats are recorded.
+
+    ``time_limit_s`` keeps the run within that many seconds (see :class:`_Pace`): a run on time is the
+    same as without it; one that falls behind anneals sooner and ends at the limit, mid-epoch if need be.
     """
     if evals_per_epoch < 1:
         raise ValueError(f"evals_per_epoch must be at least 1, got {evals_per_epoch}")
@@ -202,6 +208,8 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[EpochStats] = []
     step = 0
+    pace = _Pace(sched, total_steps, time_limit_s)
+    more = True
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -222,14 +230,14 @@ def train(
             scaler.step(opt)
             scaler.update()
             lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
-            sched.step()
             since.add(loss.detach(), logits.detach(), y)
             step += 1
+            more = pace.advance(step)
             if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
                 raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
             if on_step is not None:
                 on_step(i + 1, steps_per_epoch)
-            if i + 1 in eval_after:
+            if i + 1 in eval_after or not more:
                 stats = since.close(
                     model, splits, runtime, epoch=epoch, report=len(history) + 1,
                     epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
@@ -239,7 +247,42 @@ def train(
                     on_epoch_end(stats)
                 model.train()
                 since = _Window(runtime.device)
-    return TrainResult(history=tuple(history))
+            if not more:
+                break
+        if not more:
+            break
+    return TrainResult(history=tuple(history), time_limited=step < total_steps)
+
+
+class _Pace:
+    """Moves the learning-rate schedule on after each step, and says when training is done.
+
+    Without a time limit the schedule's position is the steps done. With one it is the larger of the
+    steps done and the share of the limit used, times the total steps: a machine slower than planned
+    (a busy or noisy one: epochs on the project's VM vary by a fifth) goes through the whole schedule,
+    annealing included, within the limit instead of overrunning it, and one on time trains exactly as
+    without a limit. Schedules are closed-form in their step, so skipping positions is safe.
+    """
+
+    def __init__(self, sched: torch.optim.lr_scheduler.LRScheduler, total_steps: int, limit_s: float | None):
+        if limit_s is not None and limit_s <= 0:
+            raise ValueError(f"time_limit_s must be positive, got {limit_s}")
+        self.sched = sched
+        self.total = total_steps
+        self.limit_s = limit_s
+        self.started = time.perf_counter()
+
+    def advance(self, steps_done: int) -> bool:
+        """Bring the schedule to its position after ``steps_done`` steps; False once it is complete."""
+        position = steps_done
+        if self.limit_s is not None:
+            used = (time.perf_counter() - self.started) / self.limit_s
+            position = max(position, math.floor(used * self.total))
+        if position >= self.total:
+            return False
+        while self.sched.last_epoch < position:
+            self.sched.step()
+        return True
 
 
 def _tidy(epochs: float) -> float:

@@ -12,7 +12,8 @@ import torch
 from optuna.trial import TrialState
 
 from search import plan as plan_module
-from search.model.best import pick_trial, planned_epochs
+from search.model.best import export_best, pick_trial, planned_epochs
+from search.model.retrain import RetrainOptions
 from search.plan import Plan, Throughput
 from search.speed import export_seconds_per_image
 from search.store import record
@@ -97,6 +98,12 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     assert epochs == 2 and rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 2, abs=0.1)
     fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000)[1]
     assert fast["plan_export_epochs"] == plan.export_epochs  # never beyond the plan
+    # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
+    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 30.0})
+    out = RetrainOptions(out=tmp_path / "best", data_dir=tiny_data_dir, device="cpu", verify_data=False)
+    report = export_best(study="staged", storage=opts.storage, opts=out)
+    assert report.metrics["time_limit_s"] == 30.0 == report.provenance["epochs_rule"]["plan_export_seconds"]
+    assert export_best(study="staged", storage=opts.storage, opts=out, epochs=1).metrics["time_limit_s"] is None
 
 
 def test_an_export_epoch_is_timed_on_this_machine() -> None:

@@ -71,6 +71,45 @@ def test_divergence_raises(tiny_splits: Splits) -> None:
         train(build_model(arch), cfg, tiny_splits, runtime=CPU, seed=0)
 
 
+class _Clock:
+    """A stand-in for the ``time`` module in search.train: every reading is ``tick`` seconds after the last."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_run_that_keeps_its_time_limit_is_the_run_without_one(tiny_splits: Splits) -> None:
+    cfg = _cfg(epochs=2, schedule="cosine")
+    runs = []
+    for limit in (None, 1e6):
+        torch.manual_seed(0)
+        runs.append(train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, time_limit_s=limit))
+    assert [(s.train_loss, s.val_acc, s.lr) for s in runs[0].history] == [
+        (s.train_loss, s.val_acc, s.lr) for s in runs[1].history
+    ]
+    assert not runs[0].time_limited and not runs[1].time_limited and runs[1].epochs_run == 2
+
+
+def test_a_run_behind_its_time_limit_anneals_sooner_and_ends_at_it(
+    tiny_splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 epochs of 12 steps; the clock moves 0.1 s at every reading (a few a step, with an evaluation after
+    # each step), so a 1-second limit is used up within the first epoch.
+    monkeypatch.setattr("search.train.time", _Clock(0.1))
+    cfg = _cfg(epochs=3, batch_size=16, schedule="cosine", lr=1e-3)
+    result = train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, evals_per_epoch=12, time_limit_s=1.0)
+    assert result.time_limited and 0 < result.epochs_run < 1
+    rates = [s.lr / cfg.lr for s in result.history]  # the rate of each step (one evaluation a step)
+    assert rates[0] == pytest.approx(1.0) and all(a > b for a, b in pairwise(rates))
+    assert rates[-1] < 0.1  # the schedule ran on the clock: annealed by the limit, not cut off at its top
+    with pytest.raises(ValueError, match="time_limit_s"):
+        train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, time_limit_s=0)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_every_optimizer_and_schedule_runs(tiny_splits: Splits, optimizer: str, schedule: str) -> None:

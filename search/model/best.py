@@ -90,7 +90,7 @@ def planned_epochs(
     if epoch_seconds is not None:
         epoch_s = epoch_seconds()
         affordable = plan.export_epochs_within(epoch_s)
-        rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": round(plan.export_s)}
+        rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s}
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
     return min(epochs, affordable), rule | {"plan_export_epochs": affordable, "epochs": min(epochs, affordable)}
@@ -154,11 +154,14 @@ def export_best(
             found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(cfg, device)
         )
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=auto_epochs))
+        # The training keeps to the plan's time, whatever the machine's pace does after the timing.
+        time_limit = rule.get("plan_export_seconds")
     else:
         _, rule = planned_epochs(found, chosen)
+        time_limit = None
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
-    opts = dataclasses.replace(opts or RetrainOptions(out=model_dir(study)), seed=seed)
+    opts = dataclasses.replace(opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit)
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
         "origin": TrialRecord(chosen).origin,

@@ -50,6 +50,8 @@ class RetrainOptions:
     verify_data: bool = True
     formats: tuple[str, ...] = ()
     tta: bool = False
+    # Seconds the training may take (export-best: the plan's time for the export); None: all its epochs.
+    time_limit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ExportReport:
 
     directory: Path
     files: tuple[str, ...]
-    epochs: int
+    epochs: float  # trained: fewer than configured, and fractional, when the time limit ended the training
     seed: int
     device: str
     train_seconds: float
@@ -125,7 +127,7 @@ def retrain(
         on_start(cfg)
     started = time.perf_counter()
     result = train(model, cfg.train, splits, runtime=runtime, seed=opts.seed, on_epoch_end=on_epoch_end,
-                   on_step=on_step)  # fmt: skip
+                   on_step=on_step, time_limit_s=opts.time_limit_s)  # fmt: skip
     wall = time.perf_counter() - started
 
     # The test set is read only now, after training, and evaluated on once.
@@ -134,7 +136,7 @@ def retrain(
     metrics |= {
         "train_seconds": round(result.train_seconds, 3), "wall_seconds": round(wall, 3),
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
-        "train_images": len(splits.train),
+        "train_images": len(splits.train), "time_limit_s": opts.time_limit_s, "time_limited": result.time_limited,
     }  # fmt: skip
     provenance = provenance | {"seed": opts.seed, "device": runtime.describe(), "versions": versions()}
     files = _write(opts.out, model, cfg, splits, metrics, result, provenance)
@@ -145,7 +147,7 @@ def retrain(
         meta = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
         write_json(opts.out / CONFIG_FILE, meta | {"graphs": {fmt: path.name for fmt, path in graphs.items()}})
     return ExportReport(
-        directory=opts.out, files=(*files, *(p.name for p in graphs.values())), epochs=round(result.epochs_run),
+        directory=opts.out, files=(*files, *(p.name for p in graphs.values())), epochs=result.epochs_run,
         seed=opts.seed, device=provenance["device"], train_seconds=result.train_seconds, metrics=metrics,
         provenance=provenance,
     )  # fmt: skip
