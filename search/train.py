@@ -30,7 +30,7 @@ from torch import nn
 from search.augment import prepare_batch
 from search.data import ImageSet, Splits
 from search.device import cpu_has_native_bf16, describe
-from search.optim import make_optimizer, make_scheduler
+from search.optim import Pace, make_optimizer, make_scheduler
 from space.config import TrainConfig
 
 NONFINITE_CHECK_EVERY = 50  # steps between loss checks (each check syncs with the device)
@@ -186,7 +186,7 @@ def train(
     trial after part of an epoch. Raises :class:`DivergedError` when the loss stops being finite;
     whatever ``on_epoch_end`` raises (e.g. a pruning signal) propagates after the stats are recorded.
 
-    ``time_limit_s`` keeps the run within that many seconds (see :class:`_Pace`): a run on time is the
+    ``time_limit_s`` keeps the run within that many seconds (see :class:`~search.optim.Pace`): a run on time is the
     same as without it; one that falls behind anneals sooner and ends at the limit, mid-epoch if need be.
     """
     if evals_per_epoch < 1:
@@ -208,7 +208,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[EpochStats] = []
     step = 0
-    pace = _Pace(sched, total_steps, time_limit_s)
+    pace = Pace(sched, total_steps, time_limit_s)
     more = True
 
     for epoch in range(1, cfg.epochs + 1):
@@ -252,37 +252,6 @@ def train(
         if not more:
             break
     return TrainResult(history=tuple(history), time_limited=step < total_steps)
-
-
-class _Pace:
-    """Moves the learning-rate schedule on after each step, and says when training is done.
-
-    Without a time limit the schedule's position is the steps done. With one it is the larger of the
-    steps done and the share of the limit used, times the total steps: a machine slower than planned
-    (a busy or noisy one: epochs on the project's VM vary by a fifth) goes through the whole schedule,
-    annealing included, within the limit instead of overrunning it, and one on time trains exactly as
-    without a limit. Schedules are closed-form in their step, so skipping positions is safe.
-    """
-
-    def __init__(self, sched: torch.optim.lr_scheduler.LRScheduler, total_steps: int, limit_s: float | None):
-        if limit_s is not None and limit_s <= 0:
-            raise ValueError(f"time_limit_s must be positive, got {limit_s}")
-        self.sched = sched
-        self.total = total_steps
-        self.limit_s = limit_s
-        self.started = time.perf_counter()
-
-    def advance(self, steps_done: int) -> bool:
-        """Bring the schedule to its position after ``steps_done`` steps; False once it is complete."""
-        position = steps_done
-        if self.limit_s is not None:
-            used = (time.perf_counter() - self.started) / self.limit_s
-            position = max(position, math.floor(used * self.total))
-        if position >= self.total:
-            return False
-        while self.sched.last_epoch < position:
-            self.sched.step()
-        return True
 
 
 def _tidy(epochs: float) -> float:

@@ -72,7 +72,7 @@ def test_divergence_raises(tiny_splits: Splits) -> None:
 
 
 class _Clock:
-    """A stand-in for the ``time`` module in search.train: every reading is ``tick`` seconds after the last."""
+    """A stand-in for the ``time`` module of search.optim: every reading is ``tick`` seconds after the last."""
 
     def __init__(self, tick: float) -> None:
         self.now, self.tick = 0.0, tick
@@ -97,9 +97,9 @@ def test_a_run_that_keeps_its_time_limit_is_the_run_without_one(tiny_splits: Spl
 def test_a_run_behind_its_time_limit_anneals_sooner_and_ends_at_it(
     tiny_splits: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 3 epochs of 12 steps; the clock moves 0.1 s at every reading (a few a step, with an evaluation after
-    # each step), so a 1-second limit is used up within the first epoch.
-    monkeypatch.setattr("search.train.time", _Clock(0.1))
+    # 3 epochs of 12 steps; the schedule reads the clock once a step and it moves 0.1 s a reading, so a
+    # 1-second limit is used up after 10 steps, within the first epoch.
+    monkeypatch.setattr("search.optim.time", _Clock(0.1))
     cfg = _cfg(epochs=3, batch_size=16, schedule="cosine", lr=1e-3)
     result = train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, evals_per_epoch=12, time_limit_s=1.0)
     assert result.time_limited and 0 < result.epochs_run < 1

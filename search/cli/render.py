@@ -30,8 +30,9 @@ def print_report(console: Console, report: ExportReport) -> None:
     tta = f" · with flip TTA {m['tta']['accuracy']:.4f}" if m.get("tta") else ""
     limited = f" (the plan's {m['time_limit_s'] / 60:.0f} min ended it)" if m.get("time_limited") else ""
     console.print(
-        f"[bold]test accuracy {m['accuracy']:.4f}[/] (loss {m['loss']:.4f}){tta} after {report.epochs:g} epochs{limited} "
-        f"on {m['train_images']:,} images in {report.train_seconds / 60:.1f} min on {report.device}"
+        f"[bold]test accuracy {m['accuracy']:.4f}[/] (loss {m['loss']:.4f}){tta} "
+        f"after {report.epochs:g} epochs{limited} on {m['train_images']:,} images "
+        f"in {report.train_seconds / 60:.1f} min on {report.device}"
     )
     console.print(metrics_table(m))
     console.print(f"Saved to {report.directory}: {', '.join(report.files)}", markup=False)
