@@ -129,7 +129,7 @@ def _export_section(number: int, export: dict[str, Any]) -> list[str]:
     lines = [
         f"## Exported model: trial {number}" + (f" ({export['origin']})" if export.get("origin") else ""),
         "",
-        f"Retrained for {export.get('epochs', '?')} epochs on all 60,000 training images on "
+        f"Retrained for {_fmt(export.get('epochs', '?'))} epochs on all 60,000 training images on "
         f"{export.get('device', '?')}, then measured once on the 10,000 test images: "
         f"**test accuracy {acc:.4f}** (loss {float(export.get('test_loss', 0.0)):.4f}"
         + (f", flip TTA {export['tta_test_accuracy']:.4f}" if export.get("tta_test_accuracy") else "")
