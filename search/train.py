@@ -207,48 +207,45 @@ def train(
     scaler = torch.amp.GradScaler(enabled=use_scaler)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[EpochStats] = []
-    step = 0
     pace = Pace(sched, total_steps, time_limit_s)
-    more = True
 
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(n, device=runtime.device)
-        since = _Window(runtime.device)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch : (i + 1) * batch]
-            x = prepare_batch(data.x[idx], cfg.augment, splits.mean, splits.std)
-            y = data.y[idx]
-            if runtime.use_channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
-            # Flush the gradients by setting them to None: cheaper than zeroing them.
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
-            since.add(loss.detach(), logits.detach(), y)
-            step += 1
-            more = pace.advance(step)
-            if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
-                raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
-            if on_step is not None:
-                on_step(i + 1, steps_per_epoch)
-            if i + 1 in eval_after or not more:
-                stats = since.close(
-                    model, splits, runtime, epoch=epoch, report=len(history) + 1,
-                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
-                )  # fmt: skip
-                history.append(stats)
-                if on_epoch_end is not None:
-                    on_epoch_end(stats)
-                model.train()
-                since = _Window(runtime.device)
-            if not more:
-                break
+    for step in range(1, total_steps + 1):
+        epoch, i = divmod(step - 1, steps_per_epoch)
+        epoch += 1
+        if i == 0:  # each epoch sees the images in a new order
+            model.train()
+            order = torch.randperm(n, device=runtime.device)
+            since = _Window(runtime.device)
+        idx = order[i * batch : (i + 1) * batch]
+        x = prepare_batch(data.x[idx], cfg.augment, splits.mean, splits.std)
+        y = data.y[idx]
+        if runtime.use_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+        # Flush the gradients by setting them to None: cheaper than zeroing them.
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
+        since.add(loss.detach(), logits.detach(), y)
+        more = pace.advance(step)
+        if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
+            raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
+        if on_step is not None:
+            on_step(i + 1, steps_per_epoch)
+        if i + 1 in eval_after or not more:
+            stats = since.close(
+                model, splits, runtime, epoch=epoch, report=len(history) + 1,
+                epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
+            )  # fmt: skip
+            history.append(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+            model.train()
+            since = _Window(runtime.device)
         if not more:
             break
     return TrainResult(history=tuple(history), time_limited=step < total_steps)

@@ -90,13 +90,14 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     size = plan.throughput.effective_mmacs(rec.images_per_wall_second, rec.macs / 1e6)
     assert size > 0 and rec.images_per_wall_second > 0
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 3 * 60_000 * size * plan.throughput.export})
-    epochs, rule = planned_epochs(study, chosen)
-    assert rule["plan_export_epochs"] == 3 and epochs == 3  # the curve's rule alone asks for more
+    schedule = planned_epochs(study, chosen)
+    assert schedule.rule["plan_export_epochs"] == 3 and schedule.epochs == 3  # the curve's rule alone asks for more
     # export-best times the trial itself: what the timing says decides, not the estimate from the search.
     export_s = study.user_attrs[record.PLAN]["export_s"]
-    epochs, rule = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 2)
-    assert epochs == 2 and rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 2, abs=0.1)
-    fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000)[1]
+    timed = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 2)
+    assert timed.epochs == 2 and timed.rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 2, abs=0.1)
+    assert timed.time_limit_s == export_s  # the training keeps to the plan's share
+    fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000).rule
     assert fast["plan_export_epochs"] == plan.export_epochs  # never beyond the plan
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 30.0})

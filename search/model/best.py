@@ -75,9 +75,19 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return found[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportSchedule:
+    """How long the export trains: ``epochs`` (what ``rule`` says and why), and ``time_limit_s``, the plan's share
+    of the study's time for the export (``None`` when the study has no plan) that the training keeps to."""
+
+    epochs: int
+    rule: dict[str, Any]
+    time_limit_s: float | None
+
+
 def planned_epochs(
     study: optuna.Study, chosen: FrozenTrial, *, epoch_seconds: Callable[[], float] | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> ExportSchedule:
     """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
     by what the export's share of the study's time plan affords. ``epoch_seconds`` times one export epoch
     of the trial on this machine (called only when the study has a plan); without it, the time is
@@ -85,7 +95,7 @@ def planned_epochs(
     :meth:`~search.plan.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
-        return epochs, rule
+        return ExportSchedule(epochs, rule, None)
     plan = Plan.from_dict(stored)
     if epoch_seconds is not None:
         epoch_s = epoch_seconds()
@@ -93,7 +103,8 @@ def planned_epochs(
         rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s}
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
-    return min(epochs, affordable), rule | {"plan_export_epochs": affordable, "epochs": min(epochs, affordable)}
+    epochs = min(epochs, affordable)
+    return ExportSchedule(epochs, rule | {"plan_export_epochs": affordable, "epochs": epochs}, plan.export_s)
 
 
 def replay(trial: FrozenTrial, *, epochs: int, study: str) -> TrialConfig:
@@ -150,15 +161,14 @@ def export_best(
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
         device = resolve_device(opts.device if opts is not None else "auto")
-        auto_epochs, rule = planned_epochs(
+        schedule = planned_epochs(
             found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(cfg, device)
         )
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=auto_epochs))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=schedule.epochs))
         # The training keeps to the plan's time, whatever the machine's pace does after the timing.
-        time_limit = rule.get("plan_export_seconds")
-    else:
-        _, rule = planned_epochs(found, chosen)
-        time_limit = None
+        rule, time_limit = schedule.rule, schedule.time_limit_s
+    else:  # epochs given by hand lift the plan's time limit
+        rule, time_limit = planned_epochs(found, chosen).rule, None
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
     opts = dataclasses.replace(opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit)
