@@ -83,6 +83,18 @@ class Plan:
         fit the export's share of the budget (at least 1)."""
         return max(1, min(self.export_epochs, _whole(self.export_s / max(epoch_s, 1e-9))))
 
+    def with_export_time(self, export_s: float) -> Plan:
+        """This plan with ``export_s`` seconds for the export, and the epochs (at most ``EXPORT_EPOCHS``) that
+        they afford a network of the reference's size."""
+        epoch_s = self.throughput.seconds(EXPORT_IMAGES, self.reference_mmacs, export=True)
+        epochs = max(1, min(EXPORT_EPOCHS, _whole(export_s / max(epoch_s, 1e-9))))
+        return dataclasses.replace(self, export_s=export_s, export_epochs=epochs)
+
+    def after_search(self, elapsed_s: float) -> Plan:
+        """The plan once the search has ended after ``elapsed_s``: the export gets what the budget has left,
+        the finals' slack included, and keeps at least half its share when they overran."""
+        return self.with_export_time(max(0.5 * self.export_s, self.budget_s - elapsed_s - OVERHEAD_S / 2))
+
     def describe(self) -> str:
         """One line for the live display and the log."""
 
@@ -114,12 +126,13 @@ def measured_throughput(samples: list[tuple[float, float]], planned: Throughput)
 
 
 def _finals(
-    room: float, *, wanted: int, round_epoch_s: Callable[[int], float], screen_epochs: int
+    room: float, *, wanted: int, fewest: int, round_epoch_s: Callable[[int], float], screen_epochs: int
 ) -> tuple[int, int, float]:
-    """(finalists, epochs, seconds) of the largest finals that fit ``room``: fewer finalists first, then
-    fewer epochs, down to twice the screen's (below that a final says little the screen did not).
-    ``round_epoch_s(n)``: the seconds one epoch of the first ``n`` finalists takes, in rounds of the workers."""
-    for n in range(wanted, 0, -1):
+    """(finalists, epochs, seconds) of the largest finals that fit ``room``: fewer finalists first, down to
+    ``fewest``, then fewer epochs, down to twice the screen's (below that a final says little the screen did
+    not). ``round_epoch_s(n)``: the seconds one epoch of the first ``n`` finalists takes, in rounds of the
+    workers."""
+    for n in range(wanted, fewest - 1, -1):
         per_epoch = round_epoch_s(n)
         epochs = min(FINAL_EPOCHS, _whole(room / max(per_epoch, 1e-9)))
         if epochs >= 2 * screen_epochs:
@@ -136,22 +149,28 @@ def replan(
     plan: Plan, *, elapsed_s: float, throughput: Throughput, finals_mmacs: Sequence[float] | None = None
 ) -> Plan:
     """The plan for what is left after the screen, with the throughput it measured: the export keeps its
-    epochs if they fit (fewer if not), the finals get the rest. ``finals_mmacs``: the MACs of the chosen
-    finalists, best first (a finalist larger than the reference takes longer); None: the reference's."""
+    planned share of it, the finals get the rest if they fit, and the export then takes whatever the finals
+    leave (all of it without finals). ``finals_mmacs``: the MACs of the chosen finalists, best first (a
+    finalist larger than the reference takes longer); None: the reference's."""
     left = max(0.0, plan.budget_s - elapsed_s - OVERHEAD_S / 2)
     export_epoch_s = throughput.seconds(EXPORT_IMAGES, plan.reference_mmacs, export=True)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
-    export_epochs = max(1, min(plan.export_epochs, _whole(max(left * share, 0.0) / export_epoch_s)))
-    export_s = export_epochs * export_epoch_s
+    export_s = max(1, min(plan.export_epochs, _whole(max(left * share, 0.0) / export_epoch_s))) * export_epoch_s
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
+    # One finalist decides nothing (it is the screen's best again), unless one is all that was asked for.
     finalists, final_epochs, finals_s = _finals(
-        left - export_s, wanted=min(plan.finalists, len(mmacs)), screen_epochs=plan.screen_epochs,
+        left - export_s, wanted=min(plan.finalists, len(mmacs)), fewest=min(2, plan.finalists),
+        screen_epochs=plan.screen_epochs,
         round_epoch_s=lambda n: throughput.seconds(plan.train_images, _rounds(mmacs, n, plan.workers)),
     )  # fmt: skip
     return dataclasses.replace(
-        plan, throughput=throughput, finalists=finalists, final_epochs=final_epochs, finals_s=finals_s,
-        export_epochs=export_epochs, export_s=export_s, screen_s=elapsed_s,
-    )  # fmt: skip
+        plan,
+        throughput=throughput,
+        finalists=finalists,
+        final_epochs=final_epochs,
+        finals_s=finals_s,
+        screen_s=elapsed_s,
+    ).with_export_time(max(export_s, left - finals_s))
 
 
 def make_plan(
@@ -169,9 +188,9 @@ def make_plan(
     # The export may take up to half of what the screen leaves; its epochs shrink to fit.
     export_epochs = max(1, min(EXPORT_EPOCHS, _whole(0.5 * (usable - keep_for_screen) / export_epoch_s)))
     export_s = export_epochs * export_epoch_s
+    wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
-        usable - keep_for_screen - export_s,
-        wanted=min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers)), screen_epochs=screen_epochs,
+        usable - keep_for_screen - export_s, wanted=wanted, fewest=min(2, wanted), screen_epochs=screen_epochs,
         round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
     return Plan(

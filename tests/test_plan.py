@@ -81,14 +81,42 @@ def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
     elapsed = plan.screen_s + 30
     as_reference = replan(plan, elapsed_s=elapsed, throughput=CPU)
     assert replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 19.1]) == as_reference
-    # A finalist half again as large as the reference sets the pace of its round: fewer epochs, or fewer finalists.
-    larger = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 28.7])
-    assert (larger.finalists, larger.final_epochs) < (as_reference.finalists, as_reference.final_epochs)
-    assert larger.finals_s <= as_reference.finals_s + as_reference.export_s - larger.export_s
-    assert larger.finals_s == pytest.approx(larger.final_epochs * CPU.seconds(50_000, 28.7 if larger.finalists > 1
-                                                                             else 19.1))  # fmt: skip
-    # Fewer finalists chosen than planned: the plan has no room for the missing ones.
-    assert replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1]).finalists == 1
+    # A finalist a quarter larger than the reference sets the pace of its round: fewer epochs.
+    larger = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 24.0])
+    assert larger.finalists == 2 and larger.final_epochs < as_reference.final_epochs
+    assert larger.finals_s == pytest.approx(larger.final_epochs * CPU.seconds(50_000, 24.0))
+    # Whatever the finals leave goes to the export: the budget is used up, never exceeded.
+    left = plan.budget_s - elapsed - 30
+    for after in (as_reference, larger):
+        assert after.export_s == pytest.approx(left - after.finals_s)
+    assert larger.export_s > as_reference.export_s
+
+
+def test_without_room_for_two_finalists_the_export_takes_all_that_is_left() -> None:
+    plan = _plan(60)
+    elapsed = plan.screen_s + 30
+    left = plan.budget_s - elapsed - 30
+    # One finalist decides nothing (it is the screen's best again): no finals, and the export gets their time.
+    alone = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1])
+    assert alone.finalists == 0 and alone.finals_s == 0 and alone.export_s == pytest.approx(left)
+    # Finalists too large for twice the screen's epochs in the time left beside the export's share: the same.
+    huge = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[60.0, 60.0])
+    assert huge.finalists == 0 and huge.export_s == pytest.approx(left)
+    assert huge.export_epochs == 30  # capped; export-best times the winner and trains what fits
+    # A single finalist asked for is still trained.
+    one = _plan(60, finalists=1)
+    assert one.finalists == 1 and replan(one, elapsed_s=one.screen_s + 30, throughput=CPU).finalists == 1
+
+
+def test_when_the_search_ends_the_export_gets_what_the_budget_has_left() -> None:
+    plan = replan(_plan(60), elapsed_s=_plan(60).screen_s + 30, throughput=CPU)
+    planned_end = plan.screen_s + plan.finals_s
+    early = plan.after_search(planned_end - 100)  # the finals finished 100 s early: the export gets them
+    assert early.export_s == pytest.approx(plan.export_s + 100)
+    late = plan.after_search(planned_end + 100)  # they overran: the export gives the time back
+    assert late.export_s == pytest.approx(plan.export_s - 100) and late.export_epochs < plan.export_epochs
+    # ... but keeps at least half its share, whatever the overrun.
+    assert plan.after_search(plan.budget_s).export_s == pytest.approx(plan.export_s / 2)
 
 
 SPACE = {"a": CategoricalDistribution([1, 2, 3]), "b": CategoricalDistribution([1, 2, 3]),

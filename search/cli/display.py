@@ -160,7 +160,7 @@ class SearchDisplay:
         return self.lanes[index]
 
     def show_plan(self, plan: Plan) -> None:
-        """The time plan, once made and again after the screen: a log line, a status line with the
+        """The time plan, once made, after the screen and when the search ends: a log line, a status line with the
         stages' clock times, and the finals added to the trials bar."""
         self.console.log(plan.describe())
         now = time.time()

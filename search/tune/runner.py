@@ -191,6 +191,11 @@ def run_search(
         stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
         runner.run(stage, timeout=None)
         stage_seconds["final"] = time.perf_counter() - t0
+    if plan is not None:  # the export gets the time the search left, the finals' slack included
+        plan = plan.after_search(time.time() - started_wall)
+        _save_plan(study, plan)
+        if on_plan is not None:
+            on_plan(plan)
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.number not in earlier]
     counts = {
