@@ -58,10 +58,11 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
     _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
     plans: list[Plan] = []
     report = run_search(opts, on_plan=plans.append)
-    # Planned, re-planned after the screen, and once more when the search ended: the export gets what the
-    # budget has left then.
-    assert report.plan is not None and [p.finalists for p in plans] == [2, 2, 2] and plans[2] == report.plan
+    # Planned, re-planned after the screen, and once more when the search ended (shown when it reads otherwise):
+    # the export gets what the budget has left then.
+    assert report.plan is not None and [p.finalists for p in plans][:2] == [2, 2] and len(plans) in (2, 3)
     assert report.plan.export_s == pytest.approx(opts.budget_minutes * 60 - 30 - report.wall_seconds, abs=1.0)
+    assert report.study.user_attrs[record.PLAN] == report.plan.as_dict()
     trials = report.study.trials
     screen = [t for t in trials if TrialRecord(t).stage == "screen"]
     finals = [t for t in trials if TrialRecord(t).stage == "final"]

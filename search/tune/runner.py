@@ -192,10 +192,11 @@ def run_search(
         runner.run(stage, timeout=None)
         stage_seconds["final"] = time.perf_counter() - t0
     if plan is not None:  # the export gets the time the search left, the finals' slack included
-        plan = plan.after_search(time.time() - started_wall)
-        _save_plan(study, plan)
-        if on_plan is not None:
-            on_plan(plan)
+        ended = plan.after_search(time.time() - started_wall)
+        _save_plan(study, ended)
+        if on_plan is not None and ended.describe() != plan.describe():  # shown again only if it reads otherwise
+            on_plan(ended)
+        plan = ended
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.number not in earlier]
     counts = {
