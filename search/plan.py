@@ -159,7 +159,7 @@ def replan(
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
     # One finalist decides nothing (it is the screen's best again), unless one is all that was asked for.
     finalists, final_epochs, finals_s = _finals(
-        left - export_s, wanted=min(plan.finalists, len(mmacs)), fewest=min(2, plan.finalists),
+        left - export_s, wanted=min(plan.finalists, len(mmacs)), fewest=max(1, min(2, plan.finalists)),
         screen_epochs=plan.screen_epochs,
         round_epoch_s=lambda n: throughput.seconds(plan.train_images, _rounds(mmacs, n, plan.workers)),
     )  # fmt: skip
@@ -190,7 +190,7 @@ def make_plan(
     export_s = export_epochs * export_epoch_s
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
-        usable - keep_for_screen - export_s, wanted=wanted, fewest=min(2, wanted), screen_epochs=screen_epochs,
+        usable - keep_for_screen - export_s, wanted=wanted, fewest=max(1, min(2, wanted)), screen_epochs=screen_epochs,
         round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
     return Plan(
