@@ -81,14 +81,13 @@ class Plan:
     def export_epochs_within(self, epoch_s: float) -> int:
         """The export's epochs when one epoch takes ``epoch_s``: ``export_epochs``, fewer if that would not
         fit the export's share of the budget (at least 1)."""
-        return max(1, min(self.export_epochs, _whole(self.export_s / max(epoch_s, 1e-9))))
+        return _export_epochs(self.export_s, epoch_s, cap=self.export_epochs)
 
     def with_export_time(self, export_s: float) -> Plan:
         """This plan with ``export_s`` seconds for the export, and the epochs (at most ``EXPORT_EPOCHS``) that
         they afford a network of the reference's size."""
         epoch_s = self.throughput.seconds(EXPORT_IMAGES, self.reference_mmacs, export=True)
-        epochs = max(1, min(EXPORT_EPOCHS, _whole(export_s / max(epoch_s, 1e-9))))
-        return dataclasses.replace(self, export_s=export_s, export_epochs=epochs)
+        return dataclasses.replace(self, export_s=export_s, export_epochs=_export_epochs(export_s, epoch_s))
 
     def after_search(self, elapsed_s: float) -> Plan:
         """The plan once the search has ended after ``elapsed_s``: the export gets what the budget has left,
@@ -106,6 +105,11 @@ class Plan:
             f"plan for {m(self.budget_s)}: screen {m(self.screen_s)} at {self.screen_epochs} epochs, {finals} "
             f"({m(self.finals_s)}), export {self.export_epochs} epochs ({m(self.export_s)})"
         )
+
+
+def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS) -> int:
+    """The export's whole epochs of ``epoch_s`` that fit ``seconds``: at least 1, at most ``cap``."""
+    return max(1, min(cap, _whole(max(seconds, 0.0) / max(epoch_s, 1e-9))))
 
 
 def _whole(epochs: float) -> int:
@@ -155,7 +159,7 @@ def replan(
     left = max(0.0, plan.budget_s - elapsed_s - OVERHEAD_S / 2)
     export_epoch_s = throughput.seconds(EXPORT_IMAGES, plan.reference_mmacs, export=True)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
-    export_s = max(1, min(plan.export_epochs, _whole(max(left * share, 0.0) / export_epoch_s))) * export_epoch_s
+    export_s = _export_epochs(left * share, export_epoch_s, cap=plan.export_epochs) * export_epoch_s
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
     # One finalist decides nothing (it is the screen's best again), unless one is all that was asked for.
     finalists, final_epochs, finals_s = _finals(
@@ -186,7 +190,7 @@ def make_plan(
     keep_for_screen = MIN_SCREEN_SHARE * usable
     export_epoch_s = throughput.seconds(EXPORT_IMAGES, reference_mmacs, export=True)
     # The export may take up to half of what the screen leaves; its epochs shrink to fit.
-    export_epochs = max(1, min(EXPORT_EPOCHS, _whole(0.5 * (usable - keep_for_screen) / export_epoch_s)))
+    export_epochs = _export_epochs(0.5 * (usable - keep_for_screen), export_epoch_s)
     export_s = export_epochs * export_epoch_s
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
