@@ -259,6 +259,10 @@ def measure_headline(
             "wall_seconds": round(export_wall, 1), "epochs": export["epochs"], "trial": export["provenance"]["trial"],
             "origin": export["provenance"].get("origin"), "train_seconds": round(export["train_seconds"], 1),
             "test_accuracy": export["test_accuracy"],
+            # With flip test-time augmentation shipped (chosen on validation), the plain network's figure beside it.
+            "test_time_augmentation": export.get("test_time_augmentation"),
+            "plain_test_accuracy": export.get("plain_test_accuracy"),
+            "tta_decision": export["provenance"].get("test_time_augmentation"),
         },
         "total_wall_seconds": round(search_wall + export_wall, 1),
     }  # fmt: skip

@@ -26,6 +26,7 @@ import torch
 from search.data import Splits, load_splits
 from search.device import resolve_device
 from search.model.retrain import held_out_metrics
+from search.model.tta import FLIP
 from search.train import Runtime, seed_everything, train
 from space import PRESETS, build_model, suggest
 from space.model import model_size
@@ -42,11 +43,11 @@ def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: i
         runtime = dataclasses.replace(runtime, amp=bool(recipe["amp"]))
     result = train(model, cfg.train, splits, runtime=runtime, seed=seed)
     assert splits.val is not None  # load_splits holds 10,000 images out by default
-    val = held_out_metrics(model, splits.val, splits, runtime, tta=True)
+    val = held_out_metrics(model, splits.val, splits, runtime, tta=FLIP)
     return {
         "name": recipe.get("name", ""), "epochs": cfg.train.epochs, "device": runtime.describe(),
         "mmacs": round(size.macs / 1e6, 2), "parameters": size.parameters,
-        "val_acc": val["accuracy"], "val_acc_flip_tta": val["tta"]["accuracy"],
+        "val_acc": val["plain"]["accuracy"], "val_acc_flip_tta": val["accuracy"],
         "val_curve": [round(e.val_acc or 0.0, 4) for e in result.history],
         "train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second),
         "params": params,

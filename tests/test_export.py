@@ -19,7 +19,9 @@ from search.errors import ModelError
 from search.metrics import classification_metrics
 from search.model.epochs import default_epochs
 from search.model.export import WEIGHTS_FILE, load_model, sha256_file
+from search.model.predict import evaluate_saved
 from search.model.retrain import RetrainOptions, retrain
+from search.model.tta import FlipAveraged, validation_says
 from search.train import Runtime, evaluate, prepare_model
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
@@ -163,21 +165,40 @@ def test_the_epochs_rule_reads_a_dip_against_the_trials_own_validation_size() ->
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-def test_retrain_with_flips_reports_tta_separately_and_writes_a_torchscript_graph(tiny_data_dir: Path) -> None:
+def test_a_model_shipped_with_flip_tta_predicts_evaluates_and_exports_the_average(tiny_data_dir: Path) -> None:
     cfg = dataclasses.replace(SMALL, train=dataclasses.replace(SMALL.train, augment=Augment(flip=True)))
     opts = RetrainOptions(
         out=Path("flip"), data_dir=tiny_data_dir, device="cpu", verify_data=False, tta=True, formats=("torchscript",)
     )
     report = retrain(cfg, opts, provenance={"source": "test"})
-    tta = report.metrics["tta"]
-    assert 0 <= tta["accuracy"] <= 1 and tta["loss"] > 0 and "mirror" in tta["method"]
+    m = report.metrics
     meta = json.loads(Path("flip/config.json").read_text())
-    assert meta["tta_test_accuracy"] == tta["accuracy"] and meta["graphs"] == {"torchscript": "model.torchscript.pt"}
-    graph = torch.jit.load("flip/model.torchscript.pt")  # type: ignore[no-untyped-call]
+    assert m["test_time_augmentation"] == meta["test_time_augmentation"] == "flip"
+    assert meta["plain_test_accuracy"] == m["plain"]["accuracy"] and meta["test_accuracy"] == m["accuracy"]
+    assert meta["graphs"] == {"torchscript": "model.torchscript.pt"}
     loaded = load_model(Path("flip"), device=torch.device("cpu"))
-    x = load_test(tiny_data_dir, device=torch.device("cpu"), verify=False).x[:8]
-    expected = loaded.model((x.float() / 255 - loaded.mean) / loaded.std)
-    torch.testing.assert_close(graph(x.float() / 255), expected, atol=1e-4, rtol=0)
+    assert isinstance(loaded.model, FlipAveraged)
+    test = load_test(tiny_data_dir, device=torch.device("cpu"), verify=False)
+    # The shipped model is the mean softmax of the plain network over each image and its mirror image ...
+    net = loaded.model.model
+    x = (test.x.float() / 255 - loaded.mean) / loaded.std
+    with torch.inference_mode():
+        mean_probs = (torch.softmax(net(x), 1) + torch.softmax(net(x.flip(-1)), 1)) / 2
+        plain_acc = float((net(x).argmax(1) == test.y).double().mean())
+    torch.testing.assert_close(loaded.probabilities(test.x), mean_probs, atol=1e-5, rtol=0)
+    # ... and the recorded figures are that model's and the plain network's, on the same test images.
+    assert m["accuracy"] == pytest.approx(float((mean_probs.argmax(1) == test.y).double().mean()))
+    assert m["plain"]["accuracy"] == pytest.approx(plain_acc)
+    assert evaluate_saved(loaded, data_dir=tiny_data_dir, verify=False)["accuracy"] == pytest.approx(m["accuracy"])
+    graph = torch.jit.load("flip/model.torchscript.pt")  # type: ignore[no-untyped-call]
+    torch.testing.assert_close(graph(test.x[:8].float() / 255), loaded.model(x[:8]), atol=1e-4, rtol=0)
+
+
+def test_a_model_without_tta_loads_plain_and_an_unknown_tta_is_refused(saved: Path) -> None:
+    assert not isinstance(load_model(saved, device=torch.device("cpu")).model, FlipAveraged)
+    _rewrite_config(saved, lambda meta: meta.update(test_time_augmentation="rotate"))
+    with pytest.raises(ModelError, match="test-time augmentation 'rotate', which fsearch does not know"):
+        load_model(saved, device=torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +291,66 @@ def test_train_preset_goes_through_the_same_export(
     assert meta["provenance"]["source"] == "preset" and meta["provenance"]["preset"] == "lenet5"
     assert meta["parameters"] == 61_706 and (folder / "metrics.json").is_file()
     assert load_model(folder, device=torch.device("cpu")).cfg == preset_config("lenet5", epochs=1)
+
+
+@pytest.fixture(scope="module")
+def flip_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, optuna.trial.FrozenTrial]:
+    """A tiny study whose one trial is the known-best preset, which trains with flips."""
+    root = tmp_path_factory.mktemp("flip")
+    data_dir = write_tiny_dataset(root / "data")
+    storage = f"sqlite:///{root / 'search.db'}"
+    run_search(
+        SearchOptions(
+            storage=storage, study="w1", trials=1, data_dir=data_dir, device="cpu", sampler="random", pruner="none",
+            max_epochs=1, train_subset=None, val_size=100, verify_data=False, workers=1, known_best=True,
+            budget_minutes=None, artifacts=False,
+        )
+    )  # fmt: skip
+    trial = optuna.load_study(study_name="w1", storage=storage).trials[0]
+    return data_dir, storage, trial
+
+
+def test_a_trial_that_trains_with_flips_records_its_validation_with_and_without_mirror_images(
+    flip_study: tuple[Path, str, optuna.trial.FrozenTrial],
+) -> None:
+    *_, trial = flip_study
+    assert trial.state == TrialState.COMPLETE and trial.params["flip"] is True
+    measured = trial.user_attrs["flip_tta"]
+    # The plain figure is the trial's own last report: the same weights, so the two compare exactly.
+    assert measured["plain"] == trial.intermediate_values[max(trial.intermediate_values)]
+    assert measured["epochs"] == 1 and 0 <= measured["flip"] <= 1
+
+
+def test_flip_tta_ships_only_when_it_is_ahead_on_validation() -> None:
+    assert validation_says({"plain": 0.90, "flip": 0.9001})
+    assert not validation_says({"plain": 0.90, "flip": 0.90})  # a tie: the plain network costs half
+    assert not validation_says({"plain": 0.91, "flip": 0.90})
+    assert not validation_says(None) and not validation_says({"flip": 0.9}) and not validation_says("0.9")
+
+
+@pytest.mark.parametrize(("plain", "flip", "cli", "shipped"), [
+    (0.90, 0.91, [], "flip"),  # ahead on validation: shipped
+    (0.90, 0.91, ["--no-tta"], None),  # decided by hand
+])  # fmt: skip
+def test_export_best_ships_flip_tta_when_the_trials_validation_says_so(
+    flip_study: tuple[Path, str, optuna.trial.FrozenTrial], plain: float, flip: float, cli: list[str],
+    shipped: str | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    data_dir, storage, trial = flip_study
+    name = f"tta-{plain}-{flip}-{'-'.join(cli)}"
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for key, value in optuna.load_study(study_name="w1", storage=storage).user_attrs.items():
+        study.set_user_attr(key, value)  # the space version
+    attrs = trial.user_attrs | {"flip_tta": {"epochs": 1, "plain": plain, "flip": flip}}
+    study.add_trial(create_trial(params=trial.params, distributions=trial.distributions, value=plain,
+                                 user_attrs=attrs, intermediate_values=trial.intermediate_values))  # fmt: skip
+    args = ["export-best", "--study", name, "--storage", storage, "--data-dir", str(data_dir), "--no-verify-data",
+            "--device", "cpu", "--epochs", "1", "--out", "m", "--json", *cli]  # fmt: skip
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 0, err
+    meta = json.loads(Path("m/config.json").read_text())
+    decision = meta["provenance"]["test_time_augmentation"]
+    assert meta["test_time_augmentation"] == json.loads(out)["test_time_augmentation"] == decision["shipped"] == shipped
+    assert decision["from"] == ("--tta/--no-tta" if cli else "validation")
+    assert decision["validation"] == {"epochs": 1, "plain": plain, "flip": flip}
+    assert (meta["plain_test_accuracy"] is None) == (shipped is None)

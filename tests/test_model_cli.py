@@ -145,7 +145,7 @@ def test_export_best_refuses_studies_it_cannot_export(
         ),
         (
             ["train", "--preset", "lenet5", "--tta"],
-            "--tta evaluates with flipped images, but this model does not train with flips; drop --tta",
+            "--tta averages each image with its mirror image, but this model does not train with flips; drop --tta",
         ),
         (["train"], None),
         (

@@ -25,7 +25,21 @@ FormatOpt = Annotated[
     list[str] | None,
     typer.Option("--format", help=f"Also export a graph: {' or '.join(GRAPH_FORMATS)} (repeatable)."),
 ]
-TtaOpt = Annotated[bool, typer.Option(help="Also report test accuracy with flip test-time augmentation.")]
+TtaOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Ship flip test-time augmentation: the model averages each image with its mirror image in predict, "
+        "evaluate and the graphs; the plain network's test accuracy is reported beside."
+    ),
+]
+ExportTtaOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--tta/--no-tta",
+        help="Ship flip test-time augmentation (the model averages each image with its mirror image), or not.",
+        show_default="as the trial's validation accuracy with and without it says",
+    ),
+]
 ArtifactsOpt = Annotated[
     Path | None,
     typer.Option(

@@ -16,6 +16,7 @@ from search.cli.common import (
     DataDirOpt,
     DeviceOpt,
     EpochsOpt,
+    ExportTtaOpt,
     FormatOpt,
     JsonOpt,
     ModelOpt,
@@ -43,7 +44,7 @@ def export_best(
     device: DeviceOpt = "auto",
     seed: Annotated[int | None, typer.Option(help="Training seed.", show_default="the trial's seed")] = None,
     formats: FormatOpt = None,
-    tta: TtaOpt = False,
+    tta: ExportTtaOpt = None,
     verify_data: VerifyOpt = True,
     artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
@@ -53,6 +54,9 @@ def export_best(
     Default epochs: 6x the epochs the trial ran if its validation accuracy had not dropped from its
     best by its last report (by more than the noise of its validation set), else 2x its best epoch,
     clamped to 5..40 (docs/defaults.md explains the rule).
+
+    Flip test-time augmentation ships when the trial (trained with flips) measured a higher validation
+    accuracy with it than without; the test set is read once, after training, and never decides it.
     """
     from search.model.best import export_best as run_export
     from search.model.retrain import RetrainOptions
@@ -60,8 +64,7 @@ def export_best(
 
     fmts = tuple(formats or ())
     opts = RetrainOptions(
-        out=out or model_dir(study), data_dir=data_dir, device=device, verify_data=verify_data,
-        formats=fmts, tta=tta,
+        out=out or model_dir(study), data_dir=data_dir, device=device, verify_data=verify_data, formats=fmts,
     )  # fmt: skip
     console = Console(stderr=json_out, log_path=False)
 
@@ -74,8 +77,8 @@ def export_best(
         console.print(f"[bold]{name}[/]: retraining {escape(what)} on all training images")
 
     _retrain(console, json_out, lambda bars: run_export(
-        study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, on_trial=announce,
-        artifacts=artifacts,
+        study=study, storage=storage, opts=opts, trial=trial, epochs=epochs, seed=seed, tta=tta,
+        on_trial=announce, artifacts=artifacts,
         on_start=lambda cfg: bars.start(cfg.train.epochs), on_epoch_end=bars.on_epoch_end, on_step=bars.on_step,
     ))  # fmt: skip
 

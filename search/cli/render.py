@@ -27,7 +27,7 @@ def metrics_table(m: dict[str, Any]) -> Table:
 def print_report(console: Console, report: ExportReport) -> None:
     """The test result of a retraining, its metrics table and where it was saved."""
     m = report.metrics
-    tta = f" · with flip TTA {m['tta']['accuracy']:.4f}" if m.get("tta") else ""
+    tta = f" with flip TTA (plain network {m['plain']['accuracy']:.4f})" if m.get("plain") else ""
     limited = f" (the plan's {m['time_limit_s'] / 60:.0f} min ended it)" if m.get("time_limited") else ""
     console.print(
         f"[bold]test accuracy {m['accuracy']:.4f}[/] (loss {m['loss']:.4f}){tta} "

@@ -27,6 +27,7 @@ from search.errors import StorageError
 from search.model.epochs import default_epochs
 from search.model.graph import check_formats
 from search.model.retrain import ExportReport, RetrainOptions, StartCallback, check_epochs, retrain
+from search.model.tta import validation_says
 from search.paths import model_dir
 from search.plan import EXPORT_IMAGES, Plan
 from search.speed import export_seconds_per_image
@@ -137,6 +138,7 @@ def export_best(
     trial: int | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    tta: bool | None = None,
     on_epoch_end: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
@@ -146,7 +148,9 @@ def export_best(
     """Retrain trial ``trial`` (default: the best) of ``study`` on all training images and export it.
 
     ``opts.out`` defaults to ``studies/<study>/best``; ``seed`` (which replaces ``opts.seed``) to
-    the trial's recorded seed; ``epochs`` to :func:`default_epochs`. ``on_trial`` sees the chosen trial before the data
+    the trial's recorded seed; ``epochs`` to :func:`default_epochs`; ``tta`` (ship flip test-time augmentation,
+    replacing ``opts.tta``) to what the trial's validation accuracy with and without it says
+    (:func:`~search.model.tta.validation_says`). ``on_trial`` sees the chosen trial before the data
     is loaded; ``on_start`` the config just before training (the CLI shows both). ``artifacts`` is the
     artifact store folder (default: :func:`search.store.artifacts.artifact_dir` of the storage).
     """
@@ -171,12 +175,20 @@ def export_best(
         rule, time_limit = planned_epochs(found, chosen).rule, None
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
-    opts = dataclasses.replace(opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit)
+    measured = chosen.user_attrs.get(record.FLIP_TTA)
+    ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
+    opts = dataclasses.replace(
+        opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit, tta=ship_tta
+    )
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
         "origin": TrialRecord(chosen).origin,
         "params": chosen.params, "search_val_accuracy": chosen.value, "search_user_attrs": chosen.user_attrs,
         "epochs": cfg.train.epochs, "epochs_from": "--epochs" if epochs else "default rule", "epochs_rule": rule,
+        "test_time_augmentation": {
+            "shipped": "flip" if ship_tta else None, "from": "validation" if tta is None else "--tta/--no-tta",
+            "validation": measured,
+        },
     }  # fmt: skip
     if on_trial is not None:
         on_trial(chosen)
@@ -186,7 +198,8 @@ def export_best(
         {
             "test_accuracy": report.test_accuracy, "test_loss": report.metrics["loss"],
             "origin": TrialRecord(chosen).origin,
-            "tta_test_accuracy": (report.metrics.get("tta") or {}).get("accuracy"),
+            "test_time_augmentation": report.metrics.get("test_time_augmentation"),
+            "plain_test_accuracy": (report.metrics.get("plain") or {}).get("accuracy"),
             "path": str(report.directory.resolve()), "epochs": report.epochs, "seed": seed,
             "device": report.device, "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },

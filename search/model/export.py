@@ -32,6 +32,7 @@ from torch import nn
 from search.augment import normalize
 from search.device import resolve_device
 from search.errors import ModelError, one_line
+from search.model.tta import FLIP, with_tta
 from search.model.weights import WeightsFormatError, expected_file_bytes, expected_tensors, mismatch, read_header
 from space import ArchitectureError, TrialConfig, build_model, from_dict, to_dict
 
@@ -46,7 +47,8 @@ INPUT = (1, 28)  # the input every fsearch model takes: one channel, 28x28 (what
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A network rebuilt from a model directory, in eval mode on its device."""
+    """A network rebuilt from a model directory, in eval mode on its device: as it ships, i.e. averaged with
+    the mirror images when config.json's ``test_time_augmentation`` is ``"flip"`` (:mod:`search.model.tta`)."""
 
     model: nn.Module
     cfg: TrialConfig
@@ -145,7 +147,10 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def _parse_meta(meta: dict[str, Any], path: Path) -> tuple[TrialConfig, float, float, tuple[str, ...], str]:
+def _parse_meta(meta: dict[str, Any], path: Path) -> tuple[TrialConfig, float, float, tuple[str, ...], str, str | None]:
+    tta = meta.get("test_time_augmentation")  # absent in models exported before it existed: none
+    if tta not in (None, FLIP):
+        raise ModelError(f"{path} asks for test-time augmentation {tta!r}, which fsearch does not know; re-export")
     try:
         cfg = from_dict(meta["config"])
         mean, std = float(meta["normalization"]["mean"]), float(meta["normalization"]["std"])
@@ -161,7 +166,7 @@ def _parse_meta(meta: dict[str, Any], path: Path) -> tuple[TrialConfig, float, f
             f"{path} describes a network for {cfg.arch.in_channels}-channel {cfg.arch.image_size}x"
             f"{cfg.arch.image_size} images; fsearch models take 1-channel 28x28 images: re-export the model"
         )
-    return cfg, mean, std, classes, sha
+    return cfg, mean, std, classes, sha, tta
 
 
 def load_model(directory: Path | str, *, device: torch.device | str = "auto") -> LoadedModel:
@@ -183,7 +188,7 @@ def load_model(directory: Path | str, *, device: torch.device | str = "auto") ->
         raise ModelError(f"{weights} is missing; re-export the model with 'fsearch export-best'")
     config_path = directory / CONFIG_FILE
     meta = _read_meta(directory)
-    cfg, mean, std, classes, sha = _parse_meta(meta, config_path)
+    cfg, mean, std, classes, sha, tta = _parse_meta(meta, config_path)
     try:  # bounded by arithmetic on the config, then built on the meta device: nothing allocated yet
         expected = expected_tensors(cfg.arch)
     except ArchitectureError as exc:
@@ -219,8 +224,8 @@ def load_model(directory: Path | str, *, device: torch.device | str = "auto") ->
         raise ModelError(
             f"{weights} does not fit the architecture in {config_path} ({_first_detail(exc)}); re-export the model"
         ) from None
-    model = model.to(device).eval()
-    return LoadedModel(model=model, cfg=cfg, mean=mean, std=std, classes=classes, meta=meta, directory=directory)
+    shipped = with_tta(model, tta).to(device).eval()
+    return LoadedModel(model=shipped, cfg=cfg, mean=mean, std=std, classes=classes, meta=meta, directory=directory)
 
 
 def _first_detail(exc: Exception) -> str:

@@ -1,7 +1,9 @@
 """Optional exported graphs (``--format onnx`` / ``torchscript``), each checked against PyTorch.
 
 The graph includes the normalisation, so other runtimes feed it float32 pixels in [0, 1]
-(what torchvision's ``ToTensor`` gives), shape ``(N, 1, 28, 28)``, and get logits. After
+(what torchvision's ``ToTensor`` gives), shape ``(N, 1, 28, 28)``, and get logits (log-probabilities
+for a model that ships flip test-time augmentation: the graph averages each image with its mirror
+image, as :mod:`search.model.tta` does in PyTorch). After
 writing, the graph is loaded back with the runtime that would serve it (onnxruntime,
 ``torch.jit.load``) and its outputs on real test images are compared with the PyTorch model's.
 """

@@ -6,7 +6,9 @@ set only after training has finished, evaluates on it exactly once, and writes i
 
 - ``model.safetensors`` and ``config.json`` (see :mod:`search.model.export`);
 - ``metrics.json``: test accuracy and loss, per-class precision/recall/F1, confusion matrix,
-  training time (and flip test-time augmentation results with ``tta``);
+  training time; with ``tta`` the model ships flip test-time augmentation (:mod:`search.model.tta`):
+  the figures are those of the averaged model, and the plain network's accuracy and loss stand beside
+  them under ``plain``;
 - ``history.csv``, ``confusion_matrix.png``, ``training_curves.png``;
 - ``model.onnx`` / ``model.torchscript.pt`` when asked for (see :mod:`search.model.graph`).
 """
@@ -28,9 +30,10 @@ from torch import nn
 from search.data import CLASSES, ImageSet, Splits, check_split, load_splits, load_test, resolve_data_dir
 from search.device import resolve_device
 from search.errors import ConfigError
-from search.metrics import classification_metrics, flip_tta, plot_confusion_matrix, plot_training_curves, write_history
+from search.metrics import classification_metrics, plot_confusion_matrix, plot_training_curves, write_history
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
 from search.model.graph import GRAPH_FILES, check_formats, export_graph
+from search.model.tta import FLIP, with_tta
 from search.paths import preset_dir
 from search.train import EpochCallback, Runtime, StepCallback, TrainResult, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
@@ -49,6 +52,8 @@ class RetrainOptions:
     seed: int = 0
     verify_data: bool = True
     formats: tuple[str, ...] = ()
+    # Ship flip test-time augmentation: the saved model, its graphs and its test figures average each image
+    # with its mirror image (search.model.tta); the plain figures are recorded beside them.
     tta: bool = False
     # Seconds the training may take (export-best: the plan's time for the export); None: all its epochs.
     time_limit_s: float | None = None
@@ -75,7 +80,8 @@ class ExportReport:
         return {
             "directory": str(self.directory), "files": list(self.files), "epochs": self.epochs, "seed": self.seed,
             "device": self.device, "train_seconds": self.train_seconds, "test_accuracy": self.test_accuracy,
-            "test_loss": self.metrics["loss"], "tta": self.metrics.get("tta"), "provenance": self.provenance,
+            "test_loss": self.metrics["loss"], "test_time_augmentation": self.metrics.get("test_time_augmentation"),
+            "plain_test_accuracy": (self.metrics.get("plain") or {}).get("accuracy"), "provenance": self.provenance,
         }  # fmt: skip
 
 
@@ -113,7 +119,9 @@ def retrain(
     """
     check_formats(opts.formats)
     if opts.tta and not cfg.train.augment.flip:
-        raise ConfigError("--tta evaluates with flipped images, but this model does not train with flips; drop --tta")
+        raise ConfigError(
+            "--tta averages each image with its mirror image, but this model does not train with flips; drop --tta"
+        )
     check_epochs(cfg.train.epochs)
     data_dir = resolve_data_dir(opts.data_dir)
     device = resolve_device(opts.device)
@@ -132,7 +140,8 @@ def retrain(
 
     # The test set is read only now, after training, and evaluated on once.
     test = load_test(data_dir, device=device, verify=opts.verify_data)
-    metrics = held_out_metrics(model, test, splits, runtime, tta=opts.tta)
+    tta = FLIP if opts.tta else None
+    metrics = held_out_metrics(model, test, splits, runtime, tta=tta)
     metrics |= {
         "train_seconds": round(result.train_seconds, 3), "wall_seconds": round(wall, 3),
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
@@ -141,7 +150,8 @@ def retrain(
     provenance = provenance | {"seed": opts.seed, "device": runtime.describe(), "versions": versions()}
     files = _write(opts.out, model, cfg, splits, metrics, result, provenance)
     # Graphs last: a failed export or check must not cost the trained model, which is saved by now.
-    graphs = {fmt: export_graph(fmt, opts.out, model, mean=splits.mean, std=splits.std, sample=test.x[:GRAPH_SAMPLE])
+    shipped = with_tta(model, tta)  # the graphs compute what the test figures measured
+    graphs = {fmt: export_graph(fmt, opts.out, shipped, mean=splits.mean, std=splits.std, sample=test.x[:GRAPH_SAMPLE])
               for fmt in opts.formats}  # fmt: skip
     if graphs:
         meta = json.loads((opts.out / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -154,17 +164,16 @@ def retrain(
 
 
 def held_out_metrics(
-    model: nn.Module, data: ImageSet, splits: Splits, runtime: Runtime, *, tta: bool
+    model: nn.Module, data: ImageSet, splits: Splits, runtime: Runtime, *, tta: str | None
 ) -> dict[str, Any]:
-    """The metrics of one evaluation on held-out images (and of their mirror images with ``tta``):
-    the test set for the export, the validation split for ``benchmarks/recipe.py``."""
-    ev = evaluate(model, data, mean=splits.mean, std=splits.std, runtime=runtime)
-    metrics = classification_metrics(ev.logits, data.y, CLASSES)
-    if tta:
-        mirrored = evaluate(model, ImageSet(data.x.flip(-1), data.y), mean=splits.mean, std=splits.std, runtime=runtime)
-        metrics["tta"] = {"method": "mean softmax of image and its mirror image"} | flip_tta(
-            ev.logits, mirrored.logits, data.y
-        )
+    """The metrics of one evaluation on held-out images, of the model as it ships with test-time augmentation
+    ``tta`` (None: the plain network); with one, the plain network's accuracy and loss under ``plain``. The
+    test set for the export, the validation split for ``benchmarks/recipe.py``."""
+    ev = evaluate(with_tta(model, tta), data, mean=splits.mean, std=splits.std, runtime=runtime)
+    metrics = classification_metrics(ev.logits, data.y, CLASSES) | {"test_time_augmentation": tta}
+    if tta is not None:
+        plain = evaluate(model, data, mean=splits.mean, std=splits.std, runtime=runtime)
+        metrics["plain"] = {"accuracy": plain.accuracy, "loss": plain.loss}
     return metrics
 
 
@@ -179,7 +188,8 @@ def _write(
     extra = {
         "parameters": count_parameters(model), "train_images": len(splits.train), "epochs": result.epochs_run,
         "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
-        "tta_test_accuracy": metrics["tta"]["accuracy"] if "tta" in metrics else None,
+        "test_time_augmentation": metrics["test_time_augmentation"],
+        "plain_test_accuracy": metrics["plain"]["accuracy"] if "plain" in metrics else None,
         "graphs": {}, "graph_input": "float32 (N, 1, 28, 28) pixels in [0, 1]; normalisation inside the graph",
         "provenance": provenance,
     }  # fmt: skip

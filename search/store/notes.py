@@ -132,7 +132,11 @@ def _export_section(number: int, export: dict[str, Any]) -> list[str]:
         f"Retrained for {_fmt(export.get('epochs', '?'))} epochs on all 60,000 training images on "
         f"{export.get('device', '?')}, then measured once on the 10,000 test images: "
         f"**test accuracy {acc:.4f}** (loss {float(export.get('test_loss', 0.0)):.4f}"
-        + (f", flip TTA {export['tta_test_accuracy']:.4f}" if export.get("tta_test_accuracy") else "")
+        + (
+            f"; with flip test-time augmentation, the plain network {export['plain_test_accuracy']:.4f}"
+            if export.get("plain_test_accuracy") is not None
+            else ""
+        )
         + f"). Saved in `{export.get('path', '?')}` at {export.get('exported_at', '?')}; its files are the "
         f"study's artifacts `trial-{number}-*`.",
         "",

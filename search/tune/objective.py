@@ -21,10 +21,11 @@ import numpy as np
 import optuna
 import torch
 
-from search.data import CLASSES, Splits
+from search.data import CLASSES, ImageSet, Splits
+from search.metrics import flip_tta
 from search.store import record
 from search.store.record import set_attr
-from search.train import DivergedError, EpochStats, Runtime, TrainResult, seed_everything, train
+from search.train import DivergedError, EpochStats, Runtime, TrainResult, evaluate, seed_everything, train
 from search.tune.samplers import OneSamplerPerTrial, PriorBandSampler
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
@@ -153,12 +154,15 @@ class Objective:
 
         started = time.perf_counter()
         try:
-            result = train(
-                model, cfg.train, self.splits, runtime=settings.runtime, seed=seed,
-                on_epoch_end=on_epoch_end, on_step=self.observer.step, evals_per_epoch=settings.evals_per_epoch,
-            )  # fmt: skip
-        except _TimeUp:
-            result = TrainResult(history=tuple(reports))
+            try:
+                result = train(
+                    model, cfg.train, self.splits, runtime=settings.runtime, seed=seed,
+                    on_epoch_end=on_epoch_end, on_step=self.observer.step, evals_per_epoch=settings.evals_per_epoch,
+                )  # fmt: skip
+            except _TimeUp:
+                result = TrainResult(history=tuple(reports))
+            if cfg.train.augment.flip:
+                self._record_flip_tta(trial, model, result)
         except DivergedError as exc:
             _prune(trial, str(exc), cause=exc)
         except torch.OutOfMemoryError as exc:
@@ -175,6 +179,20 @@ class Objective:
         if settings.artifacts is not None and best.val_logits is not None:
             self._upload_confusion(trial, best, settings.artifacts)
         return best.val_acc
+
+    def _record_flip_tta(self, trial: optuna.Trial, model: torch.nn.Module, result: TrainResult) -> None:
+        """The trained model's last validation accuracy alone and averaged with the mirror images (one more pass
+        over the validation images): the evidence ``export-best`` ships flip test-time augmentation on
+        (:mod:`search.model.tta`). The two are the same weights on the same images, so they compare exactly."""
+        val = self.splits.val
+        last = result.history[-1] if result.history else None
+        if val is None or last is None or last.val_logits is None or last.val_acc is None:
+            return
+        s = self.settings
+        mirrored = evaluate(model, ImageSet(val.x.flip(-1), val.y), mean=self.splits.mean, std=self.splits.std,
+                            runtime=s.runtime)  # fmt: skip
+        flip = flip_tta(last.val_logits, mirrored.logits, val.y)["accuracy"]
+        set_attr(trial, record.FLIP_TTA, {"epochs": last.epochs_done, "plain": last.val_acc, "flip": round(flip, 6)})
 
     def _upload_confusion(self, trial: optuna.Trial, best: EpochStats, folder: Path) -> None:
         """The validation confusion matrix of the trial's best report, as a PNG artifact of the trial."""
