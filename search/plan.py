@@ -28,7 +28,12 @@ FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs ma
 EXPORT_EPOCHS = 30  # twice the finals: configurations still rising at 15 kept gaining up to 30
 MAX_FINALISTS = 8
 MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (finals and export shrink first)
-OVERHEAD_S = 60.0  # data loading, process start-up, calibration, notes: seconds outside training
+# Seconds outside training. Before the screen: process start-up, data loading, calibration. After the search:
+# its close, and the export's start-up, data loading, timing, test evaluation and saving (12-37 s measured in
+# the headline runs, docs/runs.md; with 30 s the default run of seed 0 at 20062a7 ended 4.8 s past its hour).
+START_S = 30.0
+TAIL_S = 60.0
+OVERHEAD_S = START_S + TAIL_S
 EXPORT_IMAGES = 60_000
 
 
@@ -41,6 +46,10 @@ class Throughput:
 
     def seconds(self, images: float, mmacs: float, *, export: bool = False) -> float:
         return images * mmacs * (self.export if export else self.worker)
+
+    def export_epoch_s(self, mmacs: float) -> float:
+        """Seconds of one export epoch (all ``EXPORT_IMAGES``, all the threads) of a network of ``mmacs``."""
+        return self.seconds(EXPORT_IMAGES, mmacs, export=True)
 
     def effective_mmacs(self, images_per_second: float, mmacs: float) -> float:
         """A trial's size as its measured speed in a worker implies: the million MACs that would train at
@@ -76,7 +85,7 @@ class Plan:
 
     def export_epochs_for(self, mmacs: float) -> int:
         """The export's epochs for a winner of ``mmacs`` at the calibrated speed (``export_epochs_within``)."""
-        return self.export_epochs_within(self.throughput.seconds(EXPORT_IMAGES, mmacs, export=True))
+        return self.export_epochs_within(self.throughput.export_epoch_s(mmacs))
 
     def export_epochs_within(self, epoch_s: float) -> int:
         """The export's epochs when one epoch takes ``epoch_s``: ``export_epochs``, fewer if that would not
@@ -86,13 +95,13 @@ class Plan:
     def with_export_time(self, export_s: float) -> Plan:
         """This plan with ``export_s`` seconds for the export, and the epochs (at most ``EXPORT_EPOCHS``) that
         they afford a network of the reference's size."""
-        epoch_s = self.throughput.seconds(EXPORT_IMAGES, self.reference_mmacs, export=True)
+        epoch_s = self.throughput.export_epoch_s(self.reference_mmacs)
         return dataclasses.replace(self, export_s=export_s, export_epochs=_export_epochs(export_s, epoch_s))
 
     def after_search(self, elapsed_s: float) -> Plan:
         """The plan once the search has ended after ``elapsed_s``: the export gets what the budget has left,
         the finals' slack included, and keeps at least half its share when they overran."""
-        return self.with_export_time(max(0.5 * self.export_s, self.budget_s - elapsed_s - OVERHEAD_S / 2))
+        return self.with_export_time(max(0.5 * self.export_s, self.budget_s - elapsed_s - TAIL_S))
 
     def describe(self) -> str:
         """One line for the live display and the log."""
@@ -156,8 +165,8 @@ def replan(
     planned share of it, the finals get the rest if they fit, and the export then takes whatever the finals
     leave (all of it without finals). ``finals_mmacs``: the MACs of the chosen finalists, best first (a
     finalist larger than the reference takes longer); None: the reference's."""
-    left = max(0.0, plan.budget_s - elapsed_s - OVERHEAD_S / 2)
-    export_epoch_s = throughput.seconds(EXPORT_IMAGES, plan.reference_mmacs, export=True)
+    left = max(0.0, plan.budget_s - elapsed_s - TAIL_S)
+    export_epoch_s = throughput.export_epoch_s(plan.reference_mmacs)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
     export_s = _export_epochs(left * share, export_epoch_s, cap=plan.export_epochs) * export_epoch_s
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
@@ -188,7 +197,7 @@ def make_plan(
     """
     usable = max(0.0, budget_s - OVERHEAD_S)
     keep_for_screen = MIN_SCREEN_SHARE * usable
-    export_epoch_s = throughput.seconds(EXPORT_IMAGES, reference_mmacs, export=True)
+    export_epoch_s = throughput.export_epoch_s(reference_mmacs)
     # The export may take up to half of what the screen leaves; its epochs shrink to fit.
     export_epochs = _export_epochs(0.5 * (usable - keep_for_screen), export_epoch_s)
     export_s = export_epochs * export_epoch_s

@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.plan import EXPORT_IMAGES, Plan, Throughput, make_plan, measured_throughput, replan
+from search.plan import EXPORT_IMAGES, TAIL_S, Plan, Throughput, make_plan, measured_throughput, replan
 from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.tune.finals import choose_finalists, distance, enqueue_finals
@@ -86,7 +86,7 @@ def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
     assert larger.finalists == 2 and larger.final_epochs < as_reference.final_epochs
     assert larger.finals_s == pytest.approx(larger.final_epochs * CPU.seconds(50_000, 24.0))
     # Whatever the finals leave goes to the export: the budget is used up, never exceeded.
-    left = plan.budget_s - elapsed - 30
+    left = plan.budget_s - elapsed - TAIL_S
     for after in (as_reference, larger):
         assert after.export_s == pytest.approx(left - after.finals_s)
     assert larger.export_s > as_reference.export_s
@@ -95,7 +95,7 @@ def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
 def test_without_room_for_two_finalists_the_export_takes_all_that_is_left() -> None:
     plan = _plan(60)
     elapsed = plan.screen_s + 30
-    left = plan.budget_s - elapsed - 30
+    left = plan.budget_s - elapsed - TAIL_S
     # One finalist decides nothing (it is the screen's best again): no finals, and the export gets their time.
     alone = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1])
     assert alone.finalists == 0 and alone.finals_s == 0 and alone.export_s == pytest.approx(left)
@@ -113,6 +113,8 @@ def test_when_the_search_ends_the_export_gets_what_the_budget_has_left() -> None
     planned_end = plan.screen_s + plan.finals_s
     early = plan.after_search(planned_end - 100)  # the finals finished 100 s early: the export gets them
     assert early.export_s == pytest.approx(plan.export_s + 100)
+    # The budget less what the search took and the tail (the export's start-up, test and saving).
+    assert early.export_s == pytest.approx(plan.budget_s - (planned_end - 100) - TAIL_S)
     late = plan.after_search(planned_end + 100)  # they overran: the export gives the time back
     assert late.export_s == pytest.approx(plan.export_s - 100) and late.export_epochs < plan.export_epochs
     # ... but keeps at least half its share, whatever the overrun.

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data import Splits
 from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
-from search.plan import OVERHEAD_S, Plan, Throughput, make_plan, measured_throughput, replan
+from search.plan import START_S, Plan, Throughput, make_plan, measured_throughput, replan
 from search.store.notes import name_objective
 from search.store.record import PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
@@ -167,7 +167,7 @@ def run_search(
     )  # fmt: skip
     del splits  # workers load their own copy on their own device
     # The screen stops starting trials at the plan's screen time (or --timeout) and stops a running one there.
-    screen_end = None if plan is None else started_wall + OVERHEAD_S / 2 + plan.screen_s
+    screen_end = None if plan is None else started_wall + START_S + plan.screen_s
     timeout = _earliest(opts.timeout, None if screen_end is None else max(1.0, screen_end - time.time()))
     stage_seconds = {}
     t0 = time.perf_counter()
