@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from search import plan as plan_module
 from search.model.best import export_best, pick_trial, planned_epochs
 from search.model.retrain import RetrainOptions
-from search.plan import Plan, Throughput
+from search.plan import TAIL_S, Plan, Throughput
 from search.speed import export_seconds_per_image
 from search.store import record
 from search.store.record import TrialRecord
@@ -61,7 +61,7 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
     # Planned, re-planned after the screen, and once more when the search ended (shown when it reads otherwise):
     # the export gets what the budget has left then.
     assert report.plan is not None and [p.finalists for p in plans][:2] == [2, 2] and len(plans) in (2, 3)
-    assert report.plan.export_s == pytest.approx(opts.budget_minutes * 60 - 30 - report.wall_seconds, abs=1.0)
+    assert report.plan.export_s == pytest.approx(opts.budget_minutes * 60 - TAIL_S - report.wall_seconds, abs=1.0)
     assert report.study.user_attrs[record.PLAN] == report.plan.as_dict()
     trials = report.study.trials
     screen = [t for t in trials if TrialRecord(t).stage == "screen"]
