@@ -53,14 +53,12 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     }
 
 
-def flip_tta(logits: torch.Tensor, flipped_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy and loss of the average of the softmax over each image and its mirror image."""
-    probs = (torch.softmax(logits.float(), 1) + torch.softmax(flipped_logits.float(), 1)) / 2
-    labels = labels.cpu()
-    return {
-        "accuracy": float((probs.argmax(1) == labels).double().mean()),
-        "loss": float(F.nll_loss(probs.clamp(min=1e-12).log(), labels)),
-    }
+def averaged(logits: torch.Tensor, mirrored_logits: torch.Tensor) -> torch.Tensor:
+    """The log of the mean softmax of each image's logits and its mirror image's: what
+    :class:`search.model.tta.FlipAveraged` returns, from logits already computed (the search's validation
+    reuses its last report's)."""
+    probs = (torch.softmax(logits.float(), dim=1) + torch.softmax(mirrored_logits.float(), dim=1)) / 2
+    return torch.log(probs.clamp_min(1e-12))
 
 
 def write_history(path: Path, history: Sequence[EpochStats]) -> None:

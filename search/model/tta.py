@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from search.metrics import averaged
+
 FLIP = "flip"  # config.json's "test_time_augmentation" for a model that averages with mirror images
 
 
@@ -35,10 +37,8 @@ class FlipAveraged(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = torch.cat([x, x.flip(-1)])  # one batch of twice the images: one forward pass
-        probs = torch.softmax(self.model(both).float(), dim=1)
-        half = x.shape[0]
-        return torch.log(((probs[:half] + probs[half:]) / 2).clamp_min(1e-12))
+        both = self.model(torch.cat([x, x.flip(-1)]))  # one batch of twice the images: one forward pass
+        return averaged(both[: x.shape[0]], both[x.shape[0] :])
 
 
 def with_tta(model: nn.Module, tta: str | None) -> nn.Module:

@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from search.data import CLASSES, ImageSet, Splits
-from search.metrics import flip_tta
+from search.metrics import averaged
 from search.store import record
 from search.store.record import set_attr
 from search.train import DivergedError, EpochStats, Runtime, TrainResult, evaluate, seed_everything, train
@@ -191,7 +191,7 @@ class Objective:
         s = self.settings
         mirrored = evaluate(model, ImageSet(val.x.flip(-1), val.y), mean=self.splits.mean, std=self.splits.std,
                             runtime=s.runtime)  # fmt: skip
-        flip = flip_tta(last.val_logits, mirrored.logits, val.y)["accuracy"]
+        flip = float((averaged(last.val_logits, mirrored.logits).argmax(1) == val.y.cpu()).double().mean())
         set_attr(trial, record.FLIP_TTA, {"epochs": last.epochs_done, "plain": last.val_acc, "flip": round(flip, 6)})
 
     def _upload_confusion(self, trial: optuna.Trial, best: EpochStats, folder: Path) -> None:
