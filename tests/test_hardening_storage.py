@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from search.errors import StorageError
-from search.store.storage import mask_url, open_storage
+from search.store.storage import OPTUNA_SCHEMA, mask_url, open_storage
 from tests.conftest import fsearch
 
 EXAMPLE = "use e.g. sqlite:///studies/fsearch.db or postgresql://user:password@host/db"
@@ -160,6 +160,33 @@ def test_another_programs_sqlite_file_is_neither_read_nor_changed(
     with pytest.raises(StorageError, match="is a folder, not an SQLite database file"):
         open_storage(f"sqlite:///{tmp_path}", create=True)
     assert _snapshot(tmp_path) == before
+
+
+def _tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_schema_another_worker_is_creating_is_joined_by_run_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four workers started together on a new file: one saw only Optuna's first table and refused (CI)."""
+    db = tmp_path / "study.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="probe")
+    assert _tables(db) == OPTUNA_SCHEMA  # the list of Optuna's tables is Optuna's own
+    with sqlite3.connect(db) as conn:  # what a worker sees while another is still creating the schema
+        for table in OPTUNA_SCHEMA - {"studies"}:
+            conn.execute(f"DROP TABLE {table}")  # nosec B608 - the names are the constant above
+        conn.execute("DELETE FROM studies")
+    line = _one_error_line(*fsearch(["studies", "--storage", f"sqlite:///{db}"], capsys, monkeypatch))
+    assert line == (
+        f"Error: {db} is not an Optuna study database (tables: studies); fsearch neither reads nor adds tables "
+        f"to it: pass the --storage that 'fsearch run' wrote"
+    )
+    storage = open_storage(f"sqlite:///{db}", create=True)  # what `run` opens: Optuna completes the schema
+    optuna.create_study(storage=storage, study_name="joined")
+    storage.engine.dispose()
+    assert _tables(db) == OPTUNA_SCHEMA
 
 
 def test_study_names_with_markup_characters_print_as_text(

@@ -35,6 +35,13 @@ MIN_GRACE_PERIOD_S = 2
 MAX_RETRY = 2
 CREATE_ATTEMPTS = 5  # tries at opening a database whose tables another worker is creating
 OPTUNA_TABLES = {"studies", "version_info"}  # tables every Optuna RDB storage has
+# Every table Optuna's schema creates (optuna/storages/_rdb/models.py, and alembic's): a file holding only
+# some of them is a schema that another worker is creating at this moment, which `run` may join.
+OPTUNA_SCHEMA = frozenset({
+    "alembic_version", "studies", "study_directions", "study_system_attributes", "study_user_attributes",
+    "trial_heartbeats", "trial_intermediate_values", "trial_params", "trial_system_attributes",
+    "trial_user_attributes", "trial_values", "trials", "version_info",
+})  # fmt: skip
 
 
 def check_grace_period(seconds: int) -> None:
@@ -127,7 +134,11 @@ def _check_sqlite_file(path: Path, *, url: str, create: bool) -> None:
             raise StorageError(f"folder {path.parent} for the SQLite database does not exist; create it first")
         return
     tables = _sqlite_tables(path)
-    if not tables >= OPTUNA_TABLES and (tables or not create):
+    # `run` may start in an empty file, or in one whose Optuna tables another worker started at the same
+    # moment is still creating (4 workers started together saw 'tables: studies'): Optuna completes the
+    # schema, and _rdb_storage retries the collisions. Read-only commands need a whole Optuna schema.
+    being_created = create and tables <= OPTUNA_SCHEMA
+    if not tables >= OPTUNA_TABLES and not being_created:
         found = f"tables: {', '.join(sorted(tables)[:5])}" if tables else "it is empty"
         raise StorageError(
             f"{path} is not an Optuna study database ({found}); fsearch neither reads nor adds tables to it: "
