@@ -139,13 +139,15 @@ def measured_throughput(samples: list[tuple[float, float]], planned: Throughput)
 
 
 def _finals(
-    room: float, *, wanted: int, fewest: int, round_epoch_s: Callable[[int], float], screen_epochs: int
+    room: float, *, asked: int, available: int, round_epoch_s: Callable[[int], float], screen_epochs: int
 ) -> tuple[int, int, float]:
-    """(finalists, epochs, seconds) of the largest finals that fit ``room``: fewer finalists first, down to
-    ``fewest``, then fewer epochs, down to twice the screen's (below that a final says little the screen did
-    not). ``round_epoch_s(n)``: the seconds one epoch of the first ``n`` finalists takes, in rounds of the
-    workers."""
-    for n in range(wanted, fewest - 1, -1):
+    """(finalists, epochs, seconds) of the largest finals that fit ``room``: ``asked`` finalists, or as many of
+    the ``available`` candidates as there are, then fewer finalists, then fewer epochs, down to twice the
+    screen's (below that a final says little the screen did not). Never a single finalist unless one is all
+    that was asked for: a lone finalist is the screen's best again, it decides nothing. ``round_epoch_s(n)``:
+    the seconds one epoch of the first ``n`` finalists takes, in rounds of the workers."""
+    fewest = max(1, min(2, asked))
+    for n in range(min(asked, available), fewest - 1, -1):
         per_epoch = round_epoch_s(n)
         epochs = min(FINAL_EPOCHS, _whole(room / max(per_epoch, 1e-9)))
         if epochs >= 2 * screen_epochs:
@@ -170,10 +172,8 @@ def replan(
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
     export_s = _export_epochs(left * share, export_epoch_s, cap=plan.export_epochs) * export_epoch_s
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
-    # One finalist decides nothing (it is the screen's best again), unless one is all that was asked for.
     finalists, final_epochs, finals_s = _finals(
-        left - export_s, wanted=min(plan.finalists, len(mmacs)), fewest=max(1, min(2, plan.finalists)),
-        screen_epochs=plan.screen_epochs,
+        left - export_s, asked=plan.finalists, available=len(mmacs), screen_epochs=plan.screen_epochs,
         round_epoch_s=lambda n: throughput.seconds(plan.train_images, _rounds(mmacs, n, plan.workers)),
     )  # fmt: skip
     return dataclasses.replace(
@@ -203,7 +203,7 @@ def make_plan(
     export_s = export_epochs * export_epoch_s
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
-        usable - keep_for_screen - export_s, wanted=wanted, fewest=max(1, min(2, wanted)), screen_epochs=screen_epochs,
+        usable - keep_for_screen - export_s, asked=wanted, available=wanted, screen_epochs=screen_epochs,
         round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
     return Plan(
