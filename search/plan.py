@@ -88,9 +88,18 @@ class Plan:
         return self.export_epochs_within(self.throughput.export_epoch_s(mmacs))
 
     def export_epochs_within(self, epoch_s: float) -> int:
-        """The export's epochs when one epoch takes ``epoch_s``: ``export_epochs``, fewer if that would not
-        fit the export's share of the budget (at least 1)."""
-        return _export_epochs(self.export_s, epoch_s, cap=self.export_epochs)
+        """The export's epochs when one epoch takes ``epoch_s``: as many as fit the export's share of the budget,
+        at least 1 and at most ``EXPORT_EPOCHS``. A winner smaller than the reference trains more epochs than
+        ``export_epochs`` (the reference's) in the same time: with a short budget the time is the limit, not
+        the count."""
+        return _export_epochs(self.export_s, epoch_s)
+
+    def largest_export_mmacs(self) -> float:
+        """The largest network (million MACs per image) whose export trains at least the screen's epochs in the
+        export's time, at the calibrated speed. The screen's validation after ``screen_epochs`` is all the
+        evidence that chooses a network: an export of fewer epochs would ship one trained for less than anything
+        measured (at 15 minutes on a 2-core CPU without AVX-512, the plan gave ``fsearch-w1`` one epoch)."""
+        return self.export_s / max(self.screen_epochs * self.throughput.export_epoch_s(1.0), 1e-12)
 
     def with_export_time(self, export_s: float) -> Plan:
         """This plan with ``export_s`` seconds for the export, and the epochs (at most ``EXPORT_EPOCHS``) that
@@ -112,13 +121,28 @@ class Plan:
         finals = f"{self.finalists} finalists x {self.final_epochs} epochs" if self.finalists else "no finals"
         return (
             f"plan for {m(self.budget_s)}: screen {m(self.screen_s)} at {self.screen_epochs} epochs, {finals} "
-            f"({m(self.finals_s)}), export {self.export_epochs} epochs ({m(self.export_s)})"
+            f"({m(self.finals_s)}), export {self.export_words()} ({m(self.export_s)})"
         )
+
+    def export_words(self) -> str:
+        """The export's epochs, or, when the reference network does not fit the screen's epochs in the export's
+        time, the largest network that does (the screen's cost cap, ``largest_export_mmacs``)."""
+        if self.export_epochs >= self.screen_epochs:
+            return f"{self.export_epochs} epochs"
+        return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.screen_epochs}+ epochs"
 
 
 def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS) -> int:
     """The export's whole epochs of ``epoch_s`` that fit ``seconds``: at least 1, at most ``cap``."""
     return max(1, min(cap, _whole(max(seconds, 0.0) / max(epoch_s, 1e-9))))
+
+
+def _export_time(seconds: float, epoch_s: float, *, screen_epochs: int, cap: int = EXPORT_EPOCHS) -> float:
+    """The export's seconds out of ``seconds``, for a reference epoch of ``epoch_s``: whole epochs of the reference
+    (none spent on a fraction of one) when at least the screen's epochs fit; else all of ``seconds``, and the
+    screen admits only networks whose export trains the screen's epochs in them (``largest_export_mmacs``)."""
+    epochs = _export_epochs(seconds, epoch_s, cap=cap)
+    return epochs * epoch_s if epochs >= screen_epochs else max(seconds, 0.0)
 
 
 def _whole(epochs: float) -> int:
@@ -170,7 +194,7 @@ def replan(
     left = max(0.0, plan.budget_s - elapsed_s - TAIL_S)
     export_epoch_s = throughput.export_epoch_s(plan.reference_mmacs)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
-    export_s = _export_epochs(left * share, export_epoch_s, cap=plan.export_epochs) * export_epoch_s
+    export_s = _export_time(left * share, export_epoch_s, screen_epochs=plan.screen_epochs, cap=plan.export_epochs)
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
     finalists, final_epochs, finals_s = _finals(
         left - export_s, asked=plan.finalists, available=len(mmacs), screen_epochs=plan.screen_epochs,
@@ -199,8 +223,8 @@ def make_plan(
     keep_for_screen = MIN_SCREEN_SHARE * usable
     export_epoch_s = throughput.export_epoch_s(reference_mmacs)
     # The export may take up to half of what the screen leaves; its epochs shrink to fit.
-    export_epochs = _export_epochs(0.5 * (usable - keep_for_screen), export_epoch_s)
-    export_s = export_epochs * export_epoch_s
+    export_s = _export_time(0.5 * (usable - keep_for_screen), export_epoch_s, screen_epochs=screen_epochs)
+    export_epochs = _export_epochs(export_s, export_epoch_s)
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
         usable - keep_for_screen - export_s, asked=wanted, available=wanted, screen_epochs=screen_epochs,

@@ -13,6 +13,7 @@ from search.plan import EXPORT_IMAGES, TAIL_S, Plan, Throughput, make_plan, meas
 from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.tune.finals import choose_finalists, distance, enqueue_finals
+from search.tune.session import SearchOptions, Stage
 
 # The 2-core CPU's order of magnitude: ~1,550 images/s for a 19.1M-MAC net with both threads.
 EXPORT_C = 1 / (1550 * 19.1)
@@ -32,7 +33,10 @@ def test_the_plan_fits_its_budget_and_keeps_a_screen(budget: float) -> None:
     plan = _plan(budget)
     assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
     assert plan.screen_s >= 0.3 * (plan.budget_s - 60) - 1e-6
-    assert plan.export_s == pytest.approx(plan.export_epochs * CPU.seconds(EXPORT_IMAGES, 19.1, export=True))
+    if plan.export_epochs >= plan.screen_epochs:  # whole epochs of the reference, none wasted on a fraction
+        assert plan.export_s == pytest.approx(plan.export_epochs * CPU.seconds(EXPORT_IMAGES, 19.1, export=True))
+    else:  # the reference does not fit the screen's epochs: the screen's cap admits smaller networks only
+        assert plan.largest_export_mmacs() < 19.1 and "networks up to" in plan.describe()
     if plan.finalists:
         assert plan.final_epochs >= 2 * plan.screen_epochs
 
@@ -53,8 +57,28 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
     plan = _plan(60)
     assert plan.export_epochs_for(19.1) == plan.export_epochs
     assert plan.export_epochs_for(38.2) == plan.export_epochs // 2
-    assert plan.export_epochs_for(5.0) == plan.export_epochs  # never more than planned
+    assert plan.export_epochs_for(5.0) == 30  # at most EXPORT_EPOCHS, here the plan's own
     assert Plan.from_dict(plan.as_dict()) == plan
+
+
+def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screens_epochs() -> None:
+    """On a slow machine a 15-minute plan gave the reference (19.1M MACs) one export epoch: fewer than the 5 of
+    the screen that chose it. The screen now admits only networks whose export trains at least 5."""
+    slow = Throughput(worker=CPU.worker * 2.5, export=CPU.export * 2.5)  # fp32 without AVX-512, about
+    plan = _plan(15, throughput=slow)
+    cap = plan.largest_export_mmacs()
+    assert cap < plan.reference_mmacs and plan.export_epochs < plan.screen_epochs
+    assert plan.export_epochs_for(cap) == plan.screen_epochs  # the largest admitted trains exactly 5 epochs
+    assert plan.export_epochs_for(cap * 1.01) < plan.screen_epochs
+    assert plan.export_epochs_for(cap / 2) == 2 * plan.screen_epochs  # a smaller one trains longer in the time
+    assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
+    assert f"export of networks up to {cap:.1f}M MACs, 5+ epochs" in plan.describe()
+    screen = Stage.screen(SearchOptions(max_mmacs=30.0), plan=plan)
+    assert screen.max_mmacs == cap and screen.cap_source.endswith("export trains 5 epochs of")
+    own = Stage.screen(SearchOptions(max_mmacs=cap / 2), plan=plan)  # a lower --max-mmacs stays the cap
+    assert (own.max_mmacs, own.cap_source) == (cap / 2, "--max-mmacs")
+    roomy = _plan(60)  # an hour on the 2-core CPU with AVX-512: the cap is far above --max-mmacs
+    assert roomy.largest_export_mmacs() > 30 and Stage.screen(SearchOptions(), plan=roomy).max_mmacs == 30
 
 
 def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:

@@ -66,9 +66,8 @@ def test_over_budget_draws_are_skipped_and_not_counted(tiny_data_dir: Path, tmp_
     report = run_search(_opts(tiny_data_dir, tmp_path, trials=1, max_mmacs=1.5))
     skipped = [t for t in report.study.trials if t.user_attrs.get("over_budget")]
     assert skipped and report.counts["skipped"] == len(skipped)
-    assert all(
-        t.state == TrialState.PRUNED and "over the --max-mmacs" in t.user_attrs["pruned_reason"] for t in skipped
-    )
+    reason = "over the 1.5M cap (--max-mmacs)"
+    assert all(t.state == TrialState.PRUNED and reason in t.user_attrs["pruned_reason"] for t in skipped)
     assert report.counts["complete"] + report.counts["pruned"] + report.counts["fail"] == 1
 
 

@@ -171,7 +171,7 @@ class SearchDisplay:
         export_end = finals_end + plan.export_s
         self.plan_line = (
             f"screen to {_clock(screen_end)} · {plan.finalists} finalists x {plan.final_epochs} epochs to "
-            f"{_clock(finals_end)} · then export-best, {plan.export_epochs} epochs to {_clock(export_end)}"
+            f"{_clock(finals_end)} · then export-best, {plan.export_words()} to {_clock(export_end)}"
         )
         self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
         self.refresh()

@@ -110,8 +110,9 @@ def run(
 ) -> None:
     """Search the space: train --trials more trials in the study (running it again resumes the study).
 
-    Architectures over --max-mmacs are skipped when drawn and do not count as trials. The defaults and
-    why they were chosen: docs/defaults.md.
+    Architectures over --max-mmacs, or too large for the plan's export to train for --max-epochs in its
+    time, are skipped when drawn and do not count as trials. The defaults and why they were chosen:
+    docs/defaults.md.
     """
     from search.cli.display import SearchDisplay
     from search.tune.runner import run_search
@@ -191,7 +192,9 @@ def _print_summary(console: Console, report: Any) -> None:
     table = trials_table("Best trials of the study", top_trials(report.study, 5), speed=True)
     console.print(table)
     if report.best is None and c["skipped"] and not (c["complete"] + c["pruned"] + c["fail"]):
-        console.print("[yellow]Every architecture drawn was over the --max-mmacs budget; raise it (0 = no cap).[/]")
+        console.print(
+            "[yellow]Every architecture drawn was over the cost cap; raise --max-mmacs (0 = no cap) or --budget.[/]"
+        )
     elif report.best is None:
         console.print("[yellow]No trial completed yet; run again with more --trials or a larger --timeout.[/]")
 

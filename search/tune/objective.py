@@ -58,6 +58,7 @@ class ObjectiveSettings:
     seed: int
     runtime: Runtime = field(default_factory=Runtime)
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
+    cap_source: str = "--max-mmacs"  # where that cap comes from, for the skipped trial's reason
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
     explore_epochs: float | None = None  # a random start-up trial stops here (search.tune.pruners.explore_epochs)
     stage: str = "screen"  # recorded on each trial (search.tune.session.Stage)
@@ -115,7 +116,8 @@ class Objective:
         # One cost rule for every trial: a queued preset over the cap is skipped like a sampled draw.
         if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
             set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
-            _prune(trial, f"{macs / 1e6:.1f}M MACs per image is over the --max-mmacs budget of {settings.max_mmacs:g}M")
+            cap = f"the {settings.max_mmacs:.3g}M cap ({settings.cap_source})"
+            _prune(trial, f"{macs / 1e6:.1f}M MACs per image is over {cap}")
         self.observer.trial_started(trial.number, trial.params)  # after the cost check: a skipped draw never shows
         seed_everything(seed)
         model = build_model(cfg.arch)

@@ -171,7 +171,7 @@ def run_search(
     timeout = _earliest(opts.timeout, None if screen_end is None else max(1.0, screen_end - time.time()))
     stage_seconds = {}
     t0 = time.perf_counter()
-    runner.run(Stage.screen(opts, deadline=screen_end), timeout=timeout)
+    runner.run(Stage.screen(opts, deadline=screen_end, plan=plan), timeout=timeout)
     stage_seconds["screen"] = time.perf_counter() - t0
     finalists: list[FrozenTrial] = []
     if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen

@@ -33,6 +33,7 @@ from search.defaults import (
 from search.device import resolve_device
 from search.errors import ConfigError
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
+from search.plan import Plan
 from search.store.artifacts import artifact_dir
 from search.store.notes import save_study_note
 from search.store.record import TrialRecord
@@ -200,10 +201,24 @@ class Stage:
     trials: int  # the stage's tickets: trials that train
     prune: bool = True
     deadline: float | None = None  # wall clock (time.time()) after which a trial stops at its next report
+    # The cost rule: a draw (or a queued preset) over this many million MACs per image is skipped untrained;
+    # cap_source says where the cap comes from, in the skipped trial's reason. None: no cap.
+    max_mmacs: float | None = None
+    cap_source: str = "--max-mmacs"
 
     @classmethod
-    def screen(cls, opts: SearchOptions, *, deadline: float | None = None) -> Stage:
-        return cls(name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline)
+    def screen(cls, opts: SearchOptions, *, deadline: float | None = None, plan: Plan | None = None) -> Stage:
+        """The screen, its cost cap ``--max-mmacs``, lowered to what the plan's export can train for the screen's
+        epochs when that is less (:meth:`~search.plan.Plan.largest_export_mmacs`). Finals have no cap of their
+        own: they are screen trials that passed it."""
+        cap, source = opts.max_mmacs, "--max-mmacs"
+        if plan is not None and (cap is None or plan.largest_export_mmacs() < cap):
+            cap = plan.largest_export_mmacs()
+            source = f"the most the plan's {plan.export_s / 60:.0f}-min export trains {plan.screen_epochs} epochs of"
+        return cls(
+            name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline, max_mmacs=cap,
+            cap_source=source,
+        )  # fmt: skip
 
 
 def optimize_here(
@@ -216,7 +231,8 @@ def optimize_here(
         max_epochs=stage.max_epochs,
         seed=opts.seed,
         runtime=Runtime(device=device, cpu_eval_amp=True),
-        max_mmacs=opts.max_mmacs,
+        max_mmacs=stage.max_mmacs,
+        cap_source=stage.cap_source,
         # A finalist is never pruned: its curve needs one point an epoch, and validation passes cost
         # time a finalist can train instead (docs/defaults.md, the time plan).
         evals_per_epoch=opts.evals_per_epoch if stage.prune else 1,
