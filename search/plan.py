@@ -88,11 +88,13 @@ class Plan:
         return self.export_epochs_within(self.throughput.export_epoch_s(mmacs))
 
     def export_epochs_within(self, epoch_s: float) -> int:
-        """The export's epochs when one epoch takes ``epoch_s``: as many as fit the export's share of the budget,
-        at least 1 and at most ``EXPORT_EPOCHS``. A winner smaller than the reference trains more epochs than
-        ``export_epochs`` (the reference's) in the same time: with a short budget the time is the limit, not
-        the count."""
-        return _export_epochs(self.export_s, epoch_s)
+        """The export's epochs when one epoch takes ``epoch_s``: the export's time over ``epoch_s``, rounded to the
+        nearest whole epoch, at least 1 and at most ``EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
+        its time (:class:`~search.optim.Pace` anneals the schedule to end at the limit), so the last part of an
+        epoch is trained rather than left unused (2.8 epochs' time gave 2 epochs, and a 15-minute job ended 2
+        minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
+        reference's) in the same time: with a short budget the time is the limit, not the count."""
+        return max(1, min(EXPORT_EPOCHS, round(max(self.export_s, 0.0) / max(epoch_s, 1e-9))))
 
     def largest_export_mmacs(self) -> float:
         """The largest network (million MACs per image) whose export trains at least the screen's epochs in the

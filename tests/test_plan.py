@@ -69,7 +69,7 @@ def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screen
     cap = plan.largest_export_mmacs()
     assert cap < plan.reference_mmacs and plan.export_epochs < plan.screen_epochs
     assert plan.export_epochs_for(cap) == plan.screen_epochs  # the largest admitted trains exactly 5 epochs
-    assert plan.export_epochs_for(cap * 1.01) < plan.screen_epochs
+    assert plan.export_epochs_for(cap * 1.2) < plan.screen_epochs
     assert plan.export_epochs_for(cap / 2) == 2 * plan.screen_epochs  # a smaller one trains longer in the time
     assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
     assert f"export of networks up to {cap:.1f}M MACs, 5+ epochs" in plan.describe()
@@ -79,6 +79,14 @@ def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screen
     assert (own.max_mmacs, own.cap_source) == (cap / 2, "--max-mmacs")
     roomy = _plan(60)  # an hour on the 2-core CPU with AVX-512: the cap is far above --max-mmacs
     assert roomy.largest_export_mmacs() > 30 and Stage.screen(SearchOptions(), plan=roomy).max_mmacs == 30
+
+
+def test_the_export_rounds_its_time_to_the_nearest_epoch_and_keeps_to_the_time() -> None:
+    plan = _plan(15)
+    epoch_s = plan.export_s / 2.8
+    assert plan.export_epochs_within(epoch_s) == 3  # Pace ends the third epoch at the plan's time
+    assert plan.export_epochs_within(plan.export_s / 2.4) == 2
+    assert plan.export_epochs_within(plan.export_s * 5) == 1 and plan.export_epochs_within(1e-6) == 30
 
 
 def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
