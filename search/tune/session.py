@@ -212,8 +212,9 @@ class Stage:
         epochs when that is less (:meth:`~search.plan.Plan.largest_export_mmacs`). Finals have no cap of their
         own: they are screen trials that passed it."""
         cap, source = opts.max_mmacs, "--max-mmacs"
-        if plan is not None and (cap is None or plan.largest_export_mmacs() < cap):
-            cap = plan.largest_export_mmacs()
+        fits = plan.largest_export_mmacs() if plan is not None else None
+        if plan is not None and fits is not None and (cap is None or fits < cap):
+            cap = fits
             source = f"the most the plan's {plan.export_s / 60:.0f}-min export trains {plan.screen_epochs} epochs of"
         return cls(
             name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline, max_mmacs=cap,
