@@ -81,7 +81,10 @@ def plot_confusion_matrix(path: Path, confusion: list[list[int]], classes: Seque
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 7), layout="constrained")
+    # Fixed margins, not layout="constrained": that halves the time of a plot (~0.6 s here), which a
+    # search pays for every completed trial's confusion matrix.
+    fig = Figure(figsize=(8, 7))
+    fig.subplots_adjust(left=0.17, bottom=0.18, right=0.97, top=0.94)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     matrix = torch.tensor(confusion, dtype=torch.float64)
@@ -107,7 +110,8 @@ def plot_training_curves(path: Path, history: Sequence[EpochStats], *, test_accu
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, bottom=0.13, right=0.98, top=0.91, wspace=0.22)  # fixed: see above
     FigureCanvasAgg(fig)
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [e.epoch for e in history]

@@ -94,7 +94,7 @@ class Plan:
         epoch is trained rather than left unused (2.8 epochs' time gave 2 epochs, and a 15-minute job ended 2
         minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
         reference's) in the same time: with a short budget the time is the limit, not the count."""
-        return max(1, min(EXPORT_EPOCHS, round(max(self.export_s, 0.0) / max(epoch_s, 1e-9))))
+        return _export_epochs(self.export_s, epoch_s, rounded=True)
 
     def largest_export_mmacs(self) -> float:
         """The largest network (million MACs per image) whose export trains at least the screen's epochs in the
@@ -134,9 +134,11 @@ class Plan:
         return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.screen_epochs}+ epochs"
 
 
-def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS) -> int:
-    """The export's whole epochs of ``epoch_s`` that fit ``seconds``: at least 1, at most ``cap``."""
-    return max(1, min(cap, _whole(max(seconds, 0.0) / max(epoch_s, 1e-9))))
+def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS, rounded: bool = False) -> int:
+    """The export's whole epochs of ``epoch_s`` that fit ``seconds`` (the nearest whole number when ``rounded``):
+    at least 1, at most ``cap``."""
+    epochs = max(seconds, 0.0) / max(epoch_s, 1e-9)
+    return max(1, min(cap, round(epochs) if rounded else _whole(epochs)))
 
 
 def _export_time(seconds: float, epoch_s: float, *, screen_epochs: int, cap: int = EXPORT_EPOCHS) -> float:

@@ -104,14 +104,17 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000).rule
     assert fast["plan_export_epochs"] == plan_module.EXPORT_EPOCHS  # at most 30, whatever the time affords
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
-    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 30.0})
+    study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 2.0})
     out = RetrainOptions(out=tmp_path / "best", data_dir=tiny_data_dir, device="cpu", verify_data=False)
     report = export_best(study="staged", storage=opts.storage, opts=out)
-    assert report.metrics["time_limit_s"] == 30.0 == report.provenance["epochs_rule"]["plan_export_seconds"]
+    assert report.metrics["time_limit_s"] == 2.0 == report.provenance["epochs_rule"]["plan_export_seconds"]
     assert export_best(study="staged", storage=opts.storage, opts=out, epochs=1).metrics["time_limit_s"] is None
 
 
-def test_an_export_epoch_is_timed_on_this_machine() -> None:
+def test_an_export_epoch_is_timed_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from search import speed
+
+    monkeypatch.setattr(speed, "TIMED_IMAGES", 256)  # enough to order two networks 50x apart in MACs
     small, large = (export_seconds_per_image(preset_config(p), torch.device("cpu")) for p in ("lenet5", "fsearch-w1"))
     assert 0 < small < large  # LeNet-5 has 0.4M MACs, fsearch-w1 19.1M
 

@@ -83,9 +83,6 @@ class Objective:
         self.observer: TrialObserver = observer or _Silent()
 
     def __call__(self, trial: optuna.Trial) -> float:
-        # Free what the previous trial left before this one allocates: a pruned or failed trial's
-        # exception holds its frames (model, optimiser state, batches) until the collector runs.
-        _release_memory(self.settings.runtime.device)
         try:
             return self._run(trial)
         except (optuna.TrialPruned, KeyboardInterrupt):
@@ -119,6 +116,10 @@ class Objective:
             cap = f"the {settings.max_mmacs:.3g}M cap ({settings.cap_source})"
             _prune(trial, f"{macs / 1e6:.1f}M MACs per image is over {cap}")
         self.observer.trial_started(trial.number, trial.params)  # after the cost check: a skipped draw never shows
+        # Free what the previous trial left before this one allocates: a pruned or failed trial's exception holds
+        # its frames (model, optimiser state, batches) until the collector runs. After the cost check: a skipped
+        # draw allocates nothing, and a full collection costs it more than everything else it does.
+        _release_memory(settings.runtime.device)
         seed_everything(seed)
         model = build_model(cfg.arch)
         if settings.notes:

@@ -9,6 +9,7 @@ frozen configuration that flows from the CLI (or a library caller) to every work
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,5 +251,13 @@ def optimize_here(
         callbacks.append(on_trial_end)
     if not tickets.take():
         return
-    # catch: an exception inside one trial fails that trial (reason recorded), not the search.
-    study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,))
+    # What is alive now (torch, optuna, the data) stays for the whole search: frozen, it is out of the sight of
+    # the collection before each trial, which then scans only what trials create (a full collection over this
+    # heap took ~0.3 s on a 2-core CPU, twice a trial). Refcounting still frees what is frozen.
+    gc.collect()
+    gc.freeze()
+    try:
+        # catch: an exception inside one trial fails that trial (reason recorded), not the search.
+        study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,))
+    finally:
+        gc.unfreeze()
