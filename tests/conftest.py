@@ -111,9 +111,6 @@ def write_tiny_dataset(root: Path, *, n_train: int = TINY_TRAIN, n_test: int = T
     return root
 
 
-_FROZEN_AT: list[str] = []  # the test module whose first test last froze the heap
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Import what the first trial of a search would import lazily, before the heap is first frozen."""
     import matplotlib.backends.backend_agg  # the trials' confusion-matrix artifacts
@@ -125,19 +122,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """At each test module's first test, move what is alive (torch, optuna, imports, caches) out of the
-    collector's sight, so that collections scan only what the tests create.
+    """Before each test, move what is alive (torch, optuna, imports, caches) out of the collector's sight, so
+    that collections scan only what the test creates.
 
     The objective runs ``gc.collect()`` before and after every trial that trains; a full collection over this
     process's heap takes ~0.3 s, most of a tiny trial. ``optimize_here`` freezes the heap for a search as this
-    does, but many tests call the objective or ``study.optimize`` themselves. A collection first means no garbage
-    is frozen; what tests and trials create after this point is collected as usual.
+    does (and unfreezes all of it when the search ends), but many tests call the objective or
+    ``study.optimize`` themselves. A collection first means no garbage is frozen; it scans only what the tests
+    since the last freeze left.
     """
-    module = item.nodeid.split("::")[0]
-    if _FROZEN_AT[-1:] != [module]:
-        _FROZEN_AT[:] = [module]
-        gc.collect()
-        gc.freeze()
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

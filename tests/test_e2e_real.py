@@ -25,7 +25,8 @@ def test_a_short_search_on_the_real_data(
     # hide whether the sampled configurations learn).
     db = tmp_path / "real.db"
     args = [
-        "run", "--trials", "3", "--max-epochs", "1", "--train-subset", "2000", "--data-dir", str(real_data_dir),
+        "run", "--trials", "3", "--max-epochs", "1", "--train-subset", "2000", "--val-size", "2000",
+        "--data-dir", str(real_data_dir),
         "--storage", f"sqlite:///{db}", "--device", "cpu", "--no-known-best", "--budget", "0", "--json",
     ]  # fmt: skip
     code, out, err = fsearch(args, capsys, monkeypatch)
