@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,16 @@ def test_the_library_defaults_are_the_command_line_defaults() -> None:
     # fsearch run's defaults: the known-best preset starts a new study; --workers auto.
     opts = SearchOptions()
     assert opts.known_best is True and opts.workers is None
+
+
+def test_a_search_freezes_what_survives_each_trial_and_unfreezes_when_it_ends(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """The objective's collections before and after each trial scan only what the trial created: the rest of the
+    heap is frozen before the first trial and after each one; the search leaves the collector unfrozen."""
+    _queue_lenet5(f"sqlite:///{tmp_path / 'search.db'}", 2)
+    gc.unfreeze()
+    frozen: list[int] = []
+    run_search(_opts(tiny_data_dir, tmp_path), on_trial_end=lambda study, trial: frozen.append(gc.get_freeze_count()))
+    assert len(frozen) == 2 and min(frozen) > 1000  # torch, optuna and the data are out of the collector's sight
+    assert gc.get_freeze_count() == 0

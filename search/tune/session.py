@@ -223,7 +223,7 @@ class Stage:
         )  # fmt: skip
 
 
-def _freeze_survivors(_study: optuna.Study, _trial: FrozenTrial | None) -> None:
+def freeze_survivors(_study: optuna.Study, _trial: FrozenTrial | None) -> None:
     """Before the first trial and after each (a trial-end callback): collect what is garbage, then freeze what
     survives (torch, optuna, the data, what a trial imported lazily, the study's caches) out of the sight of
     later collections, so that the objective's collections before and after each trial scan only what that
@@ -262,8 +262,8 @@ def optimize_here(
         callbacks.append(on_trial_end)
     if not tickets.take():
         return
-    _freeze_survivors(study, None)
-    callbacks.append(_freeze_survivors)
+    freeze_survivors(study, None)
+    callbacks.append(freeze_survivors)
     try:
         # catch: an exception inside one trial fails that trial (reason recorded), not the search.
         study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,))
