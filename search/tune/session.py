@@ -227,9 +227,10 @@ def freeze_survivors(_study: optuna.Study, _trial: FrozenTrial | None) -> None:
     """Before the first trial and after each (a trial-end callback): collect what is garbage, then freeze what
     survives (torch, optuna, the data, what a trial imported lazily, the study's caches) out of the sight of
     later collections, so that the objective's collections before and after each trial scan only what that
-    trial created. A full collection over a search process's heap took ~0.3 s on a 2-core CPU, twice a trial
-    (``optimize_here`` unfreezes at its end). A trial's own objects are garbage by now, collected before the
-    freeze: its exception, which held its frames, has been handled. Refcounting still frees what is frozen."""
+    trial created. A full collection over a search process's heap took ~0.3 s on a 2-core CPU, twice a trial.
+    ``optimize_here`` unfreezes at its end: the whole heap, also what a library caller froze before it. A
+    trial's own objects are garbage by now, collected before the freeze: its exception, which held its frames,
+    has been handled. Refcounting still frees what is frozen."""
     gc.collect()
     gc.freeze()
 
