@@ -5,7 +5,7 @@
 The objective collects garbage before and after every trial that trains (a pruned trial's exception holds its
 model until then). Over a search process's whole heap (torch, optuna, matplotlib) one full collection takes a
 large part of a second on a 2-core CPU; ``optimize_here`` therefore freezes what survives each trial
-(:func:`search.tune.session.freeze_survivors`). This times tiny trials (LeNet-5, one epoch on 300 training
+(:func:`search.tune.session.survivors_frozen`). This times tiny trials (LeNet-5, one epoch on 300 training
 images, 100 validation images, SQLite storage, one thread) with that freezing and without it, alternated in one
 process so that both see the same machine, and one full collection of the unfrozen heap.
 """
@@ -13,6 +13,7 @@ process so that both see the same machine, and one full collection of the unfroz
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -26,7 +27,7 @@ import torch
 
 from search.data import load_splits
 from search.tune.objective import Objective, ObjectiveSettings
-from search.tune.session import freeze_survivors
+from search.tune.session import survivors_frozen
 from space import PRESETS
 
 
@@ -37,14 +38,9 @@ def _per_trial(splits: Any, storage: str, trials: int, *, freeze: bool) -> float
         study.enqueue_trial(PRESETS["lenet5"])
     objective = Objective(splits=splits, settings=ObjectiveSettings(max_epochs=1, seed=0))
 
-    callbacks = [freeze_survivors] if freeze else []
-    if freeze:
-        freeze_survivors(study, None)
     started = time.perf_counter()
-    try:
-        study.optimize(objective, n_trials=trials, callbacks=callbacks)
-    finally:
-        gc.unfreeze()
+    with survivors_frozen() if freeze else contextlib.nullcontext() as callback:
+        study.optimize(objective, n_trials=trials, callbacks=[callback] if callback else [])
     return (time.perf_counter() - started) / trials
 
 

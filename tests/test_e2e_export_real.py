@@ -23,28 +23,9 @@ def test_search_then_export_best_then_predict(
     # --budget 0: no time plan, so no 15-epoch finals (the staged run has tests of its own on tiny data).
     # Random draws under a 10M-MAC cap (the queued fsearch-w1 is skipped by it): the export's epoch on all
     # 60,000 images trains a small network, a fraction of the time of w1's.
-    code, _, err = fsearch(
-        [
-            "run",
-            "--trials",
-            "2",
-            "--max-epochs",
-            "1",
-            "--train-subset",
-            "2000",
-            "--val-size",
-            "2000",
-            "--sampler",
-            "random",
-            "--max-mmacs",
-            "10",
-            "--budget",
-            "0",
-            *common,
-        ],
-        capsys,
-        monkeypatch,
-    )
+    run = ["run", "--trials", "2", "--max-epochs", "1", "--train-subset", "2000", "--val-size", "2000",
+           "--sampler", "random", "--max-mmacs", "10", "--budget", "0", *common]  # fmt: skip
+    code, _, err = fsearch(run, capsys, monkeypatch)
     assert code == 0, err
     code, out, err = fsearch(["export-best", "--epochs", "1", "--json", *common], capsys, monkeypatch)
     assert code == 0, err

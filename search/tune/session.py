@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -213,22 +213,36 @@ class Stage:
         epochs when that is less (:meth:`~search.plan.Plan.largest_export_mmacs`). Finals have no cap of their
         own: they are screen trials that passed it."""
         cap, source = opts.max_mmacs, "--max-mmacs"
-        fits = plan.largest_export_mmacs() if plan is not None else None
-        if plan is not None and fits is not None and (cap is None or fits < cap):
-            cap = fits
-            source = f"the most the plan's {plan.export_s / 60:.0f}-min export trains {plan.screen_epochs} epochs of"
+        if plan is not None:
+            fits = plan.largest_export_mmacs()
+            if cap is None or fits < cap:
+                cap = fits
+                source = (
+                    f"the most the plan's {plan.export_s / 60:.0f}-min export trains {plan.screen_epochs} epochs of"
+                )
         return cls(
             name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline, max_mmacs=cap,
             cap_source=source,
         )  # fmt: skip
 
 
-def freeze_survivors(_study: optuna.Study, _trial: FrozenTrial | None) -> None:
+@contextlib.contextmanager
+def survivors_frozen() -> Iterator[TrialEndCallback]:
+    """Freeze the heap now and, through the trial-end callback it yields, after each trial; unfreeze at the end
+    (:func:`freeze_survivors`)."""
+    freeze_survivors(None, None)
+    try:
+        yield freeze_survivors
+    finally:
+        gc.unfreeze()
+
+
+def freeze_survivors(_study: optuna.Study | None, _trial: FrozenTrial | None) -> None:
     """Before the first trial and after each (a trial-end callback): collect what is garbage, then freeze what
     survives (torch, optuna, the data, what a trial imported lazily, the study's caches) out of the sight of
     later collections, so that the objective's collections before and after each trial scan only what that
     trial created. A full collection over a search process's heap took ~0.3 s on a 2-core CPU, twice a trial.
-    ``optimize_here`` unfreezes at its end: the whole heap, also what a library caller froze before it. A
+    ``survivors_frozen`` unfreezes at its end: the whole heap, also what a library caller froze before it. A
     trial's own objects are garbage by now, collected before the freeze: its exception, which held its frames,
     has been handled. Refcounting still frees what is frozen."""
     gc.collect()
@@ -263,10 +277,6 @@ def optimize_here(
         callbacks.append(on_trial_end)
     if not tickets.take():
         return
-    freeze_survivors(study, None)
-    callbacks.append(freeze_survivors)
-    try:
+    with survivors_frozen() as freeze:
         # catch: an exception inside one trial fails that trial (reason recorded), not the search.
-        study.optimize(objective, timeout=timeout, callbacks=callbacks, catch=(Exception,))
-    finally:
-        gc.unfreeze()
+        study.optimize(objective, timeout=timeout, callbacks=[*callbacks, freeze], catch=(Exception,))
