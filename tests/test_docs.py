@@ -1,0 +1,48 @@
+"""The README's command synopsis against the command line itself: every option it shows exists, with its default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer.main
+
+from search.cli.app import app
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+# [--name VALUE], [--name], [--flag/--no-flag]; VALUE is a default when it is neither a PLACEHOLDER nor a|choice.
+SHOWN = re.compile(r"\[(--[\w-]+)(?:/(--[\w-]+))?(?: ([^\]]+))?\]")
+
+
+def _synopsis() -> dict[str, str]:
+    """Each command of the README's synopsis block with its line(s), comments cut."""
+    readme = README.read_text(encoding="utf-8")
+    block = "fsearch run" + readme.split("```\nfsearch run", 1)[1].split("```", 1)[0]
+    entries = {}
+    for entry in re.split(r"\n(?=fsearch )", block.strip()):
+        text = " ".join(line.split("  #")[0] for line in entry.splitlines())
+        entries[text.split()[1]] = text
+    return entries
+
+
+def _same(shown: str, default: object) -> bool:
+    if isinstance(default, bool | int | float):
+        return float(shown) == float(default)
+    return shown == default
+
+
+def test_the_readmes_synopsis_shows_real_options_with_their_real_defaults() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    synopsis = _synopsis()
+    assert set(synopsis) == set(commands), "the synopsis lists every command, and only those"
+    wrong = []
+    for name, text in synopsis.items():
+        params = {opt: p for p in commands[name].params for opt in [*p.opts, *p.secondary_opts]}
+        for opt, negative, value in SHOWN.findall(text):
+            for shown in filter(None, (opt, negative)):
+                if shown not in params:
+                    wrong.append(f"fsearch {name}: no option {shown}")
+            literal = value and value == value.lower() and "|" not in value
+            if opt in params and literal and not _same(value, params[opt].default):
+                wrong.append(f"fsearch {name} {opt}: README shows {value}, the default is {params[opt].default!r}")
+    assert not wrong, wrong
