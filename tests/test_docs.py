@@ -1,4 +1,4 @@
-"""The README's command synopsis against the command line itself: every option it shows exists, with its default."""
+"""Docs against the code: the README's command synopsis, the trial record's attributes in docs/space.md."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import typer.main
 
 from search.cli.app import app
+from search.store import record
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
 # [--name VALUE], [--name], [--flag/--no-flag]; VALUE is a default when it is neither a PLACEHOLDER nor a|choice.
 SHOWN = re.compile(r"\[(--[\w-]+)(?:/(--[\w-]+))?(?: ([^\]]+))?\]")
 
@@ -46,3 +48,11 @@ def test_the_readmes_synopsis_shows_real_options_with_their_real_defaults() -> N
             if opt in params and literal and not _same(value, params[opt].default):
                 wrong.append(f"fsearch {name} {opt}: README shows {value}, the default is {params[opt].default!r}")
     assert not wrong, wrong
+
+
+def test_docs_space_names_every_attribute_the_trial_record_writes() -> None:
+    names = {value.rstrip(":") for key, value in vars(record).items() if key.isupper() and isinstance(value, str)}
+    assert {"seed", "stage", "drawn_by", "plan", "export"} <= names  # the module's constants were found
+    documented = (REPO / "docs" / "space.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in names if f"`{name}" not in documented)
+    assert not missing, f"attributes search/store/record.py writes that docs/space.md does not describe: {missing}"
