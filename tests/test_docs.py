@@ -1,7 +1,9 @@
-"""Docs against the code: the README's command synopsis, the trial record's attributes in docs/space.md."""
+"""Docs against the code and the records: the README's command synopsis, the trial record's attributes in
+docs/space.md, and the measurement records every figure in the docs comes from."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -56,3 +58,22 @@ def test_docs_space_names_every_attribute_the_trial_record_writes() -> None:
     documented = (REPO / "docs" / "space.md").read_text(encoding="utf-8")
     missing = sorted(name for name in names if f"`{name}" not in documented)
     assert not missing, f"attributes search/store/record.py writes that docs/space.md does not describe: {missing}"
+
+
+PROVENANCE = {"command", "commit", "machine", "seed", "concurrent"}  # what every figure's record must say
+
+
+def test_every_measurement_record_says_where_it_came_from_and_is_linked_from_the_docs() -> None:
+    folder = REPO / "docs" / "measurements"
+    records = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("*.json")}
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    linked = {name for doc in docs for name in re.findall(r"measurements/([\w.-]+\.json)", doc.read_text("utf-8"))}
+    assert len(records) > 10  # the folder was found
+    assert sorted(linked - set(records)) == [], "docs link records that do not exist"
+    assert sorted(set(records) - linked) == [], "records no doc links to"
+    incomplete = [f"{name}: no 'what'" for name, data in records.items() if "what" not in data]
+    for name, data in records.items():
+        # A transcription (of closing notes, when the raw output was not kept) carries provenance per entry.
+        entries = (data.get("entries") or data.get("runs")) if "transcribed" in data else [data]
+        incomplete += [f"{name}: no {sorted(PROVENANCE - set(e))}" for e in entries if PROVENANCE - set(e)]
+    assert not incomplete, incomplete
