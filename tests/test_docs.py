@@ -1,8 +1,10 @@
-"""Docs against the code and the records: the README's command synopsis, the trial record's attributes in
-docs/space.md, and the measurement records every figure in the docs comes from."""
+"""Docs against the code and the records: the README's command synopsis, the constants docs quote, the trial
+record's attributes in docs/space.md, and the measurement records every figure in the docs comes from."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import re
 from pathlib import Path
@@ -58,6 +60,35 @@ def test_docs_space_names_every_attribute_the_trial_record_writes() -> None:
     documented = (REPO / "docs" / "space.md").read_text(encoding="utf-8")
     missing = sorted(name for name in names if f"`{name}" not in documented)
     assert not missing, f"attributes search/store/record.py writes that docs/space.md does not describe: {missing}"
+
+
+def _constants() -> dict[str, str]:
+    """Each module-level UPPER_CASE name of the packages, with the module that assigns it."""
+    homes = {}
+    for path in sorted([*(REPO / "search").rglob("*.py"), *(REPO / "space").rglob("*.py")]):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id.isupper():
+                    homes[target.id] = module
+    return homes
+
+
+def test_the_constants_docs_quote_have_the_values_the_code_gives_them() -> None:
+    homes = _constants()
+    quoted = [
+        (doc.name, name, value)
+        for doc in [README, *sorted((REPO / "docs").glob("*.md"))]
+        for name, value in re.findall(r"`([A-Z][A-Z_0-9]+)` = ([0-9][0-9.]*)", doc.read_text(encoding="utf-8"))
+    ]
+    assert len(quoted) >= 5  # docs/defaults.md quotes the time plan's constants
+    wrong = [f"{doc}: {name} is no constant of search/ or space/" for doc, name, _ in quoted if name not in homes]
+    for doc, name, value in quoted:
+        actual = getattr(importlib.import_module(homes[name]), name) if name in homes else None
+        if actual is not None and float(value.rstrip(".")) != float(actual):
+            wrong.append(f"{doc}: {name} = {value}, the code says {actual}")
+    assert not wrong, wrong
 
 
 PROVENANCE = {"command", "commit", "machine", "seed", "concurrent"}  # what every figure's record must say
