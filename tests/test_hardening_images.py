@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import warnings
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -219,6 +220,20 @@ def test_exif_orientation_matches_pillow() -> None:
         Image.fromarray(pixels, "L").save(buffer, "PNG", exif=exif)
         expected = np.asarray(ImageOps.exif_transpose(Image.open(buffer)))
         assert np.array_equal(_orient(pixels.astype(np.float32), orientation).astype(np.uint8), expected), orientation
+
+
+def test_a_corrupt_exif_orientation_is_read_unrotated_without_a_warning(tmp_path: Path) -> None:
+    # An IFD whose orientation tag (0x0112) claims 100 SHORTs at offset 1000, past the end of the block.
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 100, 1000) + struct.pack("<I", 0)
+    pixels = np.arange(40 * 30, dtype=np.uint32).reshape(30, 40).astype(np.uint8)
+    corrupt, plain = tmp_path / "corrupt.jpg", tmp_path / "plain.jpg"
+    Image.fromarray(pixels, "L").save(corrupt, "JPEG", exif=b"Exif\x00\x00" + tiff, quality=95)
+    Image.fromarray(pixels, "L").save(plain, "JPEG", quality=95)
+    with pytest.warns(UserWarning, match="Tag data larger than file"):
+        Image.open(corrupt).getexif()  # Pillow itself warns: the file is corrupt as meant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(read_image(corrupt), read_image(plain))
 
 
 def test_a_large_image_is_reduced_first_and_gives_nearly_the_same_input(tmp_path: Path) -> None:

@@ -60,6 +60,9 @@ def read_image(path: Path) -> torch.Tensor:
         with warnings.catch_warnings():
             # Pillow warns above its own limit and raises above twice that: both are refusals here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # A corrupt EXIF block makes Pillow warn and skip the tag ("Tag data larger than file"): the image
+            # is then read as unrotated, and the user sees the prediction, not a library's warning.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
             with Image.open(path, formats=FORMATS) as img:
                 width, height = img.size
                 if width < 1 or height < 1:
