@@ -47,6 +47,16 @@ SMALL = TrialConfig(
 )
 
 
+def package_modules(*roots: str) -> dict[str, Path]:
+    """Each module under the ``roots`` packages (default: search and space) by dotted name, a package by its own."""
+    found = {}
+    for root in roots or ("search", "space"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
 def fsearch(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str]:

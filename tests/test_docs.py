@@ -1,5 +1,5 @@
-"""Docs against the code and the records: the README's command synopsis, the constants docs quote, the trial
-record's attributes in docs/space.md, and the measurement records every figure in the docs comes from."""
+"""Docs against the code and the records: the README's layout map and command synopsis, the constants docs
+quote, the trial record's attributes in docs/space.md, and the measurement records the docs' figures come from."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import ast
 import importlib
 import json
 import re
-from pathlib import Path
 
 import typer.main
 
 from search.cli.app import app
 from search.store import record
+from tests.conftest import REPO, package_modules
 
-REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
 # [--name VALUE], [--name], [--flag/--no-flag]; VALUE is a default when it is neither a PLACEHOLDER nor a|choice.
 SHOWN = re.compile(r"\[(--[\w-]+)(?:/(--[\w-]+))?(?: ([^\]]+))?\]")
 
@@ -29,6 +29,33 @@ def _synopsis() -> dict[str, str]:
         text = " ".join(line.split("  #")[0] for line in entry.splitlines())
         entries[text.split()[1]] = text
     return entries
+
+
+def _readme_map() -> dict[str, str]:
+    """The README's layout block: each folder with the text that describes it (continuation lines included)."""
+    readme = README.read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    folders: dict[str, str] = {}
+    folder = ""
+    for line in block.splitlines():
+        if line and not line.startswith(" "):
+            folder, _, line = line.partition(" ")
+            folder = folder if folder.endswith("/") else ""  # search/__init__.py has a line of its own
+        if folder:
+            folders[folder] = folders.get(folder, "") + " " + line
+    return folders
+
+
+def test_the_readmes_layout_names_every_module_and_only_modules_that_exist() -> None:
+    folders = _readme_map()
+    paths = package_modules("search", "space", "benchmarks").values()
+    modules = {(f"{p.parent.relative_to(REPO).as_posix()}/", p.name) for p in paths if p.name != "__init__.py"}
+    unnamed = sorted(f"{d}{n}" for d, n in modules if not re.search(rf"\b{re.escape(n)}", folders.get(d, "")))
+    named = {(d, n) for d, text in folders.items() for n in re.findall(r"\b\w+\.py\b", text)}
+    missing = sorted(f"{d}{n}" for d, n in named - modules)
+    assert len(modules) > 40  # the walk found the package
+    assert not unnamed, f"modules the README's layout does not name: {unnamed}"
+    assert not missing, f"the README's layout names files that do not exist: {missing}"
 
 
 def _same(shown: str, default: object) -> bool:
@@ -65,13 +92,10 @@ def test_docs_space_names_every_attribute_the_trial_record_writes() -> None:
 def _constants() -> dict[str, str]:
     """Each module-level UPPER_CASE name of the packages, with the module that assigns it."""
     homes = {}
-    for path in sorted([*(REPO / "search").rglob("*.py"), *(REPO / "space").rglob("*.py")]):
-        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+    for module, path in package_modules().items():
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-            for target in targets:
-                if isinstance(target, ast.Name) and target.id.isupper():
-                    homes[target.id] = module
+            homes |= {t.id: module for t in targets if isinstance(t, ast.Name) and t.id.isupper()}
     return homes
 
 
@@ -79,7 +103,7 @@ def test_the_constants_docs_quote_have_the_values_the_code_gives_them() -> None:
     homes = _constants()
     quoted = [
         (doc.name, name, value)
-        for doc in [README, *sorted((REPO / "docs").glob("*.md"))]
+        for doc in DOCS
         for name, value in re.findall(r"`([A-Z][A-Z_0-9]+)` = ([0-9][0-9.]*)", doc.read_text(encoding="utf-8"))
     ]
     assert len(quoted) >= 5  # docs/defaults.md quotes the time plan's constants
@@ -97,8 +121,7 @@ PROVENANCE = {"command", "commit", "machine", "seed", "concurrent"}  # what ever
 def test_every_measurement_record_says_where_it_came_from_and_is_linked_from_the_docs() -> None:
     folder = REPO / "docs" / "measurements"
     records = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("*.json")}
-    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-    linked = {name for doc in docs for name in re.findall(r"measurements/([\w.-]+\.json)", doc.read_text("utf-8"))}
+    linked = {name for doc in DOCS for name in re.findall(r"measurements/([\w.-]+\.json)", doc.read_text("utf-8"))}
     assert len(records) > 10  # the folder was found
     assert sorted(linked - set(records)) == [], "docs link records that do not exist"
     assert sorted(set(records) - linked) == [], "records no doc links to"

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import search
 import space
+from tests.conftest import REPO, package_modules
 
-REPO = Path(__file__).resolve().parent.parent
 MAX_LINES = 300
 # Lower layers never import higher ones; tune, model and dashboard do not import each other.
 LAYERS = (
@@ -30,16 +29,6 @@ LAYERS = (
     ("search.tune", "search.model", "search.dashboard"),
     ("search.cli",),
 )
-
-
-def _modules() -> dict[str, Path]:
-    found = {}
-    for root in ("search", "space"):
-        for path in sorted((REPO / root).rglob("*.py")):
-            parts = path.relative_to(REPO).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            found[name] = path
-    return found
 
 
 def _imports(path: Path, known: set[str]) -> set[str]:
@@ -67,7 +56,7 @@ def _layer(module: str) -> tuple[int, str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    modules = _modules()
+    modules = package_modules()
     known = set(modules)
     graph = {name: _imports(path, known) - {name} for name, path in modules.items()}
     # A package's __init__ is imported with each of its modules; the public face (search) is lazy.
@@ -109,7 +98,9 @@ def test_there_is_no_import_cycle() -> None:
 
 
 def test_no_module_is_over_300_lines() -> None:
-    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    long = {
+        name: n for name, path in package_modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, long
 
 
@@ -124,37 +115,6 @@ def test_the_command_line_loads_no_torch_until_a_command_runs() -> None:
     code = "import sys, search.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
-
-
-def _readme_map() -> dict[str, str]:
-    """The README's layout block: each folder with the text that describes it (continuation lines included)."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
-    folders: dict[str, str] = {}
-    folder = ""
-    for line in block.splitlines():
-        if line and not line.startswith(" "):
-            folder, _, line = line.partition(" ")
-            folder = folder if folder.endswith("/") else ""  # search/__init__.py has a line of its own
-        if folder:
-            folders[folder] = folders.get(folder, "") + " " + line
-    return folders
-
-
-def test_the_readmes_layout_names_every_module_and_only_modules_that_exist() -> None:
-    folders = _readme_map()
-    modules = {
-        (f"{path.parent.relative_to(REPO).as_posix()}/", path.name)
-        for root in ("search", "space", "benchmarks")
-        for path in (REPO / root).rglob("*.py")
-        if path.name != "__init__.py"
-    }
-    unnamed = sorted(f"{d}{n}" for d, n in modules if not re.search(rf"\b{re.escape(n)}", folders.get(d, "")))
-    named = {(d, n) for d, text in folders.items() for n in re.findall(r"\b\w+\.py\b", text)}
-    missing = sorted(f"{d}{n}" for d, n in named - modules)
-    assert len(modules) > 40  # the walk found the package
-    assert not unnamed, f"modules the README's layout does not name: {unnamed}"
-    assert not missing, f"the README's layout names files that do not exist: {missing}"
 
 
 def test_spaces_lazy_names_are_its_public_names() -> None:
