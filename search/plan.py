@@ -26,6 +26,9 @@ from typing import Any
 
 FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
 EXPORT_EPOCHS = 30  # twice the finals: configurations still rising at 15 kept gaining up to 30
+# The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
+# 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
+MIN_EXPORT_EPOCHS = 15
 MAX_FINALISTS = 8
 MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (finals and export shrink first)
 # Seconds outside training. Before the screen: process start-up, data loading, calibration. After the search:
@@ -218,20 +221,24 @@ def make_plan(
     *, budget_s: float, workers: int, train_images: int, reference_mmacs: float, throughput: Throughput,
     screen_epochs: int, finalists: int | None = None,
 ) -> Plan:  # fmt: skip
-    """Share ``budget_s`` out: the export first (its epochs shrink to fit), then the finals (fewer finalists
-    or fewer epochs), and the screen keeps the rest, at least ``MIN_SCREEN_SHARE`` of the budget.
+    """Share ``budget_s`` out: the export first (half of what the screen's minimum leaves, or what
+    ``MIN_EXPORT_EPOCHS`` of the reference take if that is more; its epochs shrink to fit), then the finals
+    (fewer finalists or fewer epochs), and the screen keeps the rest, at least ``MIN_SCREEN_SHARE`` of the budget.
 
     ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals).
     """
     usable = max(0.0, budget_s - OVERHEAD_S)
     keep_for_screen = MIN_SCREEN_SHARE * usable
     export_epoch_s = throughput.export_epoch_s(reference_mmacs)
-    # The export may take up to half of what the screen leaves; its epochs shrink to fit.
-    export_s = _export_time(0.5 * (usable - keep_for_screen), export_epoch_s, screen_epochs=screen_epochs)
+    # The export may take half of what the screen keeps back, or more, up to all of it, where that is what
+    # MIN_EXPORT_EPOCHS of the reference take (a slow machine or a short budget); its epochs shrink to fit.
+    room = usable - keep_for_screen
+    export_room = min(room, max(0.5 * room, MIN_EXPORT_EPOCHS * export_epoch_s))
+    export_s = _export_time(export_room, export_epoch_s, screen_epochs=screen_epochs)
     export_epochs = _export_epochs(export_s, export_epoch_s)
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
-        usable - keep_for_screen - export_s, asked=wanted, available=wanted, screen_epochs=screen_epochs,
+        room - export_s, asked=wanted, available=wanted, screen_epochs=screen_epochs,
         round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
     return Plan(

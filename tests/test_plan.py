@@ -9,7 +9,18 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.plan import EXPORT_IMAGES, TAIL_S, Plan, Throughput, make_plan, measured_throughput, replan
+from search.plan import (
+    EXPORT_IMAGES,
+    MIN_EXPORT_EPOCHS,
+    MIN_SCREEN_SHARE,
+    OVERHEAD_S,
+    TAIL_S,
+    Plan,
+    Throughput,
+    make_plan,
+    measured_throughput,
+    replan,
+)
 from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.tune.finals import choose_finalists, distance, enqueue_finals
@@ -32,7 +43,7 @@ def _plan(budget_min: float, **kw: Any) -> Plan:
 def test_the_plan_fits_its_budget_and_keeps_a_screen(budget: float) -> None:
     plan = _plan(budget)
     assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
-    assert plan.screen_s >= 0.3 * (plan.budget_s - 60) - 1e-6
+    assert plan.screen_s >= MIN_SCREEN_SHARE * (plan.budget_s - OVERHEAD_S) - 1e-6
     if plan.export_epochs >= plan.screen_epochs:  # whole epochs of the reference, none wasted on a fraction
         assert plan.export_s == pytest.approx(plan.export_epochs * CPU.seconds(EXPORT_IMAGES, 19.1, export=True))
     else:  # the reference does not fit the screen's epochs: the screen's cap admits smaller networks only
@@ -64,7 +75,7 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
 def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screens_epochs() -> None:
     """On a slow machine a 15-minute plan gave the reference (19.1M MACs) one export epoch: fewer than the 5 of
     the screen that chose it. The screen now admits only networks whose export trains at least 5."""
-    slow = Throughput(worker=CPU.worker * 2.5, export=CPU.export * 2.5)  # fp32 without AVX-512, about
+    slow = Throughput(worker=CPU.worker * 3.5, export=CPU.export * 3.5)  # fp32 without AVX-512, about
     plan = _plan(15, throughput=slow)
     cap = plan.largest_export_mmacs()
     assert cap < plan.reference_mmacs and plan.export_epochs < plan.screen_epochs
@@ -79,6 +90,23 @@ def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screen
     assert (own.max_mmacs, own.cap_source) == (cap / 2, "--max-mmacs")
     roomy = _plan(60)  # an hour on the 2-core CPU with AVX-512: the cap is far above --max-mmacs
     assert roomy.largest_export_mmacs() > 30 and Stage.screen(SearchOptions(), plan=roomy).max_mmacs == 30
+
+
+def test_on_a_slow_machine_the_export_keeps_its_minimum_epochs_and_the_screen_gives_way() -> None:
+    """Below MIN_EXPORT_EPOCHS an export epoch is worth more than a screen's minute: the export takes what those
+    epochs of the reference need from the screen's share, down to the screen's minimum, and no more."""
+    slow = Throughput(worker=CPU.worker * 2.5, export=CPU.export * 2.5)
+    plan, fast = _plan(60, throughput=slow), _plan(60)
+    usable = plan.budget_s - OVERHEAD_S
+    assert plan.export_epochs == MIN_EXPORT_EPOCHS and plan.finalists == 0  # half the room gave 12
+    assert plan.export_s == pytest.approx(MIN_EXPORT_EPOCHS * slow.export_epoch_s(19.1))
+    assert plan.screen_s == pytest.approx(usable - plan.export_s) and plan.screen_s > MIN_SCREEN_SHARE * usable
+    slower = Throughput(worker=CPU.worker * 5, export=CPU.export * 5)  # the minimum does not fit: all of the room
+    tight = _plan(60, throughput=slower)
+    assert tight.export_epochs < MIN_EXPORT_EPOCHS and tight.screen_s >= MIN_SCREEN_SHARE * usable - 1e-6
+    assert tight.screen_s < MIN_SCREEN_SHARE * usable + slower.export_epoch_s(19.1)  # only the fraction of an epoch
+    # Where half of the room already trains the minimum, nothing changes: an hour at the faked AVX-512 speed.
+    assert (fast.finalists, fast.final_epochs, fast.export_epochs) == (2, 15, 30)
 
 
 def test_the_export_rounds_its_time_to_the_nearest_epoch_and_keeps_to_the_time() -> None:
