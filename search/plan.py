@@ -29,6 +29,10 @@ EXPORT_EPOCHS = 30  # twice the finals: configurations still rising at 15 kept g
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
 MIN_EXPORT_EPOCHS = 15
+# export-best times one epoch of its configuration on a few thousand images, and that timing was up to a fifth off the
+# epochs then trained, either way (docs/defaults.md). It sizes its epochs for a machine this much faster than timed:
+# on such a machine they end at the plan's time, on a slower one Pace ends the schedule there, so no time is left over.
+TIMING_MARGIN = 1.2
 MAX_FINALISTS = 8
 MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (finals and export shrink first)
 # Seconds outside training. Before the screen: process start-up, data loading, calibration. After the search:
@@ -91,13 +95,14 @@ class Plan:
         return self.export_epochs_within(self.throughput.export_epoch_s(mmacs))
 
     def export_epochs_within(self, epoch_s: float) -> int:
-        """The export's epochs when one epoch takes ``epoch_s``: the export's time over ``epoch_s``, rounded to the
-        nearest whole epoch, at least 1 and at most ``EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
-        its time (:class:`~search.optim.Pace` anneals the schedule to end at the limit), so the last part of an
-        epoch is trained rather than left unused (2.8 epochs' time gave 2 epochs, and a 15-minute job ended 2
-        minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
-        reference's) in the same time: with a short budget the time is the limit, not the count."""
-        return _export_epochs(self.export_s, epoch_s, rounded=True)
+        """The export's epochs when one epoch is estimated at ``epoch_s``: as many as the export's time holds on a
+        machine ``TIMING_MARGIN`` faster than that, rounded to the nearest whole epoch, at least 1 and at most
+        ``EXPORT_EPOCHS``. The export keeps to its time whatever the count (:class:`~search.optim.Pace` anneals the
+        schedule to end at the limit), so a count on the high side costs nothing, while one on the low side leaves
+        time unused (a timing 17% slow ended an hour's job 5 minutes early). A winner smaller than the reference
+        trains more epochs than ``export_epochs`` (the reference's) in the same time: with a short budget the time
+        is the limit, not the count."""
+        return _export_epochs(self.export_s * TIMING_MARGIN, epoch_s, rounded=True)
 
     def largest_export_mmacs(self) -> float:
         """The largest network (million MACs per image) whose export trains at least the screen's epochs in the
