@@ -95,14 +95,20 @@ class Plan:
         return self.export_epochs_within(self.throughput.export_epoch_s(mmacs))
 
     def export_epochs_within(self, epoch_s: float) -> int:
-        """The export's epochs when one epoch is estimated at ``epoch_s``: as many as the export's time holds on a
-        machine ``TIMING_MARGIN`` faster than that, rounded to the nearest whole epoch, at least 1 and at most
-        ``EXPORT_EPOCHS``. The export keeps to its time whatever the count (:class:`~search.optim.Pace` anneals the
-        schedule to end at the limit), so a count on the high side costs nothing, while one on the low side leaves
-        time unused (a timing 17% slow ended an hour's job 5 minutes early). A winner smaller than the reference
-        trains more epochs than ``export_epochs`` (the reference's) in the same time: with a short budget the time
-        is the limit, not the count."""
-        return _export_epochs(self.export_s * TIMING_MARGIN, epoch_s, rounded=True)
+        """The export's epochs when one epoch takes ``epoch_s``: the export's time over ``epoch_s``, rounded to the
+        nearest whole epoch, at least 1 and at most ``EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
+        its time (:class:`~search.optim.Pace` anneals the schedule to end at the limit), so the last part of an
+        epoch is trained rather than left unused (2.8 epochs' time gave 2, and a 15-minute job ended 2
+        minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
+        reference's) in the same time: with a short budget the time is the limit, not the count."""
+        return _export_epochs(self.export_s, epoch_s, rounded=True)
+
+    def export_epochs_timed(self, timed_epoch_s: float) -> int:
+        """The export's epochs for an epoch timed at ``timed_epoch_s`` (``export-best``'s timing): as many as the
+        export's time holds on a machine ``TIMING_MARGIN`` faster than timed. The export keeps to its time
+        whatever the count, so a count on the high side costs nothing, while one on the low side leaves time unused
+        (a timing 17% slow ended an hour's job 5 minutes early)."""
+        return self.export_epochs_within(timed_epoch_s / TIMING_MARGIN)
 
     def largest_export_mmacs(self) -> float:
         """The largest network (million MACs per image) whose export trains at least the screen's epochs in the

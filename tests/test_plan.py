@@ -113,14 +113,22 @@ def test_on_a_slow_machine_the_export_keeps_its_minimum_epochs_and_the_screen_gi
     assert tight.screen_s < MIN_SCREEN_SHARE * usable + slower.export_epoch_s(19.1)  # only the fraction of an epoch
 
 
-def test_the_exports_epochs_use_its_time_when_the_timing_was_slow_and_pace_ends_them_when_it_was_not() -> None:
+def test_the_export_rounds_its_time_to_the_nearest_epoch_and_keeps_to_the_time() -> None:
+    plan = _plan(15)
+    epoch_s = plan.export_s / 2.8
+    assert plan.export_epochs_within(epoch_s) == 3  # Pace ends the third epoch at the plan's time
+    assert plan.export_epochs_within(plan.export_s / 2.4) == 2
+    assert plan.export_epochs_within(plan.export_s * 5) == 1 and plan.export_epochs_within(1e-6) == 30
+
+
+def test_a_timed_exports_epochs_use_its_time_when_the_timing_was_slow_and_pace_ends_them_when_it_was_not() -> None:
     plan = _plan(60)
     timed = plan.export_s / 16  # the timing says 16 epochs fit
-    epochs = plan.export_epochs_within(timed)
+    epochs = plan.export_epochs_timed(timed)
     ran = timed / 1.17  # the epochs then trained 17% faster than timed (seed 1 of the ef7b071 runs)
     assert plan.export_s - ran < epochs * ran < plan.export_s + ran  # the export's time is used, to an epoch
     assert epochs * timed > plan.export_s  # as timed, Pace's clock ends the schedule at the plan's time
-    assert plan.export_epochs_within(plan.export_s * 5) == 1 and plan.export_epochs_within(1e-6) == 30
+    assert plan.export_epochs_timed(plan.export_s * 5) == 1 and plan.export_epochs_timed(1e-6) == 30
 
 
 def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:

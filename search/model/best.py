@@ -100,7 +100,7 @@ def planned_epochs(
     plan = Plan.from_dict(stored)
     if epoch_seconds is not None:
         epoch_s = epoch_seconds()
-        affordable = plan.export_epochs_within(epoch_s)
+        affordable = plan.export_epochs_timed(epoch_s)
         rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s}
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
