@@ -58,6 +58,12 @@ WINDOW = 50  # trials averaged at each end of the overhead study
 REFERENCES = ("cnn3", "lenet5")  # trained with their documented epochs (space/presets.py)
 
 
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """A benchmark's figures as JSON at ``path`` (its folder made), written whole each time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor()
@@ -325,8 +331,7 @@ def main() -> None:
     }
 
     def save() -> None:  # after each part, so a long run that fails keeps what it measured
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
 
     if "loop" in args.parts:
         result["loop"] = measure_loop(

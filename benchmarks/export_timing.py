@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench import machine
+from benchmarks.bench import machine, write_json
 from search.data import load_splits
 from search.plan import EXPORT_IMAGES
 from search.speed import export_seconds_per_image
@@ -60,8 +60,7 @@ def main() -> None:
         "machine": machine(),
         "presets": [measure(args.data_dir, p, epochs=args.epochs, timings=args.timings) for p in args.presets],
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 import torch
 
+from benchmarks.bench import write_json
 from search.data import load_splits
 from search.tune.objective import Objective, ObjectiveSettings
 from search.tune.session import survivors_frozen
@@ -72,8 +73,7 @@ def main() -> None:
         f"{torch.get_num_threads()} thread", "trials_per_round": args.trials, "rounds": rounds,
         "one_full_collection_s": round(full, 3),
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 
