@@ -143,3 +143,33 @@ def test_summaries_count_states_and_best(tmp_path: Path) -> None:
     [row] = study_summaries(storage)
     assert row["trials"] == 4 and row["complete"] == 2 and row["pruned"] == 1 and row["fail"] == 1
     assert row["best_value"] == 0.8 and row["best_trial"] == 1
+
+
+def _at_rungs(study: optuna.Study, values: dict[int, float]) -> optuna.Trial:
+    """A new trial reporting ``values`` (step: accuracy), asking the pruner after each as the objective does."""
+    trial = study.ask()
+    for step, value in values.items():
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            raise optuna.TrialPruned
+    return trial
+
+
+def test_halving_stops_a_trial_behind_the_cut_by_more_than_the_noise_and_keeps_one_level_with_it() -> None:
+    # The 30-minute run at e13a56e: the preset at 0.8722 after half an epoch, draws around it at 0.8710 and 0.8600.
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("sha", max_resource=10))
+    leader = _at_rungs(study, {1: 0.8722, 4: 0.9149})
+    level = _at_rungs(study, {1: 0.8710})  # 0.0012 behind: under one standard error (0.0033), it goes on
+    with pytest.raises(optuna.TrialPruned):
+        _at_rungs(study, {1: 0.8600})  # 0.0122 behind: stopped
+    level.report(0.9146, 4)  # at the next rung it is judged again: 0.0003 behind the leader there, kept
+    assert not level.should_prune()
+    with pytest.raises(optuna.TrialPruned):
+        _at_rungs(study, {1: 0.8720, 4: 0.9000})  # level at the first rung, far behind at the second
+    study.tell(leader, 0.93)
+    # Optuna's own successive halving stops the level one at the first rung.
+    plain = optuna.create_study(direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(1, 4))
+    _at_rungs(plain, {1: 0.8722})
+    with pytest.raises(optuna.TrialPruned):
+        _at_rungs(plain, {1: 0.8710})
