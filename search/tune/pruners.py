@@ -46,7 +46,7 @@ class HalvingWithinNoise(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if not self._halving.prune(study, trial):
             return False
-        value = trial.intermediate_values[trial.last_step] if trial.last_step is not None else math.nan
+        value = float(trial.intermediate_values[trial.last_step]) if trial.last_step is not None else math.nan
         if math.isnan(value) or study.direction != StudyDirection.MAXIMIZE:
             return True
         trials = study.get_trials(deepcopy=False)
@@ -55,7 +55,7 @@ class HalvingWithinNoise(optuna.pruners.BasePruner):
         if not rungs:
             return True
         key = f"{RUNG_KEY}{max(rungs)}"
-        others = [t.system_attrs[key] for t in trials if key in t.system_attrs and t.number != trial.number]
+        others = [float(t.system_attrs[key]) for t in trials if key in t.system_attrs and t.number != trial.number]
         competing = sorted([*others, value], reverse=True)  # as Optuna ranks them
         cut = competing[max(len(competing) // self._reduction - 1, 0)]
         n_val = int(trial.user_attrs.get(record.VAL_IMAGES) or VAL_IMAGES)
