@@ -7,10 +7,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from search.defaults import DEFAULT_VAL_SIZE
 from search.store.record import TrialRecord
 
 MIN_EPOCHS, MAX_EPOCHS = 5, 40
-VAL_IMAGES = 10_000  # the search's default validation split: for trials that did not record theirs
 TRAIN_IMAGES = 60_000
 RISING_FACTOR, PLATEAU_FACTOR = 6, 2
 
@@ -34,7 +34,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     if curve:
         best_value = max(curve.values())
         best_epoch = min(epoch for epoch, value in curve.items() if value == best_value)
-        n_val = rec.val_images or VAL_IMAGES
+        n_val = rec.val_images or DEFAULT_VAL_SIZE  # a trial that did not record its own
         noise = math.sqrt(best_value * (1 - best_value) / n_val)
         still_rising = best_value - curve[max(curve)] <= noise
     else:  # no curve recorded: treat it as still rising

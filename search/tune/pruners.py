@@ -13,6 +13,7 @@ import math
 import optuna
 from optuna.study import StudyDirection
 
+from search.defaults import DEFAULT_VAL_SIZE
 from search.errors import ConfigError
 from search.store import record
 
@@ -24,7 +25,6 @@ SHA_REDUCTION = 4  # a quarter of the trials goes on at each rung
 EXPLORE_REPORTS = SHA_MIN_RESOURCE * SHA_REDUCTION
 
 
-VAL_IMAGES = 10_000  # the default validation split: for a trial that did not record its own
 RUNG_KEY = "completed_rung_"  # where Optuna's successive halving keeps a trial's value at each rung
 
 
@@ -58,7 +58,7 @@ class HalvingWithinNoise(optuna.pruners.BasePruner):
         others = [float(t.system_attrs[key]) for t in trials if key in t.system_attrs and t.number != trial.number]
         competing = sorted([*others, value], reverse=True)  # as Optuna ranks them
         cut = competing[max(len(competing) // self._reduction - 1, 0)]
-        n_val = int(trial.user_attrs.get(record.VAL_IMAGES) or VAL_IMAGES)
+        n_val = int(trial.user_attrs.get(record.VAL_IMAGES) or DEFAULT_VAL_SIZE)  # a trial that did not record its own
         return value < cut - math.sqrt(cut * (1 - cut) / max(n_val, 1))
 
 
