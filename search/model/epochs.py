@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from optuna.trial import FrozenTrial
 
 from search.defaults import DEFAULT_VAL_SIZE
+from search.metrics import accuracy_noise
 from search.store.record import TrialRecord
 
 MIN_EPOCHS, MAX_EPOCHS = 5, 40
@@ -35,7 +35,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
         best_value = max(curve.values())
         best_epoch = min(epoch for epoch, value in curve.items() if value == best_value)
         n_val = rec.val_images or DEFAULT_VAL_SIZE  # a trial that did not record its own
-        noise = math.sqrt(best_value * (1 - best_value) / n_val)
+        noise = accuracy_noise(best_value, n_val)
         still_rising = best_value - curve[max(curve)] <= noise
     else:  # no curve recorded: treat it as still rising
         best_epoch, still_rising = rec.best_epoch or epochs_run, True

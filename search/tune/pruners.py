@@ -15,6 +15,7 @@ from optuna.study import StudyDirection
 
 from search.defaults import DEFAULT_VAL_SIZE
 from search.errors import ConfigError
+from search.metrics import accuracy_noise
 from search.store import record
 
 PRUNERS = ("hyperband", "median", "sha", "none")
@@ -59,7 +60,7 @@ class HalvingWithinNoise(optuna.pruners.BasePruner):
         competing = sorted([*others, value], reverse=True)  # as Optuna ranks them
         cut = competing[max(len(competing) // self._reduction - 1, 0)]
         n_val = int(trial.user_attrs.get(record.VAL_IMAGES) or DEFAULT_VAL_SIZE)  # a trial that did not record its own
-        return value < cut - math.sqrt(cut * (1 - cut) / max(n_val, 1))
+        return value < cut - accuracy_noise(cut, n_val)
 
 
 def check_pruner(name: str) -> None:
