@@ -9,7 +9,6 @@ and no display needed); matplotlib is imported only when a plot is drawn.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,6 @@ import torch.nn.functional as F
 from search.train import EpochStats
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images")
-
-
-def accuracy_noise(accuracy: float, images: int) -> float:
-    """One standard error of an accuracy measured on ``images`` images (binomial: sqrt(p (1 - p) / n)): the least
-    gap between two validation accuracies that says one is ahead (export-best's epoch rule, the screen's pruner)."""
-    return math.sqrt(accuracy * (1 - accuracy) / max(images, 1))
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

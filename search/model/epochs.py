@@ -7,7 +7,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from search.defaults import DEFAULT_VAL_SIZE
-from search.metrics import accuracy_noise
+from search.stats import accuracy_noise
 from search.store.record import TrialRecord
 
 MIN_EPOCHS, MAX_EPOCHS = 5, 40

@@ -15,7 +15,7 @@ from optuna.study import StudyDirection
 
 from search.defaults import DEFAULT_VAL_SIZE
 from search.errors import ConfigError
-from search.metrics import accuracy_noise
+from search.stats import accuracy_noise
 from search.store import record
 
 PRUNERS = ("hyperband", "median", "sha", "none")
