@@ -23,6 +23,7 @@ from search.plan import (
 )
 from search.store import record
 from search.store.record import TrialRecord, best_trial
+from search.store.study import top_trials
 from search.tune.finals import choose_finalists, distance, enqueue_finals
 from search.tune.session import SearchOptions, Stage
 
@@ -241,3 +242,22 @@ def test_the_studys_answer_is_the_best_of_its_longest_fidelity() -> None:
     final = _trial(1, {"a": 2}, [0.93], **{record.MAX_EPOCHS: 15, record.STAGE: "final", record.PARENT: 0})
     best = best_trial([screen, final])
     assert best is not None and best.number == 1 and TrialRecord(best).stage == "final"
+
+
+def test_a_trial_cut_short_is_compared_with_the_leader_at_its_own_epochs() -> None:
+    # Two reports an epoch: the preset cut short by the deadline after 3 epochs, a draw after 2.5 (as at 2d9f891).
+    per_epoch = {record.REPORTS_PER_EPOCH: 2}
+    preset = _trial(0, {"a": 1}, [0.85, 0.88, 0.89, 0.90, 0.9131, 0.9200], **per_epoch)
+    draw = _trial(1, {"a": 2}, [0.86, 0.88, 0.89, 0.90, 0.9147], **per_epoch)
+    behind = _trial(2, {"a": 3}, [0.86, 0.88, 0.89, 0.90, 0.9120], **per_epoch)
+    assert best_trial([preset, behind]) is preset  # behind the preset after 2.5 epochs: the longer one stays
+    assert best_trial([preset, draw, behind]) is draw  # ahead of it at 2.5 epochs: three do not win by being longer
+    study = optuna.create_study(direction="maximize")
+    for t in (preset, draw, behind):
+        study.add_trial(t)
+    assert [t.number for t in top_trials(study, 2)] == [1, 0]  # show and the closing table lead with the answer
+    # A draw cut short after half an epoch is not compared with one that trained 5: too early to rank.
+    full = _trial(3, {"a": 1}, [0.8768, *[0.90] * 8, 0.93], **per_epoch)
+    early = _trial(4, {"a": 2}, [0.8783], **per_epoch)
+    assert best_trial([full, early]) is full
+    assert best_trial([early]) is early

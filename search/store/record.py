@@ -179,18 +179,44 @@ def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if TrialRecord(t).trained]
 
 
+# A trial cut short by its stage's deadline is compared with the leader at its own epochs, if it got
+# at least this share of the leader's epochs (below that, the order of configurations is known to invert).
+MIN_SHARE_COMPARED = 0.5
+
+
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
     """The answer of a study: among completed trials of the longest fidelity (the most epochs a trial
-    was to train: finalists before screen trials), the one with the highest validation accuracy.
+    was to train: finalists before screen trials), the one with the highest validation accuracy at equal epochs.
 
     Accuracies after different numbers of epochs are not comparable (and rank configurations
-    differently), so a screen trial never outranks a finalist whatever its value.
+    differently), so a screen trial never outranks a finalist whatever its value. Within a fidelity, the
+    leader is the best of the trials that reported furthest; a trial cut short by the deadline (fewer reports,
+    at least ``MIN_SHARE_COMPARED`` of the leader's epochs) takes the lead if it is ahead of the leader at its last
+    report, the leader's best up to then: three epochs do not outrank two and a half by being longer.
     """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
     if not done:
         return None
     longest = max(TrialRecord(t).max_epochs or 0.0 for t in done)
-    return max((t for t in done if (TrialRecord(t).max_epochs or 0.0) == longest), key=lambda t: t.value or 0.0)
+    same = [t for t in done if (TrialRecord(t).max_epochs or 0.0) == longest]
+    most = max(_reach(t) for t in same)
+    leader = max((t for t in same if _reach(t) == most), key=lambda t: t.value or 0.0)
+    shorter = [t for t in same if MIN_SHARE_COMPARED * most <= _reach(t) < most]
+    for t in sorted(shorter, key=lambda t: (_reach(t), t.value or 0.0), reverse=True):
+        if _best_until(t, _reach(t)) > _best_until(leader, _reach(t)):
+            leader = t
+    return leader
+
+
+def _reach(t: FrozenTrial) -> float:
+    """The epochs a trial had trained at its last report (0 if it reported none)."""
+    return max(TrialRecord(t).curve(), default=0.0)
+
+
+def _best_until(t: FrozenTrial, epochs: float) -> float:
+    """A trial's best validation accuracy reported up to ``epochs`` (its value if it reported none)."""
+    values = [v for e, v in TrialRecord(t).curve().items() if e <= epochs]
+    return max(values) if values else float(t.value or 0.0)
 
 
 def exports(study: optuna.Study) -> list[tuple[int, dict[str, Any]]]:

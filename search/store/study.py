@@ -87,7 +87,11 @@ def study_summaries(storage: RDBStorage) -> list[dict[str, Any]]:
 
 
 def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The ``n`` best completed trials, best first: the longest fidelity first (finalists before screen
-    trials: their accuracies are not comparable), then by validation accuracy."""
+    """The ``n`` best completed trials, best first: the study's answer (:func:`best_trial`, which compares trials
+    cut short at equal epochs), then the longest fidelity first (finalists before screen trials: their accuracies
+    are not comparable), then by validation accuracy."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: (TrialRecord(t).max_epochs or 0.0, t.value or 0.0), reverse=True)[:n]
+    ranked = sorted(done, key=lambda t: (TrialRecord(t).max_epochs or 0.0, t.value or 0.0), reverse=True)
+    best = best_trial(done)
+    first = [best] if best is not None else []
+    return (first + [t for t in ranked if t not in first])[: max(n, 0)]
