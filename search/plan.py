@@ -39,7 +39,7 @@ MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (fi
 # its close, and the export's process start-up, test evaluation and saving; the export's data loading and timing
 # count within its share (export-best's time limit runs from its start). docs/defaults.md gives the evidence.
 START_S = 30.0
-TAIL_S = 60.0
+TAIL_S = 90.0
 OVERHEAD_S = START_S + TAIL_S
 EXPORT_IMAGES = 60_000
 
