@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -79,7 +80,8 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 @dataclasses.dataclass(frozen=True)
 class ExportSchedule:
     """How long the export trains: ``epochs`` (what ``rule`` says and why), and ``time_limit_s``, the plan's share
-    of the study's time for the export (``None`` when the study has no plan) that the training keeps to."""
+    of the study's time for the export (``None`` when the study has no plan) that export-best keeps to, counted
+    from its start."""
 
     epochs: int
     rule: dict[str, Any]
@@ -154,6 +156,7 @@ def export_best(
     is loaded; ``on_start`` the config just before training (the CLI shows both). ``artifacts`` is the
     artifact store folder (default: :func:`search.store.artifacts.artifact_dir` of the storage).
     """
+    started = time.perf_counter()  # the plan's time for the export counts from here: timing and loading included
     if epochs is not None:
         check_epochs(epochs)
     if opts is not None:  # fail on a --format that is unknown or whose packages are missing before anything else
@@ -178,7 +181,8 @@ def export_best(
     measured = chosen.user_attrs.get(record.FLIP_TTA)
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
     opts = dataclasses.replace(
-        opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit, tta=ship_tta
+        opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit, limit_from=started,
+        tta=ship_tta,
     )
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
