@@ -180,10 +180,8 @@ def export_best(
         seed = TrialRecord(chosen).seed or 0
     measured = chosen.user_attrs.get(record.FLIP_TTA)
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
-    opts = dataclasses.replace(
-        opts or RetrainOptions(out=model_dir(study)), seed=seed, time_limit_s=time_limit, limit_from=started,
-        tta=ship_tta,
-    )
+    base = opts or RetrainOptions(out=model_dir(study))
+    opts = dataclasses.replace(base, seed=seed, time_limit_s=time_limit, limit_from=started, tta=ship_tta)
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
         "origin": TrialRecord(chosen).origin,
