@@ -59,7 +59,7 @@ class RetrainOptions:
     # Seconds the training may take (export-best: the plan's time for the export); None: all its epochs.
     time_limit_s: float | None = None
     # time.perf_counter() when time_limit_s began to count (export-best: its start, so that its timing and the
-    # data loading come out of the plan's time); None: when the training starts.
+    # data loading come out of the plan's time), in this process; None: when the training starts.
     limit_from: float | None = None
 
 
