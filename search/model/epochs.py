@@ -6,8 +6,6 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from search.defaults import DEFAULT_VAL_SIZE
-from search.stats import accuracy_noise
 from search.store.record import TrialRecord
 
 MIN_EPOCHS, MAX_EPOCHS = 5, 40
@@ -34,8 +32,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     if curve:
         best_value = max(curve.values())
         best_epoch = min(epoch for epoch, value in curve.items() if value == best_value)
-        n_val = rec.val_images or DEFAULT_VAL_SIZE  # a trial that did not record its own
-        noise = accuracy_noise(best_value, n_val)
+        noise = rec.noise(best_value)
         still_rising = best_value - curve[max(curve)] <= noise
     else:  # no curve recorded: treat it as still rising
         best_epoch, still_rising = rec.best_epoch or epochs_run, True

@@ -15,7 +15,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.defaults import DEFAULT_VAL_SIZE
 from search.plan import Throughput
+from search.stats import accuracy_noise
 
 # Trial attributes, written by the objective (search.tune.objective) unless said otherwise.
 SEED = "seed"  # the trial's training seed
@@ -146,6 +148,11 @@ class TrialRecord:
     def val_images(self) -> int | None:
         value = self._get(VAL_IMAGES)
         return int(value) if value is not None else None
+
+    def noise(self, accuracy: float) -> float:
+        """One standard error of ``accuracy`` on this trial's validation images (the default split's size for a
+        trial that did not record its own): the least gap that says another value is ahead or behind."""
+        return accuracy_noise(accuracy, self.val_images or DEFAULT_VAL_SIZE)
 
     @property
     def best_epoch(self) -> float | None:

@@ -13,10 +13,8 @@ import math
 import optuna
 from optuna.study import StudyDirection
 
-from search.defaults import DEFAULT_VAL_SIZE
 from search.errors import ConfigError
-from search.stats import accuracy_noise
-from search.store import record
+from search.store.record import TrialRecord
 
 PRUNERS = ("hyperband", "median", "sha", "none")
 SHA_MIN_RESOURCE = 1  # reports before the first rung
@@ -59,8 +57,7 @@ class HalvingWithinNoise(optuna.pruners.BasePruner):
         others = [float(t.system_attrs[key]) for t in trials if key in t.system_attrs and t.number != trial.number]
         competing = sorted([*others, value], reverse=True)  # as Optuna ranks them
         cut = competing[max(len(competing) // self._reduction - 1, 0)]
-        n_val = int(trial.user_attrs.get(record.VAL_IMAGES) or DEFAULT_VAL_SIZE)  # a trial that did not record its own
-        return value < cut - accuracy_noise(cut, n_val)
+        return value < cut - TrialRecord(trial).noise(cut)
 
 
 def check_pruner(name: str) -> None:
