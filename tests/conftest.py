@@ -137,7 +137,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
     The objective runs ``gc.collect()`` before and after every trial that trains; a full collection over this
     process's heap takes ~0.3 s, most of a tiny trial. ``optimize_here`` freezes the heap for a search as this
-    does (and unfreezes all of it when the search ends), but many tests call the objective or
+    does (and, finding it frozen, leaves it so when the search ends), but many tests call the objective or
     ``study.optimize`` themselves. A collection first means no garbage is frozen; it scans only what the tests
     since the last freeze left.
     """

@@ -211,10 +211,15 @@ def test_a_search_freezes_what_survives_each_trial_and_unfreezes_when_it_ends(
     tiny_data_dir: Path, tmp_path: Path
 ) -> None:
     """The objective's collections before and after each trial scan only what the trial created: the rest of the
-    heap is frozen before the first trial and after each one; the search leaves the collector unfrozen."""
-    _queue_lenet5(f"sqlite:///{tmp_path / 'search.db'}", 2)
+    heap is frozen before the first trial and after each one; the search leaves the collector unfrozen, unless
+    its caller had frozen the heap before (then that stays)."""
+    _queue_lenet5(f"sqlite:///{tmp_path / 'search.db'}", 3)
     gc.unfreeze()
     frozen: list[int] = []
     run_search(_opts(tiny_data_dir, tmp_path), on_trial_end=lambda study, trial: frozen.append(gc.get_freeze_count()))
     assert len(frozen) == 2 and min(frozen) > 1000  # torch, optuna and the data are out of the collector's sight
     assert gc.get_freeze_count() == 0
+    gc.freeze()  # as the test suite does before each test
+    before = gc.get_freeze_count()
+    run_search(_opts(tiny_data_dir, tmp_path, trials=1))
+    assert gc.get_freeze_count() >= before > 0
