@@ -245,9 +245,9 @@ def freeze_survivors(_study: optuna.Study | None, _trial: FrozenTrial | None) ->
     survives (torch, optuna, the data, what a trial imported lazily, the study's caches) out of the sight of
     later collections, so that the objective's collections before and after each trial scan only what that
     trial created. A full collection over a search process's heap took ~0.3 s on a 2-core CPU, twice a trial.
-    ``survivors_frozen`` unfreezes the whole heap at its end, unless a caller had frozen it before. A
-    trial's own objects are garbage by now, collected before the freeze: its exception, which held its frames,
-    has been handled. Refcounting still frees what is frozen."""
+    When the search ends, ``survivors_frozen`` decides whether to unfreeze. A trial's own objects are garbage by
+    now, collected before the freeze: its exception, which held its frames, has been handled. Refcounting still
+    frees what is frozen."""
     gc.collect()
     gc.freeze()
 
