@@ -13,11 +13,11 @@ from optuna.trial import TrialState
 from search import data
 from search.errors import ConfigError
 from search.train import DivergedError, EpochStats
-from search.tune import objective
+from search.tune import objective, session
 from search.tune.objective import Objective, ObjectiveSettings, trial_seed
 from search.tune.runner import run_search
 from search.tune.samplers import RandomUntilTrained
-from search.tune.session import MAX_SKIPS_PER_TRIAL, SearchOptions
+from search.tune.session import SearchOptions
 from space import PRESETS
 
 RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}
@@ -72,9 +72,12 @@ def test_over_budget_draws_are_skipped_and_not_counted(tiny_data_dir: Path, tmp_
     assert report.counts["complete"] + report.counts["pruned"] + report.counts["fail"] == 1
 
 
-def test_a_budget_nothing_fits_gives_up_instead_of_spinning(tiny_data_dir: Path, tmp_path: Path) -> None:
-    report = run_search(_opts(tiny_data_dir, tmp_path, trials=1, max_mmacs=0.01))
-    assert report.counts["skipped"] == MAX_SKIPS_PER_TRIAL and report.best is None
+def test_a_budget_nothing_fits_gives_up_instead_of_spinning(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session, "MAX_SKIPS_PER_TRIAL", 4)  # 20 by default, each a trial in SQLite
+    report = run_search(_opts(tiny_data_dir, tmp_path, trials=2, max_mmacs=0.01))
+    assert report.counts["skipped"] == 4 * 2 and report.best is None  # per trial asked for
 
 
 def test_warm_start_queues_the_presets_first_under_the_same_cost_rule(tiny_data_dir: Path, tmp_path: Path) -> None:
