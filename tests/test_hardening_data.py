@@ -167,7 +167,7 @@ def test_a_header_announcing_a_huge_payload_is_refused_before_decompressing(tmp_
 def test_the_checks_do_not_depend_on_assert_they_hold_with_asserts_stripped(
     tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # search/data.py compiled as ``python -O`` compiles it (optimize=1 strips every assert), run in this
+    # search/data.py compiled the way ``python -O`` compiles it (optimize=1 strips every assert) and run in this
     # process: a ``python -O`` child would compile torch from source (pip ships no .opt-1.pyc), ~8 s here.
     exec(compile("assert False", "<check>", "exec", optimize=1))  # raises AssertionError if asserts stayed
     stripped = types.ModuleType("search_data_without_asserts")
