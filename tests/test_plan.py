@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.plan import (
@@ -221,9 +221,23 @@ def test_finalists_are_the_best_then_the_best_different_ones() -> None:
         _trial(3, {"a": 3, "b": 3, "c": 3, "d": 3, "lr": 0.001}, [0.95], state=TrialState.PRUNED),  # stopped early
         _trial(4, base | {"a": 3}, [0.5, 0.99], **{record.OVER_BUDGET: True}),  # never trained: not a candidate
     ]
-    assert distance(trials[0].params, trials[1].params) == 0
+    assert distance(trials[0], trials[1]) == 0
     assert [t.number for t in choose_finalists(trials, 2)] == [0, 2]
     assert [t.number for t in choose_finalists(trials, 4)] == [0, 2, 3, 1]  # when none is far enough: the best left
+
+
+def test_widths_and_rates_within_a_quarter_are_one_value_counts_and_choices_are_compared_exactly() -> None:
+    dists = {"filters": IntDistribution(8, 128, log=True), "convs": IntDistribution(1, 3),
+             "flip": CategoricalDistribution([True, False]), "rate": FloatDistribution(0.0, 0.5)}  # fmt: skip
+
+    def trial(**params: Any) -> optuna.trial.FrozenTrial:
+        return create_trial(value=0.9, params=params, distributions={k: dists[k] for k in params})
+
+    base = trial(filters=26, convs=2, flip=True, rate=0.2)
+    assert distance(base, trial(filters=27, convs=2, flip=True, rate=0.22)) == 0  # one network, not two
+    assert distance(base, trial(filters=40, convs=3, flip=False, rate=0.1)) == 4
+    assert distance(base, trial(filters=26, convs=1, flip=True, rate=0.2)) == 1  # one convolution fewer is a change
+    assert distance(base, trial(filters=26, convs=2, flip=True)) == 1  # a parameter only one of them has
 
 
 def test_finalists_are_queued_with_their_parents_parameters_and_provenance() -> None:

@@ -11,27 +11,39 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from search.store import record
 from search.store.record import TrialRecord
 
 MIN_DISTANCE = 4  # parameters in which a finalist must differ from each one chosen before it
-FLOAT_TOLERANCE = 0.25  # floats within 25% of each other count as the same value
+# Quantities within 25% of each other count as the same value: floats (rates) and integers drawn on a log scale
+# (widths: 26 and 27 filters are one network, not two; docs/defaults.md, the finals). Counts (blocks, convolutions,
+# crop padding) and choices are compared exactly.
+NUMBER_TOLERANCE = 0.25
 
 
-def _differs(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        if not isinstance(a, int | float) or not isinstance(b, int | float):
-            return True
-        scale = max(abs(a), abs(b), 1e-12)
-        return abs(a - b) / scale > FLOAT_TOLERANCE
+def _scaled(dist: BaseDistribution | None) -> bool:
+    """Whether a parameter is a quantity, compared within ``NUMBER_TOLERANCE``."""
+    return isinstance(dist, FloatDistribution) or (isinstance(dist, IntDistribution) and dist.log)
+
+
+def _differs(a: Any, b: Any, *, scaled: bool) -> bool:
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
+    if scaled and numbers:
+        return bool(abs(a - b) / max(abs(a), abs(b), 1e-12) > NUMBER_TOLERANCE)
     return bool(a != b)
 
 
-def distance(a: dict[str, Any], b: dict[str, Any]) -> int:
-    """Parameters that differ between two configurations (one that only one of them has counts)."""
-    return sum(1 for key in a.keys() | b.keys() if key not in a or key not in b or _differs(a[key], b[key]))
+def distance(a: FrozenTrial, b: FrozenTrial) -> int:
+    """Parameters that differ between two trials' configurations (one that only one of them has counts)."""
+    dists = a.distributions | b.distributions
+    return sum(
+        1 for key in a.params.keys() | b.params.keys()
+        if key not in a.params or key not in b.params
+        or _differs(a.params[key], b.params[key], scaled=_scaled(dists.get(key)))
+    )  # fmt: skip
 
 
 def _rank_key(t: FrozenTrial) -> tuple[float, float]:
@@ -58,7 +70,7 @@ def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     ranked = candidates(trials)
     chosen: list[FrozenTrial] = []
     while ranked and len(chosen) < k:
-        far = [t for t in ranked if all(distance(t.params, c.params) >= MIN_DISTANCE for c in chosen)]
+        far = [t for t in ranked if all(distance(t, c) >= MIN_DISTANCE for c in chosen)]
         pick = (far or ranked)[0]
         chosen.append(pick)
         ranked = [t for t in ranked if t.number != pick.number and t.params != pick.params]
