@@ -30,8 +30,7 @@ def _scaled(dist: BaseDistribution | None) -> bool:
 
 
 def _differs(a: Any, b: Any, *, scaled: bool) -> bool:
-    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
-    if scaled and numbers:
+    if scaled:  # a Float or log-Int distribution: both values are numbers
         return bool(abs(a - b) / max(abs(a), abs(b), 1e-12) > NUMBER_TOLERANCE)
     return bool(a != b)
 
