@@ -42,6 +42,11 @@ START_S = 30.0
 TAIL_S = 90.0
 OVERHEAD_S = START_S + TAIL_S
 EXPORT_IMAGES = 60_000
+# Workers side by side train slower than the calibration, which times one worker with the other cores idle: in
+# the 13 runs of the 2-core CPU whose first plan had finals, the screen's trials trained at 1.07-1.54 times
+# (median 1.28) the calibrated seconds per image per million MACs (docs/defaults.md, the time plan). The first
+# plan counts the finals at this much slower; replan then uses the speed the screen measured.
+SIDE_BY_SIDE = 1.3
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,10 @@ def make_plan(
     (fewer finalists or fewer epochs), and the screen keeps the rest, at least ``MIN_SCREEN_SHARE`` of the budget.
 
     ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals).
+    ``throughput``: as calibrated; with several workers the plan counts theirs ``SIDE_BY_SIDE`` times slower.
     """
+    if workers > 1:  # the screen's workers share memory bandwidth and caches, which calibration cannot see
+        throughput = dataclasses.replace(throughput, worker=throughput.worker * SIDE_BY_SIDE)
     usable = max(0.0, budget_s - OVERHEAD_S)
     keep_for_screen = MIN_SCREEN_SHARE * usable
     export_epoch_s = throughput.export_epoch_s(reference_mmacs)

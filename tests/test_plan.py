@@ -9,11 +9,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+import search.plan
 from search.plan import (
     EXPORT_IMAGES,
     MIN_EXPORT_EPOCHS,
     MIN_SCREEN_SHARE,
     OVERHEAD_S,
+    SIDE_BY_SIDE,
+    START_S,
     TAIL_S,
     Plan,
     Throughput,
@@ -62,6 +65,30 @@ def test_an_hour_on_the_cpu_trains_two_finalists_for_15_epochs_and_exports_30() 
     plan = _plan(60)
     assert (plan.finalists, plan.final_epochs, plan.export_epochs) == (2, 15, 30)
     assert 20 * 60 <= plan.screen_s <= 30 * 60
+
+
+def test_workers_side_by_side_are_planned_slower_than_calibrated_and_the_finals_time_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The calibration times one worker with the other cores idle; the screen's trials then trained up to 1.54 times
+    slower. The first plan counts the finals at SIDE_BY_SIDE times the calibrated seconds, out of the screen's time;
+    one worker alone is planned as calibrated."""
+    two, alone = _plan(60), _plan(60, workers=1)
+    assert two.throughput == Throughput(worker=CPU.worker * SIDE_BY_SIDE, export=CPU.export)
+    assert alone.throughput == CPU
+    assert two.finals_s == pytest.approx(two.final_epochs * CPU.seconds(50_000, 19.1) * SIDE_BY_SIDE)
+    as_calibrated = two.final_epochs * CPU.seconds(50_000, 19.1)
+    assert two.screen_s == pytest.approx(two.budget_s - OVERHEAD_S - two.export_s - two.finals_s)
+    assert two.budget_s - OVERHEAD_S - two.export_s - as_calibrated - two.screen_s > 60  # over a minute more
+    # The screen's workers then run 1.3 times slower than calibrated and the finalists are larger than the reference
+    # (seed 0 at c5938d1): the finals still fit beside the export, which planned at the calibrated speed they did not.
+    slow = Throughput(worker=CPU.worker * 1.3, export=CPU.export)
+    after = replan(two, elapsed_s=START_S + two.screen_s + 30, throughput=slow, finals_mmacs=[23.0, 25.0])
+    assert after.finalists == 2 and after.final_epochs >= 2 * after.screen_epochs
+    monkeypatch.setattr(search.plan, "SIDE_BY_SIDE", 1.0)  # up to this rule: planned at the calibrated speed
+    before = _plan(60)
+    late = replan(before, elapsed_s=START_S + before.screen_s + 30, throughput=slow, finals_mmacs=[23.0, 25.0])
+    assert before.finalists == 2 and late.finalists == 0
 
 
 def test_a_short_budget_drops_the_finals_and_shortens_the_export() -> None:
@@ -145,7 +172,7 @@ def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
 
 def test_a_trials_size_is_what_its_measured_speed_implies() -> None:
     plan = _plan(60)
-    reference_speed = 1 / (CPU.worker * 19.1)  # images/s of the reference in a worker
+    reference_speed = 1 / (plan.throughput.worker * 19.1)  # images/s of the reference in a worker
     assert plan.throughput.effective_mmacs(reference_speed, 19.1) == pytest.approx(19.1)
     assert plan.throughput.effective_mmacs(reference_speed / 2, 19.1) == pytest.approx(38.2)  # half as fast per MAC
     assert plan.throughput.effective_mmacs(0.0, 23.7) == 23.7  # nothing measured: its MACs
@@ -153,13 +180,14 @@ def test_a_trials_size_is_what_its_measured_speed_implies() -> None:
 
 def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
     plan = _plan(60)
+    measured = plan.throughput  # the screen's workers ran as the plan expected
     elapsed = plan.screen_s + 30
-    as_reference = replan(plan, elapsed_s=elapsed, throughput=CPU)
-    assert replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 19.1]) == as_reference
+    as_reference = replan(plan, elapsed_s=elapsed, throughput=measured)
+    assert replan(plan, elapsed_s=elapsed, throughput=measured, finals_mmacs=[19.1, 19.1]) == as_reference
     # A finalist a quarter larger than the reference sets the pace of its round: fewer epochs.
-    larger = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1, 24.0])
+    larger = replan(plan, elapsed_s=elapsed, throughput=measured, finals_mmacs=[19.1, 24.0])
     assert larger.finalists == 2 and larger.final_epochs < as_reference.final_epochs
-    assert larger.finals_s == pytest.approx(larger.final_epochs * CPU.seconds(50_000, 24.0))
+    assert larger.finals_s == pytest.approx(larger.final_epochs * measured.seconds(50_000, 24.0))
     # Whatever the finals leave goes to the export: the budget is used up, never exceeded.
     left = plan.budget_s - elapsed - TAIL_S
     for after in (as_reference, larger):
@@ -169,22 +197,24 @@ def test_the_finals_are_planned_at_the_finalists_own_size() -> None:
 
 def test_without_room_for_two_finalists_the_export_takes_all_that_is_left() -> None:
     plan = _plan(60)
+    measured = plan.throughput  # the screen's workers ran as the plan expected
     elapsed = plan.screen_s + 30
     left = plan.budget_s - elapsed - TAIL_S
     # One finalist decides nothing (it is the screen's best again): no finals, and the export gets their time.
-    alone = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[19.1])
+    alone = replan(plan, elapsed_s=elapsed, throughput=measured, finals_mmacs=[19.1])
     assert alone.finalists == 0 and alone.finals_s == 0 and alone.export_s == pytest.approx(left)
     # Finalists too large for twice the screen's epochs in the time left beside the export's share: the same.
-    huge = replan(plan, elapsed_s=elapsed, throughput=CPU, finals_mmacs=[60.0, 60.0])
+    huge = replan(plan, elapsed_s=elapsed, throughput=measured, finals_mmacs=[60.0, 60.0])
     assert huge.finalists == 0 and huge.export_s == pytest.approx(left)
     assert huge.export_epochs == 30  # capped; export-best times the winner and trains what fits
     # A single finalist asked for is still trained.
     one = _plan(60, finalists=1)
-    assert one.finalists == 1 and replan(one, elapsed_s=one.screen_s + 30, throughput=CPU).finalists == 1
+    assert one.finalists == 1 and replan(one, elapsed_s=one.screen_s + 30, throughput=one.throughput).finalists == 1
 
 
 def test_when_the_search_ends_the_export_gets_what_the_budget_has_left() -> None:
-    plan = replan(_plan(60), elapsed_s=_plan(60).screen_s + 30, throughput=CPU)
+    first = _plan(60)
+    plan = replan(first, elapsed_s=first.screen_s + 30, throughput=first.throughput)
     planned_end = plan.screen_s + plan.finals_s
     early = plan.after_search(planned_end - 100)  # the finals finished 100 s early: the export gets them
     assert early.export_s == pytest.approx(plan.export_s + 100)
