@@ -6,6 +6,10 @@ Reads the committed headline records (``docs/measurements/staged-*.json``) of 2-
 finals: that plan's finals minutes give the calibrated worker speed (seconds per image per million MACs of the
 reference, to the minute's rounding), and the plan stored at the run's end holds the speed the screen measured
 (``replan``). Their ratio is the evidence for ``search.plan.SIDE_BY_SIDE``. Trains nothing.
+
+Records of 58a0c7c and later were planned at ``SIDE_BY_SIDE`` times the calibrated seconds: for them the ratio is
+the measured speed over the plan's (about 1 where the rule holds), not over the calibration. The committed
+``side-by-side-cpu.json`` was read at 406d01e, before any of them; a new reading should keep the two apart.
 """
 
 from __future__ import annotations
