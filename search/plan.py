@@ -87,13 +87,20 @@ class Plan:
     screen_s: float
     finals_s: float
     export_s: float
+    # The throughput as calibrated before the screen, before SIDE_BY_SIDE and replan (which keep it): what
+    # benchmarks/side_by_side.py compares the screen's measured speed with. None in plans stored before it was kept.
+    calibrated: Throughput | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(**(data | {"throughput": Throughput(**data["throughput"])}))
+        calibrated = data.get("calibrated")
+        return cls(**(data | {
+            "throughput": Throughput(**data["throughput"]),
+            "calibrated": Throughput(**calibrated) if calibrated is not None else None,
+        }))  # fmt: skip
 
     def export_epochs_for(self, mmacs: float) -> int:
         """The export's epochs for a winner of ``mmacs`` at the calibrated speed (``export_epochs_within``)."""
@@ -244,6 +251,7 @@ def make_plan(
     ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals).
     ``throughput``: as calibrated; with several workers the plan counts theirs ``SIDE_BY_SIDE`` times slower.
     """
+    calibrated = throughput
     if workers > 1:  # the screen's workers share memory bandwidth and caches, which calibration cannot see
         throughput = dataclasses.replace(throughput, worker=throughput.worker * SIDE_BY_SIDE)
     usable = max(0.0, budget_s - OVERHEAD_S)
@@ -264,5 +272,5 @@ def make_plan(
         budget_s=budget_s, workers=workers, train_images=train_images, reference_mmacs=reference_mmacs,
         throughput=throughput, screen_epochs=screen_epochs, final_epochs=final_epochs, finalists=n_finals,
         export_epochs=export_epochs, screen_s=max(0.0, usable - export_s - finals_s), finals_s=finals_s,
-        export_s=export_s,
+        export_s=export_s, calibrated=calibrated,
     )  # fmt: skip

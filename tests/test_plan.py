@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
@@ -85,6 +86,8 @@ def test_workers_side_by_side_are_planned_slower_than_calibrated_and_the_finals_
     slow = Throughput(worker=CPU.worker * 1.3, export=CPU.export)
     after = replan(two, elapsed_s=START_S + two.screen_s + 30, throughput=slow, finals_mmacs=[23.0, 25.0])
     assert after.finalists == 2 and after.final_epochs >= 2 * after.screen_epochs
+    # The plan keeps the calibration beside what it planned and measured: the evidence for SIDE_BY_SIDE reads both.
+    assert two.calibrated == alone.calibrated == after.calibrated == CPU and after.throughput == slow
     monkeypatch.setattr(search.plan, "SIDE_BY_SIDE", 1.0)  # up to this rule: planned at the calibrated speed
     before = _plan(60)
     late = replan(before, elapsed_s=START_S + before.screen_s + 30, throughput=slow, finals_mmacs=[23.0, 25.0])
@@ -103,6 +106,9 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
     assert plan.export_epochs_for(38.2) == plan.export_epochs // 2
     assert plan.export_epochs_for(5.0) == 30  # at most EXPORT_EPOCHS, here the plan's own
     assert Plan.from_dict(plan.as_dict()) == plan
+    older = plan.as_dict()  # a plan stored before the calibration was kept in it
+    del older["calibrated"]
+    assert Plan.from_dict(older) == dataclasses.replace(plan, calibrated=None)
 
 
 def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_the_screens_epochs() -> None:
