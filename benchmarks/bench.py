@@ -194,8 +194,12 @@ def fsearch_cli(*argv: str) -> tuple[dict[str, Any], float]:
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs."""
-    if len(xs) < 3:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 2 pairs or no spread.
+
+    With 2 pairs it is +1 when they keep their order and -1 when it flips: the default run's 2 finalists give that
+    much, and pooling runs (``benchmarks/fidelity_rank.py``) gives more.
+    """
+    if len(xs) < 2:
         return None
 
     def ranks(v: list[float]) -> list[float]:

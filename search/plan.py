@@ -43,7 +43,7 @@ TAIL_S = 90.0
 OVERHEAD_S = START_S + TAIL_S
 EXPORT_IMAGES = 60_000
 # Workers side by side train slower than the calibration, which times one worker with the other cores idle: in
-# the 13 runs of the 2-core CPU whose first plan had finals, the screen's trials trained at 1.07-1.54 times
+# the 18 runs of the 2-core CPU whose first plan had finals, the screen's trials trained at 1.07-1.54 times
 # (median 1.27) the calibrated seconds per image per million MACs (docs/defaults.md, the time plan). The first
 # plan counts the finals at this much slower; replan then uses the speed the screen measured.
 SIDE_BY_SIDE = 1.3

@@ -1,0 +1,95 @@
+"""Does the screen's order of the finalists hold at the finals' fidelity? Read from the committed headline records.
+
+    python -m benchmarks.fidelity_rank [--commit REV --out docs/measurements/fidelity-rank-cpu.json]
+
+Each headline record (``docs/measurements/staged-*.json``) whose run trained finalists lists, per finalist, its
+screen trial's validation accuracy (5 epochs) and its own (the finals' epochs, 10-15 depending on the code of the
+time). Per run this gives Spearman's rank correlation of the two (with the default 2 finalists: +1 when they kept
+the screen's order, -1 when it flipped) and whether the screen's leader also led the finals. Pooled over the runs
+it gives the correlation over more configurations: once over every pair, and once over distinct configurations
+(the same parameters, e.g. a preset, or one seed's screen trial re-run at a later commit, count once: the first
+record in file-name order). A run's seed also draws its validation split, so pooled pairs mix splits. Trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench import spearman
+
+RECORDS = Path("docs/measurements")
+
+
+def run_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """One run's finalists as (screen, final) validation pairs with their parameters; None without finals."""
+    finals = [f for f in record.get("summary", {}).get("finalists") or [] if f.get("final_val") is not None]
+    if not finals:
+        return None
+    params = {t["number"]: t.get("params") for t in record.get("trials_of_the_study") or []}
+    screen = [f["screen_val"] for f in finals]
+    final = [f["final_val"] for f in finals]
+    return {
+        "commit": record.get("commit"), "seed": record.get("seed"),
+        "final_epochs": sorted({f["final_epochs"] for f in finals}),
+        "pairs": [{"trial": f["trial"], "parent": f["parent"], "screen_val": round(f["screen_val"], 4),
+                   "final_val": round(f["final_val"], 4), "params": params.get(f["trial"])} for f in finals],
+        "spearman": spearman(screen, final),
+        "screen_leader_won": screen.index(max(screen)) == final.index(max(final)),
+    }  # fmt: skip
+
+
+def pooled(runs: list[dict[str, Any]], *, distinct: bool) -> dict[str, Any]:
+    """Spearman over the runs' pairs together; with ``distinct``, each configuration's first pair only."""
+    seen: set[str] = set()
+    xs, ys = [], []
+    for run in runs:
+        for pair in run["pairs"]:
+            key = json.dumps(pair["params"], sort_keys=True)
+            if distinct and pair["params"] is not None and key in seen:
+                continue
+            seen.add(key)
+            xs.append(pair["screen_val"])
+            ys.append(pair["final_val"])
+    return {"pairs": len(xs), "spearman": spearman(xs, ys)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=Path, default=RECORDS)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--commit", default=None, help="the commit the records were read at, for --out's record")
+    args = parser.parse_args()
+    runs = []
+    for path in sorted(args.records.glob("staged-*.json")):
+        run = run_of(json.loads(path.read_text()))
+        if run is not None:
+            runs.append({"record": path.name} | run)
+    two_or_more = [r for r in runs if len(r["pairs"]) >= 2]
+    summary = {
+        "runs_with_finals": len(runs),
+        "runs_with_2_or_more": len(two_or_more),
+        "order_kept": sum(r["spearman"] == 1 for r in two_or_more),
+        "screen_leader_won": sum(r["screen_leader_won"] for r in two_or_more),
+        "pooled_all_pairs": pooled(runs, distinct=False),
+        "pooled_distinct_configurations": pooled(runs, distinct=True),
+    }
+    print(json.dumps(summary))
+    if args.out is not None:
+        out = {
+            "what": "Spearman of the finalists' screen (5-epoch) and final validation accuracy, per run and pooled",
+            "command": f"python -m benchmarks.fidelity_rank --commit {args.commit} --out {args.out}",
+            "commit": args.commit,
+            "machine": "none: derived from the committed records, each of which names its machine",
+            "seed": None,
+            "concurrent": "nothing: reads JSON files, trains nothing",
+            "summary": summary,
+            "runs": runs,
+        }
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

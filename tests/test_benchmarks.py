@@ -1,0 +1,55 @@
+"""The benchmark readers that turn committed records into evidence: the rank correlation and its pooling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.bench import spearman
+from benchmarks.fidelity_rank import pooled, run_of
+
+
+def test_spearman_of_two_pairs_says_whether_the_order_held() -> None:
+    assert spearman([0.93, 0.92], [0.946, 0.943]) == 1.0
+    assert spearman([0.93, 0.92], [0.940, 0.944]) == -1.0
+    assert spearman([0.93], [0.94]) is None  # one pair has no order
+    assert spearman([0.93, 0.93], [0.94, 0.95]) is None  # a tie in one ranking: no spread
+
+
+def test_spearman_ranks_ties_by_their_average_and_ignores_the_scale() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert spearman([1, 2, 3, 4], [1000, 3, 2, 1]) == -1.0
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.949, abs=1e-3)
+
+
+def _record(finals: list[tuple[int, float, float]], params: dict[int, dict]) -> dict:
+    """A headline record as the harness writes it: finalists (trial, screen, final) and the study's trials."""
+    return {
+        "commit": "abc1234", "seed": 0,
+        "summary": {"finalists": [{"trial": t, "parent": t - 10, "screen_val": s, "final_val": f, "screen_epochs": 5.0,
+                                   "final_epochs": 15.0} for t, s, f in finals]},
+        "trials_of_the_study": [{"number": t, "params": p} for t, p in params.items()],
+    }  # fmt: skip
+
+
+def test_a_run_whose_finals_flip_the_screen_says_so() -> None:
+    run = run_of(_record([(20, 0.93, 0.940), (21, 0.92, 0.944)], {20: {"a": 1}, 21: {"a": 2}}))
+    assert run is not None
+    assert run["spearman"] == -1.0
+    assert run["screen_leader_won"] is False
+    assert [p["params"] for p in run["pairs"]] == [{"a": 1}, {"a": 2}]
+    assert run_of({"summary": {"finalists": []}}) is None  # no finals, nothing to rank
+
+
+def test_pooling_counts_a_configuration_once_when_asked() -> None:
+    first = run_of(_record([(20, 0.93, 0.95), (21, 0.92, 0.94)], {20: {"a": 1}, 21: {"a": 2}}))
+    again = run_of(_record([(30, 0.90, 0.96), (31, 0.91, 0.93)], {30: {"a": 1}, 31: {"a": 3}}))  # a=1 re-run
+    runs = [first, again]
+    every = pooled(runs, distinct=False)
+    assert every["pairs"] == 4
+    assert every["spearman"] < 1.0  # a=1's second pair (0.90 -> 0.96) breaks the order
+    distinct = pooled(runs, distinct=True)
+    assert distinct["pairs"] == 3  # a=1's second pair is left out
+    assert distinct["spearman"] == 1.0
+    assert json.dumps(distinct)  # plain JSON for the record
