@@ -13,14 +13,11 @@ record in file-name order). A run's seed also draws its validation split, so poo
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import spearman
-
-RECORDS = Path("docs/measurements")
+from benchmarks.derived import options, report, rows_of
 
 
 def run_of(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -57,16 +54,8 @@ def pooled(runs: list[dict[str, Any]], *, distinct: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=Path, default=RECORDS)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--commit", default=None, help="the commit the records were read at, for --out's record")
-    args = parser.parse_args()
-    runs = []
-    for path in sorted(args.records.glob("staged-*.json")):
-        run = run_of(json.loads(path.read_text()))
-        if run is not None:
-            runs.append({"record": path.name} | run)
+    args = options(__doc__.split("\n\n")[0])
+    runs = rows_of(args.records, run_of)
     two_or_more = [r for r in runs if len(r["pairs"]) >= 2]
     summary = {
         "runs_with_finals": len(runs),
@@ -76,19 +65,8 @@ def main() -> None:
         "pooled_all_pairs": pooled(runs, distinct=False),
         "pooled_distinct_configurations": pooled(runs, distinct=True),
     }
-    print(json.dumps(summary))
-    if args.out is not None:
-        out = {
-            "what": "Spearman of the finalists' screen (5-epoch) and final validation accuracy, per run and pooled",
-            "command": f"python -m benchmarks.fidelity_rank --commit {args.commit} --out {args.out}",
-            "commit": args.commit,
-            "machine": "none: derived from the committed records, each of which names its machine",
-            "seed": None,
-            "concurrent": "nothing: reads JSON files, trains nothing",
-            "summary": summary,
-            "runs": runs,
-        }
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    what = "Spearman of the finalists' screen (5-epoch) and final validation accuracy, per run and pooled"
+    report(args, module="fidelity_rank", what=what, summary=summary, rows={"runs": runs})
 
 
 if __name__ == "__main__":

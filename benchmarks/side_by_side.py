@@ -14,15 +14,13 @@ for their records the first plan's speed is divided by it. ``git`` tells which r
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import statistics
 import subprocess
-from pathlib import Path
 from typing import Any
 
-RECORDS = Path("docs/measurements")
+from benchmarks.derived import options, report, rows_of
+
 FINALS = re.compile(r"(\d+) finalists x (\d+) epochs \((\d+) min\)")
 # From this commit until plans kept their calibration, the first plan counted the workers this much slower.
 PLANNED_SLOWER_SINCE, PLANNED_SLOWER = "58a0c7c", 1.3
@@ -60,33 +58,14 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=Path, default=RECORDS)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--commit", default=None, help="the commit the records were read at, for --out's record")
-    args = parser.parse_args()
-    rows = []
-    for path in sorted(args.records.glob("staged-*.json")):
-        row = ratio_of(json.loads(path.read_text()))
-        if row is not None:
-            rows.append({"record": path.name} | row)
+    args = options(__doc__.split("\n\n")[0])
+    rows = rows_of(args.records, ratio_of)
     ratios = [r["ratio"] for r in rows]
-    summary = {"runs": len(rows)}
+    summary: dict[str, Any] = {"runs": len(rows)}
     if ratios:
         summary |= {"ratio_min": min(ratios), "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
-    print(json.dumps(summary))
-    if args.out is not None:
-        out = {
-            "what": "the screen's measured worker speed over the first plan's calibrated one, per headline record",
-            "command": f"python -m benchmarks.side_by_side --commit {args.commit} --out {args.out}",
-            "commit": args.commit,
-            "machine": "none: derived from the committed records, each of which names its machine",
-            "seed": None,
-            "concurrent": "nothing: reads JSON files, trains nothing",
-            "summary": summary,
-            "rows": rows,
-        }
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    what = "the screen's measured worker speed over the first plan's calibrated one, per headline record"
+    report(args, module="side_by_side", what=what, summary=summary, rows={"rows": rows})
 
 
 if __name__ == "__main__":

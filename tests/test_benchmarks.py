@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.bench import spearman
 from benchmarks.fidelity_rank import pooled, run_of
+from benchmarks.side_by_side import ratio_of
 
 
 def test_spearman_of_two_pairs_says_whether_the_order_held() -> None:
@@ -53,3 +54,24 @@ def test_pooling_counts_a_configuration_once_when_asked() -> None:
     assert distinct["pairs"] == 3  # a=1's second pair is left out
     assert distinct["spearman"] == 1.0
     assert json.dumps(distinct)  # plain JSON for the record
+
+
+def test_side_by_side_reads_the_calibration_the_plan_kept() -> None:
+    """A plan that keeps its calibration gives the ratio directly; the first plan's finals minutes are not needed."""
+    plan = {
+        "workers": 2,
+        "train_images": 50_000,
+        "reference_mmacs": 19.1,
+        "throughput": {"worker": 6.0e-5, "export": 2.5e-5},
+        "calibrated": {"worker": 4.0e-5, "export": 2.5e-5},
+    }
+    record = {
+        "commit": None,
+        "bench": {"headline": {"stages": {"plan": plan}}},
+        "summary": {"plans": ["plan for 60 min: screen 30 min at 5 epochs, 2 finalists x 15 epochs (12 min)"]},
+    }
+    row = ratio_of(record)
+    assert row is not None
+    assert (row["ratio"], row["calibrated_from"]) == (1.5, "the plan's calibration")
+    one_worker = record | {"bench": {"headline": {"stages": {"plan": plan | {"workers": 1}}}}}
+    assert ratio_of(one_worker) is None  # nothing side by side
