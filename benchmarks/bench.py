@@ -41,6 +41,7 @@ from typing import Any
 import optuna
 import torch
 
+from benchmarks.derived import spearman
 from benchmarks.loop_vs_dataloader import FORMATS, fsearch_loop, gains, plain_loop
 from search.data import ensure_files
 from search.store.record import PLAN, TrialRecord
@@ -191,35 +192,6 @@ def fsearch_cli(*argv: str) -> tuple[dict[str, Any], float]:
         return json.loads(done.stdout), wall
     except json.JSONDecodeError:
         raise SystemExit(f"Error: 'fsearch {argv[0]}' printed no JSON: {done.stdout[:200]!r}") from None
-
-
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation (average ranks for ties); None for fewer than 2 pairs or no spread.
-
-    With 2 pairs it is +1 when they keep their order and -1 when it flips: the default run's 2 finalists give that
-    much, and pooling runs (``benchmarks/fidelity_rank.py``) gives more.
-    """
-    if len(xs) < 2:
-        return None
-
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return round(cov / var, 3) if var else None
 
 
 def stages_of(storage: str, study_name: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What the readers of the committed headline records share: their options, the records they read, the record
-they write. ``side_by_side.py`` and ``fidelity_rank.py`` derive evidence from ``docs/measurements/staged-*.json``
-and train nothing, so their own record names no machine or seed."""
+they write, and the rank correlation (which the harness also records per run). ``side_by_side.py`` and
+``fidelity_rank.py`` derive evidence from ``docs/measurements/staged-*.json`` and train nothing, so their own
+record names no machine or seed; this module imports no torch, so neither do they."""
 
 from __future__ import annotations
 
@@ -47,3 +48,32 @@ def report(args: argparse.Namespace, *, module: str, what: str, summary: dict[st
         "summary": summary,
     } | rows
     args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 2 pairs or no spread.
+
+    With 2 pairs it is +1 when they keep their order and -1 when it flips: the default run's 2 finalists give that
+    much, and pooling runs (``fidelity_rank.py``) gives more.
+    """
+    if len(xs) < 2:
+        return None
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return round(cov / var, 3) if var else None

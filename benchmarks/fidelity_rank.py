@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from benchmarks.bench import spearman
-from benchmarks.derived import options, report, rows_of
+from benchmarks.derived import options, report, rows_of, spearman
 
 
 def run_of(record: dict[str, Any]) -> dict[str, Any] | None:

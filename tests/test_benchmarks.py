@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.bench import spearman
+from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import pooled, run_of
 from benchmarks.side_by_side import ratio_of
 
