@@ -75,6 +75,12 @@ class Augment:
     # Last, with a default: configs saved before rotation existed load unchanged (no rotation).
     rotate: float = 0.0
 
+    @property
+    def geometric(self) -> bool:
+        """Whether the images are moved or mirrored (rotation, crop or flip), the augmentation that ranks
+        low after a few epochs and high after many (docs/defaults.md, the finals). Erasing alone is not."""
+        return self.rotate > 0 or self.crop_pad > 0 or self.flip
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -3,7 +3,10 @@
 The screen's order is known to invert at longer training (augmentation and capacity rank the
 other way round after 5 epochs than after 30: ``docs/defaults.md``), so the finals do not take
 the top of one ranking: after the best screen trial, each next finalist is the best one that
-differs from every finalist already chosen in at least ``MIN_DISTANCE`` parameters.
+differs from every finalist already chosen in at least ``MIN_DISTANCE`` parameters. And while no
+finalist trains with geometric augmentation (rotation, crop or flip: the kind that ranks low after
+5 epochs and high after 15 and 30), the next one is the best screen trial that does, if one trained
+as far as the best.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from search.store import record
 from search.store.record import TrialRecord
+from space import suggest
 
 MIN_DISTANCE = 4  # parameters in which a finalist must differ from each one chosen before it
 # Quantities within 25% of each other count as the same value: floats (rates) and integers drawn on a log scale
@@ -63,14 +67,30 @@ def candidates(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(screened, key=_rank_key, reverse=True)
 
 
+def geometric(t: FrozenTrial) -> bool:
+    """Whether the trial's configuration trains with rotation, crop or flip (False for parameters of
+    another space, which :func:`suggest` cannot replay)."""
+    try:
+        return suggest(FixedTrial(t.params, number=t.number), epochs=1).train.augment.geometric
+    except ValueError:
+        return False
+
+
 def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     """Up to ``k`` finalists: the best screen trial, then the best of those far enough from all chosen,
-    and when none is far enough, the best remaining."""
+    and when none is far enough, the best remaining. While no finalist has geometric augmentation, the
+    next is the best one that has, among those that trained as far as the best (if any)."""
     ranked = candidates(trials)
+    furthest = _rank_key(ranked[0])[0] if ranked else 0.0
     chosen: list[FrozenTrial] = []
     while ranked and len(chosen) < k:
         far = [t for t in ranked if all(distance(t, c) >= MIN_DISTANCE for c in chosen)]
-        pick = (far or ranked)[0]
+        pool = far or ranked
+        if chosen and not any(geometric(c) for c in chosen):
+            moved = [t for t in ranked if _rank_key(t)[0] == furthest and geometric(t)]
+            far_moved = [t for t in moved if any(t.number == p.number for p in pool)]
+            pool = far_moved or moved or pool
+        pick = pool[0]
         chosen.append(pick)
         ranked = [t for t in ranked if t.number != pick.number and t.params != pick.params]
     return chosen
