@@ -48,10 +48,10 @@ EXPORT_IMAGES = 60_000
 # plan counts the finals at this much slower; replan then uses the speed the screen measured.
 SIDE_BY_SIDE = 1.3
 # The export trains slower than its calibration (fsearch-w1, a few thousand images, all the threads) says: in the
-# 42 committed runs on the 2-core CPU with an export of 2 epochs or more, an export epoch took 0.62-2.07 times
+# 42 committed runs on the 2-core CPU with an export of 2 epochs or more, an export epoch took 0.70-2.60 times
 # (median 1.21) the calibrated seconds per image per million MACs at the winner's MACs (its augmentation, its layer
-# shapes, and a sustained run against a short one; docs/defaults.md, the time plan). The plan counts the export
-# this much slower; export-best then times the chosen network itself.
+# shapes, and a sustained run against a short one; benchmarks/export_speed.py, docs/defaults.md, the time plan).
+# The plan counts the export this much slower; export-best then times the chosen network itself.
 EXPORT_SLOWER = 1.2
 
 

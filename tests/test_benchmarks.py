@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from benchmarks import export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import pooled, run_of
 from benchmarks.side_by_side import ratio_of
@@ -75,3 +76,24 @@ def test_side_by_side_reads_the_calibration_the_plan_kept() -> None:
     assert (row["ratio"], row["calibrated_from"]) == (1.5, "the plan's calibration")
     one_worker = record | {"bench": {"headline": {"stages": {"plan": plan | {"workers": 1}}}}}
     assert ratio_of(one_worker) is None  # nothing side by side
+
+
+def test_export_speed_compares_an_export_epoch_with_the_calibration_at_the_winners_macs() -> None:
+    """The calibration the plan kept, else the plan's own throughput (which was the calibration until the plan counted
+    the export slower); an export of under 2 epochs, or one whose winner is not in the record, is left out."""
+    plan = {"throughput": {"worker": 6.0e-5, "export": 3.0e-5}, "calibrated": {"worker": 4.0e-5, "export": 2.5e-5}}
+    export = {"trial": 7, "epochs": 20.0, "train_seconds": 20 * 60_000 * 10.0 * 2.5e-5 * 1.4}
+    record = {
+        "commit": "abc",
+        "bench": {"headline": {"stages": {"plan": plan}, "export_best": export}},
+        "trials_of_the_study": [{"number": 7, "mmacs": 10.0}],
+    }
+    row = export_speed.ratio_of(record)
+    assert row is not None and row["ratio"] == pytest.approx(1.4) and row["winner_mmacs"] == 10.0
+    older = json.loads(json.dumps(record))
+    del older["bench"]["headline"]["stages"]["plan"]["calibrated"]
+    assert export_speed.ratio_of(older)["ratio"] == round(1.4 * 2.5 / 3.0, 3)  # type: ignore[index]
+    short = json.loads(json.dumps(record))
+    short["bench"]["headline"]["export_best"]["epochs"] = 1.5
+    assert export_speed.ratio_of(short) is None
+    assert export_speed.ratio_of(record | {"trials_of_the_study": []}) is None
