@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ def report(args: argparse.Namespace, *, module: str, what: str, summary: dict[st
         "summary": summary,
     } | rows
     args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def report_ratios(args: argparse.Namespace, *, module: str, what: str, rows: list[dict[str, Any]]) -> None:
+    """:func:`report` of rows that each carry a ``ratio``: their count, least, median and greatest."""
+    ratios = [r["ratio"] for r in rows]
+    summary: dict[str, Any] = {"runs": len(rows)}
+    if ratios:
+        summary |= {"ratio_min": min(ratios), "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
+    report(args, module=module, what=what, summary=summary, rows={"rows": rows})
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:

@@ -13,10 +13,9 @@ Trains nothing.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
-from benchmarks.derived import options, report, rows_of
+from benchmarks.derived import options, report_ratios, rows_of
 from search.plan import EXPORT_IMAGES  # imports no torch
 
 MIN_EPOCHS = 2  # a shorter export is mostly its first epoch's warm-up
@@ -44,13 +43,8 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
 
 def main() -> None:
     args = options(__doc__.split("\n\n")[0])
-    rows = rows_of(args.records, ratio_of)
-    ratios = [r["ratio"] for r in rows]
-    summary: dict[str, Any] = {"runs": len(rows)}
-    if ratios:
-        summary |= {"ratio_min": min(ratios), "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
     what = "an export epoch's measured seconds over the calibrated estimate at the winner's MACs, per headline record"
-    report(args, module="export_speed", what=what, summary=summary, rows={"rows": rows})
+    report_ratios(args, module="export_speed", what=what, rows=rows_of(args.records, ratio_of))
 
 
 if __name__ == "__main__":

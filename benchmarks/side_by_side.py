@@ -15,11 +15,10 @@ for their records the first plan's speed is divided by it. ``git`` tells which r
 from __future__ import annotations
 
 import re
-import statistics
 import subprocess
 from typing import Any
 
-from benchmarks.derived import options, report, rows_of
+from benchmarks.derived import options, report_ratios, rows_of
 
 FINALS = re.compile(r"(\d+) finalists x (\d+) epochs \((\d+) min\)")
 # From this commit until plans kept their calibration, the first plan counted the workers this much slower.
@@ -59,13 +58,8 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
 
 def main() -> None:
     args = options(__doc__.split("\n\n")[0])
-    rows = rows_of(args.records, ratio_of)
-    ratios = [r["ratio"] for r in rows]
-    summary: dict[str, Any] = {"runs": len(rows)}
-    if ratios:
-        summary |= {"ratio_min": min(ratios), "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
     what = "the screen's measured worker speed over the first plan's calibrated one, per headline record"
-    report(args, module="side_by_side", what=what, summary=summary, rows={"rows": rows})
+    report_ratios(args, module="side_by_side", what=what, rows=rows_of(args.records, ratio_of))
 
 
 if __name__ == "__main__":
