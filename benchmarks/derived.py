@@ -51,8 +51,11 @@ def report(args: argparse.Namespace, *, module: str, what: str, summary: dict[st
     args.out.write_text(json.dumps(out, indent=1) + "\n")
 
 
-def report_ratios(args: argparse.Namespace, *, module: str, what: str, rows: list[dict[str, Any]]) -> None:
-    """:func:`report` of rows that each carry a ``ratio``: their count, least, median and greatest."""
+def read_ratios(doc: str, *, module: str, what: str, read: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    """The ``main`` of a reader whose rows each carry a ``ratio`` (``doc``: its module docstring, whose first
+    paragraph describes its options): :func:`report` of their count, least, median and greatest."""
+    args = options(doc.split("\n\n")[0])
+    rows = rows_of(args.records, read)
     ratios = [r["ratio"] for r in rows]
     summary: dict[str, Any] = {"runs": len(rows)}
     if ratios:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.derived import options, report_ratios, rows_of
+from benchmarks.derived import read_ratios
 from search.plan import EXPORT_IMAGES  # imports no torch
 
 MIN_EPOCHS = 2  # a shorter export is mostly its first epoch's warm-up
@@ -41,10 +41,11 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+WHAT = "an export epoch's measured seconds over the calibrated estimate at the winner's MACs, per headline record"
+
+
 def main() -> None:
-    args = options(__doc__.split("\n\n")[0])
-    what = "an export epoch's measured seconds over the calibrated estimate at the winner's MACs, per headline record"
-    report_ratios(args, module="export_speed", what=what, rows=rows_of(args.records, ratio_of))
+    read_ratios(__doc__ or "", module="export_speed", what=WHAT, read=ratio_of)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import re
 import subprocess
 from typing import Any
 
-from benchmarks.derived import options, report_ratios, rows_of
+from benchmarks.derived import read_ratios
 
 FINALS = re.compile(r"(\d+) finalists x (\d+) epochs \((\d+) min\)")
 # From this commit until plans kept their calibration, the first plan counted the workers this much slower.
@@ -56,10 +56,11 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+WHAT = "the screen's measured worker speed over the first plan's calibrated one, per headline record"
+
+
 def main() -> None:
-    args = options(__doc__.split("\n\n")[0])
-    what = "the screen's measured worker speed over the first plan's calibrated one, per headline record"
-    report_ratios(args, module="side_by_side", what=what, rows=rows_of(args.records, ratio_of))
+    read_ratios(__doc__ or "", module="side_by_side", what=WHAT, read=ratio_of)
 
 
 if __name__ == "__main__":
