@@ -82,14 +82,15 @@ def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     next is the best one that has, among those that trained as far as the best (if any)."""
     ranked = candidates(trials)
     furthest = _rank_key(ranked[0])[0] if ranked else 0.0
+    moves = {t.number: geometric(t) for t in ranked}  # replayed once per candidate, not once per pick
     chosen: list[FrozenTrial] = []
     while ranked and len(chosen) < k:
         far = [t for t in ranked if all(distance(t, c) >= MIN_DISTANCE for c in chosen)]
         pool = far or ranked
-        if chosen and not any(geometric(c) for c in chosen):
-            moved = [t for t in ranked if _rank_key(t)[0] == furthest and geometric(t)]
-            far_moved = [t for t in moved if any(t.number == p.number for p in pool)]
-            pool = far_moved or moved or pool
+        if chosen and not any(moves[c.number] for c in chosen):
+            moved = [t for t in ranked if _rank_key(t)[0] == furthest and moves[t.number]]
+            in_pool = {t.number for t in pool}
+            pool = [t for t in moved if t.number in in_pool] or moved or pool
         pick = pool[0]
         chosen.append(pick)
         ranked = [t for t in ranked if t.number != pick.number and t.params != pick.params]
