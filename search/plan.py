@@ -254,7 +254,8 @@ def make_plan(
     ``MIN_EXPORT_EPOCHS`` of the reference take if that is more; its epochs shrink to fit), then the finals
     (fewer finalists or fewer epochs), and the screen keeps the rest, at least ``MIN_SCREEN_SHARE`` of the budget.
 
-    ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals).
+    ``finalists`` None: as many as the workers run at once, at least 2 (one per worker, a round of finals), and
+    none when they would leave the export fewer than ``EXPORT_EPOCHS`` of the reference (it takes their time).
     ``throughput``: as calibrated; the plan counts the export ``EXPORT_SLOWER`` times slower, and with several
     workers theirs ``SIDE_BY_SIDE`` times slower.
     """
@@ -276,6 +277,14 @@ def make_plan(
         room - export_s, asked=wanted, available=wanted, screen_epochs=screen_epochs,
         round_epoch_s=lambda n: math.ceil(n / workers) * throughput.seconds(train_images, reference_mmacs),
     )  # fmt: skip
+    if n_finals and finalists is None and export_epochs < EXPORT_EPOCHS:
+        # Finals beside an export short of its epochs: the export's epochs gain more (docs/defaults.md, the time
+        # plan), so there are none, and the export takes their time up to EXPORT_EPOCHS; the screen, the rest.
+        export_s = _export_time(
+            min(room, export_s + finals_s, EXPORT_EPOCHS * export_epoch_s), export_epoch_s, screen_epochs=screen_epochs
+        )
+        export_epochs = _export_epochs(export_s, export_epoch_s)
+        n_finals, final_epochs, finals_s = 0, FINAL_EPOCHS, 0.0
     return Plan(
         budget_s=budget_s, workers=workers, train_images=train_images, reference_mmacs=reference_mmacs,
         throughput=throughput, screen_epochs=screen_epochs, final_epochs=final_epochs, finalists=n_finals,

@@ -61,7 +61,11 @@ def run(
     ] = DEFAULT_BUDGET_MINUTES,
     finalists: Annotated[
         int | None,
-        typer.Option(help="Best screen trials trained again at the finals' fidelity; 0 = none.", show_default="plan"),
+        typer.Option(
+            help="Best screen trials trained again at the finals' fidelity; 0 = none. By default the plan's: as "
+            "many as the workers (at least 2), none when they would cut the export below its 30 epochs.",
+            show_default="plan",
+        ),
     ] = None,
     study: StudyOpt = DEFAULT_STUDY,
     storage: StorageOpt = DEFAULT_STORAGE,
