@@ -8,7 +8,9 @@ time). Per run this gives Spearman's rank correlation of the two (with the defau
 the screen's order, -1 when it flipped) and whether the screen's leader also led the finals. Pooled over the runs
 it gives the correlation over more configurations: once over every pair, and once over distinct configurations
 (the same parameters, e.g. a preset, or one seed's screen trial re-run at a later commit, count once: the first
-record in file-name order). A run's seed also draws its validation split, so pooled pairs mix splits. Trains nothing.
+record in file-name order). A run's seed also draws its validation split, so pooled pairs mix splits. And per run
+what the finals added: the finals' best validation accuracy less that of the first finalist (the screen's best,
+trained to the same fidelity), summed up over the runs with 2 finalists or more. Trains nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def run_of(record: dict[str, Any]) -> dict[str, Any] | None:
                    "final_val": round(f["final_val"], 4), "params": params.get(f["trial"])} for f in finals],
         "spearman": spearman(screen, final),
         "screen_leader_won": screen.index(max(screen)) == final.index(max(final)),
+        # What the finals added over exporting the screen's best: the finals' best less the first finalist's final.
+        "finals_gain": round(max(final) - final[0], 4),
     }  # fmt: skip
 
 
@@ -52,6 +56,17 @@ def pooled(runs: list[dict[str, Any]], *, distinct: bool) -> dict[str, Any]:
     return {"pairs": len(xs), "spearman": spearman(xs, ys)}
 
 
+def gain_summary(gains: list[float]) -> dict[str, Any]:
+    """Mean, median, largest and how many runs gained nothing (validation points as fractions)."""
+    ordered = sorted(gains)
+    mid = len(ordered) // 2
+    median = (ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2) if ordered else None
+    return {
+        "runs": len(gains), "mean": round(sum(gains) / len(gains), 5) if gains else None,
+        "median": median, "max": max(gains, default=None), "none": sum(g == 0 for g in gains),
+    }  # fmt: skip
+
+
 def main() -> None:
     args = options(__doc__.split("\n\n")[0])
     runs = rows_of(args.records, run_of)
@@ -63,6 +78,7 @@ def main() -> None:
         "screen_leader_won": sum(r["screen_leader_won"] for r in two_or_more),
         "pooled_all_pairs": pooled(runs, distinct=False),
         "pooled_distinct_configurations": pooled(runs, distinct=True),
+        "finals_gain": gain_summary([r["finals_gain"] for r in two_or_more]),
     }
     what = "Spearman of the finalists' screen (5-epoch) and final validation accuracy, per run and pooled"
     report(args, module="fidelity_rank", what=what, summary=summary, rows={"runs": runs})

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import export_speed
 from benchmarks.derived import spearman
-from benchmarks.fidelity_rank import pooled, run_of
+from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.side_by_side import ratio_of
 
 
@@ -41,6 +41,10 @@ def test_a_run_whose_finals_flip_the_screen_says_so() -> None:
     assert run["spearman"] == -1.0
     assert run["screen_leader_won"] is False
     assert [p["params"] for p in run["pairs"]] == [{"a": 1}, {"a": 2}]
+    assert run["finals_gain"] == pytest.approx(0.004)  # the second finalist beat the screen's best by 0.4 points
+    kept = run_of(_record([(20, 0.93, 0.946), (21, 0.92, 0.943)], {}))
+    assert kept is not None and kept["finals_gain"] == 0
+    assert gain_summary([0.004, 0.0, 0.0]) == {"runs": 3, "mean": 0.00133, "median": 0.0, "max": 0.004, "none": 2}
     assert run_of({"summary": {"finalists": []}}) is None  # no finals, nothing to rank
 
 
