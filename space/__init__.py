@@ -16,7 +16,8 @@ _HOMES = {
     "ArchitectureError": "space.model", "build_model": "space.model", "count_macs": "space.model",
     "count_parameters": "space.model",
     "PRESETS": "space.presets", "preset_config": "space.presets",
-    "SPACE_VERSION": "space.sample", "suggest": "space.sample",
+    "SPACE_VERSION": "space.sample", "SpaceMismatch": "space.sample", "replay": "space.sample",
+    "suggest": "space.sample",
     "Layer": "space.summary", "layer_summary": "space.summary", "summary_markdown": "space.summary",
 }  # fmt: skip
 
@@ -28,6 +29,7 @@ __all__ = [
     "Augment",
     "ConvBlock",
     "Layer",
+    "SpaceMismatch",
     "TrainConfig",
     "TrialConfig",
     "build_model",
@@ -36,6 +38,7 @@ __all__ = [
     "from_dict",
     "layer_summary",
     "preset_config",
+    "replay",
     "suggest",
     "summary_markdown",
     "to_dict",
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
     from space.config import Architecture, Augment, ConvBlock, TrainConfig, TrialConfig, from_dict, to_dict
     from space.model import ArchitectureError, build_model, count_macs, count_parameters
     from space.presets import PRESETS, preset_config
-    from space.sample import SPACE_VERSION, suggest
+    from space.sample import SPACE_VERSION, SpaceMismatch, replay, suggest
     from space.summary import Layer, layer_summary, summary_markdown
 
 

@@ -1,7 +1,7 @@
 """The reference models, and fsearch's own known good configurations, as parameters of the search space.
 
 Presets are parameter dicts, not hand-built modules: ``preset_config`` replays them through
-``suggest`` with Optuna's ``FixedTrial``, so a preset is built and trained by exactly the code
+``replay`` (``suggest`` with Optuna's ``FixedTrial``), so a preset is built and trained by exactly the code
 a searched trial uses, and ``fsearch run --warm-start`` can enqueue them as the first trials.
 Parameter counts are the check that the builder reproduces each reference exactly.
 
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
-
 from space.config import TrialConfig
-from space.sample import suggest
+from space.sample import replay
 
 _NO_AUG: dict[str, Any] = {
     "schedule": "constant",
@@ -115,4 +113,4 @@ def preset_config(name: str, *, epochs: int | None = None) -> TrialConfig:
     """The :class:`TrialConfig` of a named preset, through the search space's own ``suggest``."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return suggest(optuna.trial.FixedTrial(PRESETS[name]), epochs=epochs or PRESET_EPOCHS[name])
+    return replay(PRESETS[name], epochs=epochs or PRESET_EPOCHS[name])

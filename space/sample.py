@@ -16,9 +16,11 @@ Epochs are not searched: they are a fidelity set by the search (``--max-epochs``
 
 from __future__ import annotations
 
-from typing import TypeVar, cast
+import warnings
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
-from optuna.trial import BaseTrial
+from optuna.trial import BaseTrial, FixedTrial
 
 from space.config import (
     ACTIVATIONS,
@@ -115,3 +117,25 @@ def suggest_training(trial: BaseTrial, *, epochs: int) -> TrainConfig:
 def suggest(trial: BaseTrial, *, epochs: int) -> TrialConfig:
     """Sample (or, with a ``FixedTrial``, replay) one configuration of the search space."""
     return TrialConfig(arch=suggest_architecture(trial), train=suggest_training(trial, epochs=epochs))
+
+
+class SpaceMismatch(ValueError):
+    """Parameters this search space cannot replay: a value out of its range, or one missing or unknown to it."""
+
+
+def replay(params: Mapping[str, Any], *, epochs: int, number: int = 0) -> TrialConfig:
+    """The configuration that ``params`` (a trial's, a preset's) stand for: :func:`suggest` with a ``FixedTrial``,
+    the one home of "parameters to configuration" (the export, the finals and the presets all replay through it).
+    Strict, so that a trial of another space is refused rather than built as something else: ``FixedTrial`` only
+    warns about a value outside this space's range, and ignores parameters the space never asks for."""
+    fixed = FixedTrial(dict(params), number=number)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            cfg = suggest(fixed, epochs=epochs)
+    except (ValueError, UserWarning) as exc:
+        raise SpaceMismatch(str(exc)) from None
+    extra = sorted(set(params) - set(fixed.params))
+    if extra:
+        raise SpaceMismatch(f"parameters it does not know: {', '.join(extra)}")
+    return cfg

@@ -104,7 +104,7 @@ def studies_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (
             "extra",
             [],
-            "trial 0 of study 'extra' has parameters this search space does not know (foo); "
+            "trial 0 of study 'extra' does not fit this search space (parameters it does not know: foo); "
             "export it with the fsearch version that made the study",
         ),
         (

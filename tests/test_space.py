@@ -13,11 +13,13 @@ from space import (
     Architecture,
     ArchitectureError,
     ConvBlock,
+    SpaceMismatch,
     build_model,
     count_macs,
     count_parameters,
     from_dict,
     preset_config,
+    replay,
     suggest,
     to_dict,
 )
@@ -66,6 +68,21 @@ def test_fixed_trial_replays_a_sampled_configuration_exactly() -> None:
         original = suggest(live, epochs=4)
     assert live.params == trial.params
     assert suggest(optuna.trial.FixedTrial(trial.params), epochs=4) == original
+
+
+def test_replay_gives_a_trials_configuration_and_refuses_another_spaces_parameters() -> None:
+    """``replay`` is the one way from parameters to a configuration (export, finals, presets): a sampled trial's
+    parameters give its configuration; a value out of range, a missing or an unknown parameter is a SpaceMismatch."""
+    trial = _sampled_trials(3, seed=3)[-1]
+    assert replay(trial.params, epochs=4) == suggest(optuna.trial.FixedTrial(trial.params), epochs=4)
+    w1 = dict(PRESETS["fsearch-w1"])
+    with pytest.raises(SpaceMismatch, match="b0_filters"):
+        replay(w1 | {"b0_filters": 10_000}, epochs=1)  # FixedTrial alone would only warn
+    with pytest.raises(SpaceMismatch, match="n_blocks"):
+        replay({k: v for k, v in w1.items() if k != "n_blocks"}, epochs=1)
+    with pytest.raises(SpaceMismatch, match="does not know: foo"):
+        replay(w1 | {"foo": 1}, epochs=1)
+    assert isinstance(SpaceMismatch("x"), ValueError)
 
 
 def test_config_round_trips_through_a_dict() -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FixedTrial, FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.device import resolve_device
 from search.errors import StorageError
@@ -39,7 +38,8 @@ from search.store.record import TrialRecord, best_trial
 from search.store.storage import mask_url
 from search.store.study import check_space_version, open_study
 from search.train import EpochCallback, StepCallback
-from space import TrialConfig, suggest
+from space import SpaceMismatch, TrialConfig
+from space import replay as replay_params
 
 # Files of the model directory uploaded as study artifacts, and their names there (after "trial-<N>-").
 EXPORT_ARTIFACTS = {
@@ -111,25 +111,14 @@ def planned_epochs(
 
 
 def replay(trial: FrozenTrial, *, epochs: int, study: str) -> TrialConfig:
-    """The trial's configuration through ``suggest`` with a ``FixedTrial``; refuse foreign parameters."""
-    fixed = FixedTrial(trial.params, number=trial.number)
+    """The trial's configuration (:func:`space.replay`); a trial of another search space is a ``StorageError``."""
     try:
-        with warnings.catch_warnings():
-            # FixedTrial only warns about a value outside this space's range: that is a mismatch here.
-            warnings.simplefilter("error", UserWarning)
-            cfg = suggest(fixed, epochs=epochs)
-    except (ValueError, UserWarning) as exc:
+        return replay_params(trial.params, epochs=epochs, number=trial.number)
+    except SpaceMismatch as exc:
         raise StorageError(
             f"trial {trial.number} of study {study!r} does not fit this search space ({exc}); "
             f"export it with the fsearch version that made the study"
         ) from None
-    if set(fixed.params) != set(trial.params):
-        extra = ", ".join(sorted(set(trial.params) - set(fixed.params)))
-        raise StorageError(
-            f"trial {trial.number} of study {study!r} has parameters this search space does not know ({extra}); "
-            f"export it with the fsearch version that made the study"
-        )
-    return cfg
 
 
 def export_best(

@@ -15,11 +15,11 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.trial import FixedTrial, FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.store import record
 from search.store.record import TrialRecord
-from space import suggest
+from space import SpaceMismatch, replay
 
 MIN_DISTANCE = 4  # parameters in which a finalist must differ from each one chosen before it
 # Quantities within 25% of each other count as the same value: floats (rates) and integers drawn on a log scale
@@ -69,10 +69,10 @@ def candidates(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def geometric(t: FrozenTrial) -> bool:
     """Whether the trial's configuration trains with rotation, crop or flip (False for parameters of
-    another space, which :func:`suggest` cannot replay)."""
+    another space, which :func:`space.replay` refuses)."""
     try:
-        return suggest(FixedTrial(t.params, number=t.number), epochs=1).train.augment.geometric
-    except ValueError:
+        return replay(t.params, epochs=1, number=t.number).train.augment.geometric
+    except SpaceMismatch:
         return False
 
 
