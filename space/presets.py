@@ -110,7 +110,7 @@ PRESET_EPOCHS = {
 
 
 def preset_config(name: str, *, epochs: int | None = None) -> TrialConfig:
-    """The :class:`TrialConfig` of a named preset, through the search space's own ``suggest``."""
+    """The :class:`TrialConfig` of a named preset, through the search space's own :func:`~space.sample.replay`."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return replay(PRESETS[name], epochs=epochs or PRESET_EPOCHS[name])
