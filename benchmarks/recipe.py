@@ -22,26 +22,39 @@ from typing import Any
 
 import optuna
 import torch
+from torch import nn
 
 from search.data import Splits, load_splits
 from search.device import resolve_device
 from search.model.retrain import held_out_metrics
 from search.model.tta import FLIP
-from search.train import Runtime, seed_everything, train
-from space import PRESETS, build_model, suggest
+from search.train import Runtime, TrainResult, seed_everything, train
+from space import PRESETS, TrialConfig, build_model, suggest
 from space.model import model_size
 
 
-def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: int) -> dict[str, Any]:
+def recipe_config(recipe: dict[str, Any]) -> tuple[dict[str, Any], TrialConfig]:
+    """A recipe's parameters (a preset's or its own, with its overrides) and their configuration."""
     params = dict(PRESETS[recipe["preset"]]) if "preset" in recipe else dict(recipe["params"])
     params |= recipe.get("override", {})
-    cfg = suggest(optuna.trial.FixedTrial(params), epochs=int(recipe["epochs"]))
-    size = model_size(cfg.arch)
+    return params, suggest(optuna.trial.FixedTrial(params), epochs=int(recipe["epochs"]))
+
+
+def train_recipe(
+    recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: int
+) -> tuple[nn.Module, dict[str, Any], TrialConfig, TrainResult]:
+    """Train one recipe on ``splits``' training split: the model, its parameters, configuration and result."""
+    params, cfg = recipe_config(recipe)
     seed_everything(seed)
     model = build_model(cfg.arch)
     if "amp" in recipe:
         runtime = dataclasses.replace(runtime, amp=bool(recipe["amp"]))
-    result = train(model, cfg.train, splits, runtime=runtime, seed=seed)
+    return model, params, cfg, train(model, cfg.train, splits, runtime=runtime, seed=seed)
+
+
+def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: int) -> dict[str, Any]:
+    model, params, cfg, result = train_recipe(recipe, splits, runtime, seed)
+    size = model_size(cfg.arch)
     assert splits.val is not None  # load_splits holds 10,000 images out by default
     val = held_out_metrics(model, splits.val, splits, runtime, tta=FLIP)
     return {
