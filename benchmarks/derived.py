@@ -1,7 +1,7 @@
 """What the readers of the committed headline records share: their options, the records they read, the record
-they write, and the rank correlation (which the harness also records per run). ``side_by_side.py`` and
-``fidelity_rank.py`` derive evidence from ``docs/measurements/staged-*.json`` and train nothing, so their own
-record names no machine or seed; this module imports no torch, so neither do they."""
+they write, and the rank correlation (which the harness also records per run). ``side_by_side.py``,
+``fidelity_rank.py`` and ``flip_tta.py`` derive evidence from ``docs/measurements/staged-*.json`` and train
+nothing, so their own record names no machine or seed; this module imports no torch, so neither do they."""
 
 from __future__ import annotations
 

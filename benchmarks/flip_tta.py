@@ -59,6 +59,8 @@ def main() -> None:
     summary = {stage: pooled([t["gain"] for t in distinct if t["stage"] == stage]) for stage in ("screen", "final")} | {
         "all": pooled([t["gain"] for t in distinct])
     }
+    for rec in records:  # the parameters told the trials apart; the record lists the readings only
+        rec["trials"] = [{k: v for k, v in t.items() if k != "params"} for t in rec["trials"]]
     what = "flip TTA's validation gain (flip less plain accuracy) of every distinct flip-trained trial, pooled"
     report(args, module="flip_tta", what=what, summary=summary, rows={"records": records})
 

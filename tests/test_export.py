@@ -319,29 +319,42 @@ def test_a_trial_that_trains_with_flips_records_its_validation_with_and_without_
     # The plain figure is the trial's own last report: the same weights, so the two compare exactly.
     assert measured["plain"] == trial.intermediate_values[max(trial.intermediate_values)]
     assert measured["epochs"] == 1 and 0 <= measured["flip"] <= 1
+    # The images that changed their answer account for the difference exactly (100 validation images).
+    assert measured["flip_only"] - measured["plain_only"] == round((measured["flip"] - measured["plain"]) * 100)
 
 
-def test_flip_tta_ships_only_when_it_is_ahead_on_validation() -> None:
+def test_flip_tta_ships_unless_validation_puts_it_behind_by_more_than_noise() -> None:
+    def reading(flip_only: int, plain_only: int) -> dict[str, float | int]:
+        return {"plain": 0.9, "flip": 0.9 + (flip_only - plain_only) / 10_000, "flip_only": flip_only,
+                "plain_only": plain_only}  # fmt: skip
+
+    assert validation_says(reading(30, 20)) and validation_says(reading(20, 20))  # ahead; a tie
+    assert validation_says(reading(20, 28))  # 8 behind, within 2 x sqrt(48) = 13.9: noise
+    assert not validation_says(reading(20, 35))  # 15 behind, beyond 2 x sqrt(55) = 14.8
+    assert not validation_says(reading(0, 5)) and validation_says(reading(0, 4))  # 2 x sqrt(5) = 4.5
+    # A reading from before the counts were recorded: ahead ships, a tie or less does not (its rule).
     assert validation_says({"plain": 0.90, "flip": 0.9001})
-    assert not validation_says({"plain": 0.90, "flip": 0.90})  # a tie: the plain network costs half
-    assert not validation_says({"plain": 0.91, "flip": 0.90})
+    assert not validation_says({"plain": 0.90, "flip": 0.90}) and not validation_says({"plain": 0.91, "flip": 0.90})
     assert not validation_says(None) and not validation_says({"flip": 0.9}) and not validation_says("0.9")
+    assert not validation_says({"plain": 0.9, "flip": 0.9, "flip_only": "x", "plain_only": 1})
 
 
-@pytest.mark.parametrize(("plain", "flip", "cli", "shipped"), [
-    (0.90, 0.91, [], "flip"),  # ahead on validation: shipped
-    (0.90, 0.91, ["--no-tta"], None),  # decided by hand
+@pytest.mark.parametrize(("plain", "flip", "counts", "cli", "shipped"), [
+    (0.90, 0.91, {}, [], "flip"),  # ahead on validation: shipped
+    (0.90, 0.91, {}, ["--no-tta"], None),  # decided by hand
+    (0.90, 0.899, {"flip_only": 20, "plain_only": 30}, [], "flip"),  # behind within noise: shipped
+    (0.90, 0.897, {"flip_only": 10, "plain_only": 40}, [], None),  # behind beyond noise: not shipped
 ])  # fmt: skip
 def test_export_best_ships_flip_tta_when_the_trials_validation_says_so(
-    flip_study: tuple[Path, str, optuna.trial.FrozenTrial], plain: float, flip: float, cli: list[str],
-    shipped: str | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    flip_study: tuple[Path, str, optuna.trial.FrozenTrial], plain: float, flip: float, counts: dict[str, int],
+    cli: list[str], shipped: str | None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     data_dir, storage, trial = flip_study
     name = f"tta-{plain}-{flip}-{'-'.join(cli)}"
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     for key, value in optuna.load_study(study_name="w1", storage=storage).user_attrs.items():
         study.set_user_attr(key, value)  # the space version
-    attrs = trial.user_attrs | {"flip_tta": {"epochs": 1, "plain": plain, "flip": flip}}
+    attrs = trial.user_attrs | {"flip_tta": {"epochs": 1, "plain": plain, "flip": flip} | counts}
     study.add_trial(create_trial(params=trial.params, distributions=trial.distributions, value=plain,
                                  user_attrs=attrs, intermediate_values=trial.intermediate_values))  # fmt: skip
     args = ["export-best", "--study", name, "--storage", storage, "--data-dir", str(data_dir), "--no-verify-data",
@@ -352,5 +365,5 @@ def test_export_best_ships_flip_tta_when_the_trials_validation_says_so(
     decision = meta["provenance"]["test_time_augmentation"]
     assert meta["test_time_augmentation"] == json.loads(out)["test_time_augmentation"] == decision["shipped"] == shipped
     assert decision["from"] == ("--tta/--no-tta" if cli else "validation")
-    assert decision["validation"] == {"epochs": 1, "plain": plain, "flip": flip}
+    assert decision["validation"] == {"epochs": 1, "plain": plain, "flip": flip} | counts
     assert (meta["plain_test_accuracy"] is None) == (shipped is None)

@@ -55,8 +55,9 @@ def export_best(
     best by its last report (by more than the noise of its validation set), else 2x its best epoch,
     clamped to 5..40 (docs/defaults.md explains the rule).
 
-    Flip test-time augmentation ships when the trial (trained with flips) measured a higher validation
-    accuracy with it than without; the test set is read once, after training, and never decides it.
+    Flip test-time augmentation ships when the trial trained with flips, unless its validation accuracy
+    with it was lower than without by more than noise; the test set is read once, after training, and
+    never decides it.
     """
     from search.model.best import export_best as run_export
     from search.model.retrain import RetrainOptions

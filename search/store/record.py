@@ -41,7 +41,9 @@ EXPLORE = "explore"  # a random start-up trial, stopped at the pruner's second r
 PRESET = "preset"  # set when the trial was queued by hand (--known-best, --warm-start): the preset's name
 STAGE = "stage"  # "screen" (short, pruned) or "final" (a finalist trained again at the long fidelity)
 PARENT = "parent"  # a finalist's screen trial (same parameters)
-FLIP_TTA = "flip_tta"  # {"epochs", "plain", "flip"}: last validation alone and averaged with mirror images
+# {"epochs", "plain", "flip", "flip_only", "plain_only"}: last validation alone and averaged with mirror images,
+# and the images right only with / only without the average (no counts in trials recorded before them)
+FLIP_TTA = "flip_tta"
 DRAWN_BY = "drawn_by"  # how the sampler drew the trial: prior, incumbent, tpe or random (search.tune.samplers)
 
 # Study attributes.

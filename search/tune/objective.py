@@ -194,8 +194,14 @@ class Objective:
         s = self.settings
         mirrored = evaluate(model, ImageSet(val.x.flip(-1), val.y), mean=self.splits.mean, std=self.splits.std,
                             runtime=s.runtime)  # fmt: skip
-        flip = float((averaged(last.val_logits, mirrored.logits).argmax(1) == val.y.cpu()).double().mean())
-        set_attr(trial, record.FLIP_TTA, {"epochs": last.epochs_done, "plain": last.val_acc, "flip": round(flip, 6)})
+        y = val.y.cpu()
+        plain_right = last.val_logits.argmax(1) == y
+        flip_right = averaged(last.val_logits, mirrored.logits).argmax(1) == y
+        set_attr(trial, record.FLIP_TTA, {
+            "epochs": last.epochs_done, "plain": last.val_acc, "flip": round(float(flip_right.double().mean()), 6),
+            # The images that decide the difference (McNemar's discordant pairs): what flip_tta_ships weighs.
+            "flip_only": int((flip_right & ~plain_right).sum()), "plain_only": int((plain_right & ~flip_right).sum()),
+        })  # fmt: skip
 
     def _upload_confusion(self, trial: optuna.Trial, best: EpochStats, folder: Path) -> None:
         """The validation confusion matrix of the trial's best report, as a PNG artifact of the trial."""
