@@ -69,9 +69,9 @@ def main() -> None:
     }  # fmt: skip
     plain: list[torch.Tensor] = []
     flipped: list[torch.Tensor] = []
+    norm = {"mean": splits.mean, "std": splits.std, "runtime": runtime}
     for epochs, seed in members:
         model, _, _, trained = train_recipe({"params": trial["params"], "epochs": epochs}, splits, runtime, seed)
-        norm = {"mean": splits.mean, "std": splits.std, "runtime": runtime}
         plain.append(evaluate(model, splits.val, **norm).logits.cpu().float().softmax(1))
         flipped.append(evaluate(FlipAveraged(model), splits.val, **norm).logits.cpu().float().softmax(1))
         result["members"].append({

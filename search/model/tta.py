@@ -60,9 +60,8 @@ def validation_says(flip_attr: Any) -> bool:
     ``flip_only`` (right only with it) by more than twice the binomial spread of their sum, a two-sigma
     McNemar (sign) test. A tie ships. One trial's reading rests on a few dozen images, while pooled over many
     trials flip averaging helps flip-trained networks of this space (docs/defaults.md), so a small deficit is
-    read as noise, not as evidence against it. A reading recorded
-    before the counts existed ships only when ``flip`` is above ``plain`` (the rule of its time). No record:
-    no (nothing was measured)."""
+    read as noise, not as evidence against it. A reading recorded before the counts existed ships only when
+    ``flip`` is above ``plain`` (the rule of its time). No record: no (nothing was measured)."""
     if not isinstance(flip_attr, dict):
         return False
     try:

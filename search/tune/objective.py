@@ -199,7 +199,7 @@ class Objective:
         flip_right = averaged(last.val_logits, mirrored.logits).argmax(1) == y
         set_attr(trial, record.FLIP_TTA, {
             "epochs": last.epochs_done, "plain": last.val_acc, "flip": round(float(flip_right.double().mean()), 6),
-            # The images that decide the difference (McNemar's discordant pairs): what flip_tta_ships weighs.
+            # The images that decide the difference (McNemar's discordant pairs): what validation_says weighs.
             "flip_only": int((flip_right & ~plain_right).sum()), "plain_only": int((plain_right & ~flip_right).sum()),
         })  # fmt: skip
 
