@@ -78,6 +78,20 @@ def machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def commit() -> str | None:
+    """The code being measured: the checkout's short commit, with ``+changes`` when tracked files differ from it."""
+
+    def git(*args: str) -> str:  # fixed arguments, no shell
+        root = str(Path(__file__).resolve().parent.parent)
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, check=True).stdout  # noqa: S603, S607
+
+    try:
+        rev, changes = git("rev-parse", "--short", "HEAD").strip(), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout (an sdist, say): a record then names the commit by hand
+    return rev + ("+changes" if changes.strip() else "")
+
+
 def measure_loop(data_dir: Path, *, preset: str, images: int, batch: int, workers: int, rounds: int) -> dict[str, Any]:
     """Both loops in both memory formats, alternating, after one untimed warm-up each; the median of
     ``rounds`` timed runs of each, and the two gains apart (``loop_vs_dataloader.gains``).
@@ -304,6 +318,7 @@ def main() -> None:
         "command": shlex.join(sys.orig_argv),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "commit": commit(),
     }
 
     def save() -> None:  # after each part, so a long run that fails keeps what it measured

@@ -1,0 +1,147 @@
+"""The committed record of one headline run: what ``docs/measurements/staged-*.json`` hold, built from the run's folder.
+
+    python -m benchmarks.headline_record D --what TEXT --concurrent TEXT [--commit REV] [--cpu-note TEXT]
+                                         --out docs/measurements/staged-60-seed0-REV.json
+
+``D`` is the ``--headline-dir`` of ``python -m benchmarks.bench --headline ... --out D/bench.json > D/log.txt``:
+the harness's JSON (kept whole under ``bench``), the plan lines of the run's log (the time plan at the start and
+each replan, which only the log shows), and every trial of the run's SQLite study (``trials_of_the_study``, the
+evidence the readers in ``benchmarks/`` derive from). What the run cannot know is given by hand: what the run was
+for (``--what``) and what else ran beside it (``--concurrent``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from search.store.record import FLIP_TTA, TrialRecord
+
+STUDY = "bench"  # the study name benchmarks.bench gives the headline's search
+SOURCE = (
+    "the raw JSON that benchmarks/bench.py wrote (unchanged under 'bench'); the plan lines from the run's log; "
+    "trials read from the run's SQLite study"
+)
+# A log line's time stamp, "[13:01:01] "; the lines the console wrapped start with spaces instead.
+STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s")
+PLAN_LINE = re.compile(r"plan for \d+ min: .*")
+
+
+class RecordError(ValueError):
+    """A headline folder this module cannot build a record from (missing file, no headline, no study)."""
+
+
+def log_messages(text: str) -> list[str]:
+    """The log's messages, one string each: a wrapped message's continuation lines joined to it."""
+    messages: list[str] = []
+    for line in text.splitlines():
+        if STAMP.match(line):
+            messages.append(STAMP.sub("", line).strip())
+        elif line.startswith(" ") and line.strip() and messages:
+            messages[-1] += " " + line.strip()
+        elif line.strip():
+            messages.append(line.strip())
+    return [" ".join(m.split()) for m in messages]
+
+
+def plan_lines(text: str) -> list[str]:
+    """Each time plan the run's log shows, in order (the first is the plan at the start)."""
+    return [match.group(0) for m in log_messages(text) if (match := PLAN_LINE.search(m))]
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    """One trial as the records keep it: its stage, provenance, size, epochs, value, learning curve and params."""
+    r = TrialRecord(t)
+    return {
+        "number": t.number, "state": t.state.name.lower(), "stage": r.stage, "drawn_by": r.drawn_by,
+        "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2), "epochs_run": r.epochs_run,
+        "value": t.value, "curve": [v for _, v in sorted(t.intermediate_values.items())], "reason": r.reason,
+        "flip_tta": t.user_attrs.get(FLIP_TTA), "params": t.params,
+    }  # fmt: skip
+
+
+def summary(headline: dict[str, Any], plans: list[str]) -> dict[str, Any]:
+    """The figures a reader wants first: stages' wall time, plans, winner, finalists, export and test accuracy."""
+    search, stages, export = headline["search"], headline["stages"], headline["export_best"]
+    return {
+        "total_wall_seconds": headline["total_wall_seconds"], "search_wall_seconds": search["wall_seconds"],
+        "stage_seconds": search.get("stage_seconds"), "export_wall_seconds": export["wall_seconds"], "plans": plans,
+        "winner": {"trial": export["trial"], "origin": export["origin"], "val_accuracy": search["val_accuracy"]},
+        "finalists": stages["finalists"], "spearman_screen_vs_final": stages["spearman_screen_vs_final"],
+        "trials_by_stage": stages["trials_by_stage"], "export_epochs": export["epochs"],
+        "test_accuracy": export["test_accuracy"], "test_time_augmentation": export.get("test_time_augmentation"),
+        "plain_test_accuracy": export.get("plain_test_accuracy"), "tta_decision": export.get("tta_decision"),
+    }  # fmt: skip
+
+
+def machine_text(bench: dict[str, Any], cpu_note: str | None) -> str:
+    """The machine in words, from what the harness read of it (and the plan's calibrated export speed)."""
+    m = bench["machine"]
+    cpu = m["cpu"] + (f"; {cpu_note}" if cpu_note else "")
+    gpu = "a CUDA GPU" if m.get("cuda_available") else "no GPU"
+    system = m["platform"].split("-")[0]
+    text = (
+        f"{m['cpu_count']}-core CPU ({cpu}), {gpu}, {system}, Python {m['python']}, "
+        f"torch {m['torch'].split('+')[0]} ({m['torch_threads']} threads), Optuna {m['optuna']}"
+    )
+    plan = (bench["headline"]["stages"].get("plan") or {}).get("calibrated") or {}
+    if "export" in plan:
+        text += f"; calibrated export speed {plan['export']:.3g} s/image/MMAC (the plan's calibrated throughput)"
+    return text
+
+
+def build(folder: Path, *, what: str, concurrent: str, commit: str | None = None, cpu_note: str | None = None) -> dict:
+    """The record of the headline run kept in ``folder`` (see the module's docstring)."""
+    paths = {name: folder / name for name in ("bench.json", "log.txt", "bench.db")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise RecordError(f"not a headline folder: missing {', '.join(missing)}")
+    bench = json.loads(paths["bench.json"].read_text())
+    if "headline" not in bench:
+        raise RecordError(f"{paths['bench.json']} has no headline run (run benchmarks.bench with --headline)")
+    commit = commit or bench.get("commit")
+    if not commit:
+        raise RecordError("the harness recorded no commit (an older benchmarks/bench.py): give --commit")
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{paths['bench.db']}")
+    except KeyError:
+        raise RecordError(f"{paths['bench.db']} holds no study {STUDY!r}") from None
+    headline = bench["headline"]
+    # The command as anyone would type it: the folder named D, the interpreter as `python`.
+    command = re.sub(r"^\S*python3?(?=\s)", "python", bench["command"]).replace(str(folder), "D")
+    return {
+        "what": what, "command": command, "commit": commit, "machine": machine_text(bench, cpu_note),
+        "seed": headline["search"]["seed"], "concurrent": concurrent, "source": SOURCE,
+        "summary": summary(headline, plan_lines(paths["log.txt"].read_text())), "bench": bench,
+        "trials_of_the_study": [trial_row(t) for t in study.get_trials(deepcopy=False)],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="the run's --headline-dir (bench.json, log.txt, bench.db)")
+    parser.add_argument("--what", required=True, help="what the run was: options, seed, the rules it ran at")
+    parser.add_argument("--concurrent", required=True, help="what else ran on the machine beside it")
+    parser.add_argument("--commit", help="the code it ran at (default: what the harness recorded)")
+    parser.add_argument("--cpu-note", help="what the CPU's name leaves out, e.g. 'AVX-512 + AMX: bf16 autocast'")
+    parser.add_argument("--out", type=Path, required=True, help="the record to write")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        record = build(args.folder, what=args.what, concurrent=args.concurrent, commit=args.commit,
+                       cpu_note=args.cpu_note)  # fmt: skip
+    except RecordError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}: {len(record['trials_of_the_study'])} trials, test {record['summary']['test_accuracy']}")
+
+
+if __name__ == "__main__":
+    main()
