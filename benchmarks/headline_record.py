@@ -1,7 +1,7 @@
 """The committed record of one headline run: what ``docs/measurements/staged-*.json`` hold, built from the run's folder.
 
     python -m benchmarks.headline_record D --what TEXT --concurrent TEXT [--commit REV] [--cpu-note TEXT]
-                                         --out docs/measurements/staged-60-seed0-REV.json
+                                         --out FILE  (under docs/measurements/)
 
 ``D`` is the ``--headline-dir`` of ``python -m benchmarks.bench --headline ... --out D/bench.json > D/log.txt``:
 the harness's JSON (kept whole under ``bench``), the plan lines of the run's log (the time plan at the start and
