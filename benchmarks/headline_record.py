@@ -96,7 +96,9 @@ def machine_text(bench: dict[str, Any], cpu_note: str | None) -> str:
     return text
 
 
-def build(folder: Path, *, what: str, concurrent: str, commit: str | None = None, cpu_note: str | None = None) -> dict:
+def build(
+    folder: Path, *, what: str, concurrent: str, commit: str | None = None, cpu_note: str | None = None
+) -> dict[str, Any]:
     """The record of the headline run kept in ``folder`` (see the module's docstring)."""
     paths = {name: folder / name for name in ("bench.json", "log.txt", "bench.db")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
