@@ -73,6 +73,11 @@ class Runtime:
         return self.channels_last
 
     @property
+    def memory_format(self) -> str:
+        """The memory format of the images and the conv weights, by name (recorded with an export)."""
+        return "channels_last" if self.use_channels_last else "contiguous"
+
+    @property
     def amp_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
 

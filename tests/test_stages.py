@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 
 from search import plan as plan_module
 from search.model.best import export_best, pick_trial, planned_epochs
-from search.model.retrain import RetrainOptions
+from search.model.retrain import RetrainOptions, retrain
 from search.plan import TAIL_S, Plan, Throughput
-from search.speed import export_seconds_per_image
+from search.speed import ExportTiming, export_seconds_per_image, export_timing
 from search.store import record
 from search.store.record import TrialRecord
 from search.tune import runner
@@ -99,17 +99,26 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     # export-best times the trial itself: what the timing says decides (for a machine TIMING_MARGIN faster), not the
     # estimate from the search.
     export_s = study.user_attrs[record.PLAN]["export_s"]
-    timed = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 3.4)
+    by_format = {"channels_last": export_s / 3.0 / 60_000, "contiguous": export_s / 3.4 / 60_000}
+    timed = planned_epochs(study, chosen, timing=lambda: ExportTiming(export_s / 3.4 / 60_000, False, by_format))
     assert timed.epochs == 4  # 3.4 epochs fit as timed, 4.1 on a machine TIMING_MARGIN (1.2) faster
     assert timed.rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 3.4, abs=0.1)
     assert timed.time_limit_s == export_s  # the training keeps to the plan's share
-    fast = planned_epochs(study, chosen, epoch_seconds=lambda: export_s / 1000).rule
+    # ... and it trains in the memory format that was timed faster, which the rule records with both timings.
+    assert timed.channels_last is False and timed.rule["memory_format"] == "contiguous"
+    assert timed.rule["epoch_seconds_by_format"]["channels_last"] == pytest.approx(export_s / 3.0, abs=0.1)
+    assert schedule.channels_last is None  # not timed: the runtime's default
+    fast = planned_epochs(study, chosen, timing=lambda: ExportTiming(export_s / 1000 / 60_000, True, {})).rule
     assert fast["plan_export_epochs"] == plan_module.EXPORT_EPOCHS  # at most 30, whatever the time affords
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 2.0})
     out = RetrainOptions(out=tmp_path / "best", data_dir=tiny_data_dir, device="cpu", verify_data=False)
     report = export_best(study="staged", storage=opts.storage, opts=out)
     assert report.metrics["time_limit_s"] == 2.0 == report.provenance["epochs_rule"]["plan_export_seconds"]
+    # The export trained in the memory format its timing chose, of the two it timed on the CPU.
+    rule = report.provenance["epochs_rule"]
+    assert report.metrics["memory_format"] == rule["memory_format"]
+    assert set(rule["epoch_seconds_by_format"]) == {"channels_last", "contiguous"}
     # The plan's time counts from export-best's start: its timing and the data loading come out of the training's.
     assert report.metrics["train_time_limit_s"] < 2.0
     assert export_best(study="staged", storage=opts.storage, opts=out, epochs=1).metrics["time_limit_s"] is None
@@ -121,6 +130,34 @@ def test_an_export_epoch_is_timed_on_this_machine(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(speed, "TIMED_IMAGES", 256)  # enough to order two networks 50x apart in MACs
     small, large = (export_seconds_per_image(preset_config(p), torch.device("cpu")) for p in ("lenet5", "fsearch-w1"))
     assert 0 < small < large  # LeNet-5 has 0.4M MACs, fsearch-w1 19.1M
+
+
+def test_the_export_trains_in_the_memory_format_timed_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from search import speed
+
+    timed: list[tuple[str, bool | None]] = []
+
+    def fake(cfg: Any, device: torch.device, *, channels_last: bool | None = None) -> float:
+        timed.append((device.type, channels_last))
+        return {True: 2e-3, False: 1e-3, None: 5e-3}[channels_last]
+
+    monkeypatch.setattr(speed, "export_seconds_per_image", fake)
+    cfg = preset_config("lenet5")
+    on_cpu = export_timing(cfg, torch.device("cpu"))
+    assert timed == [("cpu", True), ("cpu", False)]  # both formats, on the CPU
+    assert on_cpu == ExportTiming(1e-3, False, {"channels_last": 2e-3, "contiguous": 1e-3})
+    assert on_cpu.memory_format == "contiguous"
+    timed.clear()
+    on_cuda = export_timing(cfg, torch.device("cuda"))  # timed alone in the runtime's default (nothing runs here)
+    assert timed == [("cuda", True)] and on_cuda.channels_last and on_cuda.by_format == {"channels_last": 2e-3}
+
+
+def test_retraining_trains_in_the_memory_format_it_is_given(tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = preset_config("lenet5", epochs=1)
+    for channels_last, name in ((False, "contiguous"), (True, "channels_last")):
+        out = RetrainOptions(out=tmp_path / name, data_dir=tiny_data_dir, device="cpu", verify_data=False,
+                             channels_last=channels_last)  # fmt: skip
+        assert retrain(cfg, out, provenance={}).metrics["memory_format"] == name
 
 
 def test_a_finished_screen_trial_is_not_a_finalist_twice(

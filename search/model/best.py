@@ -30,7 +30,7 @@ from search.model.retrain import ExportReport, RetrainOptions, StartCallback, ch
 from search.model.tta import validation_says
 from search.paths import model_dir
 from search.plan import EXPORT_IMAGES, Plan
-from search.speed import export_seconds_per_image
+from search.speed import ExportTiming, export_timing
 from search.store import record
 from search.store.artifacts import artifact_dir, open_store, upload
 from search.store.notes import save_study_note
@@ -81,33 +81,41 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 class ExportSchedule:
     """How long the export trains: ``epochs`` (what ``rule`` says and why), and ``time_limit_s``, the plan's share
     of the study's time for the export (``None`` when the study has no plan) that export-best keeps to, counted
-    from its start."""
+    from its start; ``channels_last``, the memory format timed faster (None: not timed, the runtime's default)."""
 
     epochs: int
     rule: dict[str, Any]
     time_limit_s: float | None
+    channels_last: bool | None = None
 
 
 def planned_epochs(
-    study: optuna.Study, chosen: FrozenTrial, *, epoch_seconds: Callable[[], float] | None = None
+    study: optuna.Study, chosen: FrozenTrial, *, timing: Callable[[], ExportTiming] | None = None
 ) -> ExportSchedule:
     """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
-    by what the export's share of the study's time plan affords. ``epoch_seconds`` times one export epoch
-    of the trial on this machine (called only when the study has a plan); without it, the time is
-    estimated for a network of the trial's size (as its measured speed in the search implies:
-    :meth:`~search.plan.Throughput.effective_mmacs`)."""
+    by what the export's share of the study's time plan affords. ``timing`` times the trial's export training on
+    this machine (:func:`~search.speed.export_timing`; called only when the study has a plan), which then trains in
+    the memory format timed faster; without it, the time is estimated for a network of the trial's size (as its
+    measured speed in the search implies: :meth:`~search.plan.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
         return ExportSchedule(epochs, rule, None)
     plan = Plan.from_dict(stored)
-    if epoch_seconds is not None:
-        epoch_s = epoch_seconds()
+    channels_last = None
+    if timing is not None:
+        timed = timing()
+        epoch_s, channels_last = EXPORT_IMAGES * timed.seconds_per_image, timed.channels_last
         affordable = plan.export_epochs_timed(epoch_s)
-        rule = rule | {"export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s}
+        rule = rule | {
+            "export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s,
+            "memory_format": timed.memory_format,
+            "epoch_seconds_by_format": {name: round(EXPORT_IMAGES * s, 1) for name, s in timed.by_format.items()},
+        }  # fmt: skip
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
     epochs = min(epochs, affordable)
-    return ExportSchedule(epochs, rule | {"plan_export_epochs": affordable, "epochs": epochs}, plan.export_s)
+    rule |= {"plan_export_epochs": affordable, "epochs": epochs}
+    return ExportSchedule(epochs, rule, plan.export_s, channels_last)
 
 
 def replay(trial: FrozenTrial, *, epochs: int, study: str) -> TrialConfig:
@@ -157,20 +165,20 @@ def export_best(
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
         device = resolve_device(opts.device if opts is not None else "auto")
-        schedule = planned_epochs(
-            found, chosen, epoch_seconds=lambda: EXPORT_IMAGES * export_seconds_per_image(cfg, device)
-        )
+        schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, device))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=schedule.epochs))
         # The training keeps to the plan's time, whatever the machine's pace does after the timing.
-        rule, time_limit = schedule.rule, schedule.time_limit_s
+        rule, time_limit, channels_last = schedule.rule, schedule.time_limit_s, schedule.channels_last
     else:  # epochs given by hand lift the plan's time limit
-        rule, time_limit = planned_epochs(found, chosen).rule, None
+        rule, time_limit, channels_last = planned_epochs(found, chosen).rule, None, None
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
     measured = chosen.user_attrs.get(record.FLIP_TTA)
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
     base = opts or RetrainOptions(out=model_dir(study))
-    opts = dataclasses.replace(base, seed=seed, time_limit_s=time_limit, limit_from=started, tta=ship_tta)
+    opts = dataclasses.replace(
+        base, seed=seed, time_limit_s=time_limit, limit_from=started, tta=ship_tta, channels_last=channels_last
+    )
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
         "origin": TrialRecord(chosen).origin,

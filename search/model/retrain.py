@@ -61,6 +61,8 @@ class RetrainOptions:
     # time.perf_counter() when time_limit_s began to count (export-best: its start, so that its timing and the
     # data loading come out of the plan's time), in this process; None: when the training starts.
     limit_from: float | None = None
+    # The memory format to train in (export-best: the one timed faster); None: the runtime's default.
+    channels_last: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def retrain(
     check_epochs(cfg.train.epochs)
     data_dir = resolve_data_dir(opts.data_dir)
     device = resolve_device(opts.device)
-    runtime = Runtime(device=device)
+    runtime = Runtime(device=device, channels_last=opts.channels_last)
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
     splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
     check_split(data_dir, "test", verify=opts.verify_data)  # a corrupt test file fails now, not after training
@@ -154,6 +156,7 @@ def retrain(
         "images_per_second": round(result.images_per_second, 1), "epochs": result.epochs_run,
         "train_images": len(splits.train), "time_limit_s": opts.time_limit_s,
         "train_time_limit_s": None if limit is None else round(limit, 3), "time_limited": result.time_limited,
+        "memory_format": runtime.memory_format,
     }  # fmt: skip
     provenance = provenance | {"seed": opts.seed, "device": runtime.describe(), "versions": versions()}
     files = _write(opts.out, model, cfg, splits, metrics, result, provenance)

@@ -1,0 +1,86 @@
+"""Which memory format trains an exported network faster on this machine: channels_last or contiguous.
+
+    python -m benchmarks.memory_format --data-dir ../shared/data [--records docs/measurements/A.json ...]
+        [--presets fsearch-w1] [--timings 2] [--epochs 1] [--out results.json]
+
+``export-best`` times the chosen configuration in both memory formats on the CPU and trains in the faster
+(:func:`search.speed.export_timing`). Per network, in one process, this takes that timing ``--timings`` times,
+then trains ``--epochs`` real export epochs (all 60,000 training images, all threads, no validation) in each
+format, so that the timing's choice is checked against whole epochs. The networks are the winners of the given
+headline records (``benchmarks/headline_record.py``) and the given presets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.bench import machine, write_json
+from search.data import load_splits
+from search.plan import EXPORT_IMAGES
+from search.speed import export_timing
+from search.train import Runtime, seed_everything, train
+from space import TrialConfig, build_model, model_size, preset_config, replay
+
+
+def winner_params(record: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a headline record's exported trial."""
+    number = record["summary"]["winner"]["trial"]
+    return next(t["params"] for t in record["trials_of_the_study"] if t["number"] == number)
+
+
+def measure(data_dir: Path, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
+    """The export's timings of ``cfg`` in both formats, then its trained epochs in each, on this machine's CPU."""
+    device = torch.device("cpu")
+    timed = [export_timing(cfg, device) for _ in range(timings)]
+    splits = load_splits(data_dir, device=device, val_size=0, seed=0)
+    trained: dict[str, list[float]] = {}
+    for channels_last in (True, False):
+        runtime = Runtime(device=device, channels_last=channels_last)
+        seed_everything(0)
+        result = train(build_model(cfg.arch), cfg.train, splits, runtime=runtime, seed=0)
+        trained[runtime.memory_format] = [round(stats.seconds, 1) for stats in result.history]
+    mean = {fmt: statistics.fmean(s) for fmt, s in trained.items()}
+    return {
+        "network": name, "mmacs": round(model_size(cfg.arch).macs / 1e6, 2),
+        "filters": [b.filters for b in cfg.arch.blocks], "batch_norm": cfg.arch.batch_norm,
+        "timed_epoch_s": [{f: round(EXPORT_IMAGES * s, 1) for f, s in t.by_format.items()} for t in timed],
+        "chosen": [t.memory_format for t in timed], "trained_epoch_s": trained,
+        "contiguous_over_channels_last": round(mean["contiguous"] / mean["channels_last"], 3),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--records", type=Path, nargs="*", default=[])
+    parser.add_argument("--presets", nargs="*", default=["fsearch-w1"])
+    parser.add_argument("--timings", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("studies/memory-format.json"))
+    args = parser.parse_args()
+    networks = [(p, preset_config(p, epochs=args.epochs)) for p in args.presets]
+    for path in args.records:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        name = f"{path.stem} trial {record['summary']['winner']['trial']}"
+        networks.append((name, replay(winner_params(record), epochs=args.epochs)))
+    rows = []
+    for name, cfg in networks:
+        rows.append(measure(args.data_dir, name, cfg, timings=args.timings))
+        print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "command": "python -m benchmarks.memory_format --data-dir {} --records {} --presets {} --timings {} --epochs {}"
+        .format(args.data_dir, " ".join(str(p) for p in args.records), " ".join(args.presets), args.timings,
+                args.epochs),
+        "machine": machine(), "networks": rows,
+    }  # fmt: skip
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
