@@ -25,7 +25,8 @@ from search.data import load_splits
 from search.plan import EXPORT_IMAGES
 from search.speed import export_timing
 from search.train import Runtime, seed_everything, train
-from space import TrialConfig, build_model, model_size, preset_config, replay
+from space import TrialConfig, build_model, preset_config, replay
+from space.model import model_size
 
 
 def winner_params(record: dict[str, Any]) -> dict[str, Any]:
