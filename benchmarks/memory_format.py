@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench import machine, write_json
+from benchmarks.bench import commit, machine, write_json
 from search.data import load_splits
 from search.plan import EXPORT_IMAGES
 from search.speed import export_timing
@@ -78,7 +78,7 @@ def main() -> None:
         "command": "python -m benchmarks.memory_format --data-dir {} --records {} --presets {} --timings {} --epochs {}"
         .format(args.data_dir, " ".join(str(p) for p in args.records), " ".join(args.presets), args.timings,
                 args.epochs),
-        "machine": machine(), "networks": rows,
+        "commit": commit(), "machine": machine(), "seed": 0, "networks": rows,
     }  # fmt: skip
     write_json(args.out, result)
 
