@@ -77,10 +77,11 @@ class ExportTiming:
 
 def export_timing(cfg: TrialConfig, device: torch.device) -> ExportTiming:
     """Time ``cfg`` as the export trains it (:func:`export_seconds_per_image`); on the CPU in both memory formats,
-    keeping the faster. channels_last is the faster for most networks, but not for all: on a 2-core CPU with bf16
-    instructions, networks whose channel counts are not multiples of 16 trained up to 1.4 times faster contiguous
-    with the export's two threads (batch norm's channels_last kernels; ``benchmarks/memory_format.py``). Elsewhere
-    the runtime's default is timed alone (channels_last on CUDA, contiguous on MPS)."""
+    keeping the faster. Neither wins everywhere: on a 2-core CPU with bf16 instructions and the export's two
+    threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster channels_last, while four of six searched
+    winners (widths off multiples of 16) trained 1.16-1.56 times faster contiguous (batch norm's channels_last
+    kernels; ``benchmarks/memory_format.py``). Elsewhere the runtime's default is timed alone (channels_last on
+    CUDA, contiguous on MPS)."""
     default = Runtime(device=device).use_channels_last
     formats = (True, False) if device.type == "cpu" else (default,)
     timed = {cl: export_seconds_per_image(cfg, device, channels_last=cl) for cl in formats}
