@@ -15,6 +15,12 @@ from typing import Any
 RECORDS = Path("docs/measurements")
 
 
+def winner_row(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of ``trials_of_the_study`` of a headline record's exported trial; None without an export or its row."""
+    number = (record.get("bench", {}).get("headline", {}).get("export_best") or {}).get("trial")
+    return next((t for t in record.get("trials_of_the_study", []) if t["number"] == number), None)
+
+
 def options(description: str) -> argparse.Namespace:
     """``--records`` (the folder read), ``--out`` (the record written, if any), ``--commit`` (named in it)."""
     parser = argparse.ArgumentParser(description=description)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.derived import read_ratios
+from benchmarks.derived import read_ratios, winner_row
 from search.plan import EXPORT_IMAGES  # imports no torch
 
 MIN_EPOCHS = 2  # a shorter export is mostly its first epoch's warm-up
@@ -28,7 +28,7 @@ def ratio_of(record: dict[str, Any]) -> dict[str, Any] | None:
     export = headline.get("export_best") or {}
     if not plan or not export.get("epochs") or export["epochs"] < MIN_EPOCHS:
         return None
-    winner = next((t for t in record.get("trials_of_the_study", []) if t["number"] == export.get("trial")), None)
+    winner = winner_row(record)
     if winner is None or not winner.get("mmacs"):
         return None
     calibrated = (plan.get("calibrated") or plan["throughput"])["export"]

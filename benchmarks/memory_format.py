@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.bench import commit, machine, write_json
-from search.data import load_splits
+from benchmarks.derived import winner_row
+from search.data import Splits, load_splits
 from search.plan import EXPORT_IMAGES
 from search.speed import export_timing
 from search.train import Runtime, seed_everything, train
@@ -29,17 +32,11 @@ from space import TrialConfig, build_model, preset_config, replay
 from space.model import model_size
 
 
-def winner_params(record: dict[str, Any]) -> dict[str, Any]:
-    """The parameters of a headline record's exported trial."""
-    number = record["summary"]["winner"]["trial"]
-    return next(t["params"] for t in record["trials_of_the_study"] if t["number"] == number)
-
-
-def measure(data_dir: Path, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
-    """The export's timings of ``cfg`` in both formats, then its trained epochs in each, on this machine's CPU."""
+def measure(splits: Splits, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
+    """The export's timings of ``cfg`` in both formats, then its trained epochs in each on ``splits`` (all the
+    training images, on this machine's CPU)."""
     device = torch.device("cpu")
     timed = [export_timing(cfg, device) for _ in range(timings)]
-    splits = load_splits(data_dir, device=device, val_size=0, seed=0)
     trained: dict[str, list[float]] = {}
     for channels_last in (True, False):
         runtime = Runtime(device=device, channels_last=channels_last)
@@ -67,17 +64,20 @@ def main() -> None:
     args = parser.parse_args()
     networks = [(p, preset_config(p, epochs=args.epochs)) for p in args.presets]
     for path in args.records:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        name = f"{path.stem} trial {record['summary']['winner']['trial']}"
-        networks.append((name, replay(winner_params(record), epochs=args.epochs)))
+        try:
+            winner = winner_row(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            winner = None
+        if winner is None:
+            parser.error(f"{path}: a headline record with an export and its trials is needed")
+        networks.append((f"{path.stem} trial {winner['number']}", replay(winner["params"], epochs=args.epochs)))
+    splits = load_splits(args.data_dir, device=torch.device("cpu"), val_size=0, seed=0)  # once, for every network
     rows = []
     for name, cfg in networks:
-        rows.append(measure(args.data_dir, name, cfg, timings=args.timings))
+        rows.append(measure(splits, name, cfg, timings=args.timings))
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "command": "python -m benchmarks.memory_format --data-dir {} --records {} --presets {} --timings {} --epochs {}"
-        .format(args.data_dir, " ".join(str(p) for p in args.records), " ".join(args.presets), args.timings,
-                args.epochs),
+        "command": "python -m benchmarks.memory_format " + shlex.join(sys.argv[1:]),
         "commit": commit(), "machine": machine(), "seed": 0, "networks": rows,
     }  # fmt: skip
     write_json(args.out, result)
