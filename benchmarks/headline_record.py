@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.store.record import FLIP_TTA, TrialRecord
+from search.store.record import TrialRecord
 
 STUDY = "bench"  # the study name benchmarks.bench gives the headline's search
 SOURCE = (
@@ -62,7 +62,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number, "state": t.state.name.lower(), "stage": r.stage, "drawn_by": r.drawn_by,
         "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2), "epochs_run": r.epochs_run,
         "value": t.value, "curve": [v for _, v in sorted(t.intermediate_values.items())], "reason": r.reason,
-        "flip_tta": t.user_attrs.get(FLIP_TTA), "params": t.params,
+        "flip_tta": r.flip_tta, "params": t.params,
     }  # fmt: skip
 
 

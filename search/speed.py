@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -64,15 +65,28 @@ def export_seconds_per_image(cfg: TrialConfig, device: torch.device, *, channels
 
 @dataclass(frozen=True)
 class ExportTiming:
-    """How fast ``export-best`` trains a configuration on this machine, in the memory format it trains fastest in."""
+    """How fast ``export-best`` trains a configuration on this machine: seconds per image in each memory format
+    timed, keyed by ``channels_last``. The export trains in the fastest (the first timed, on a tie); everything
+    else is derived from the timings, so the choice and its evidence cannot disagree."""
 
-    seconds_per_image: float
-    channels_last: bool
-    by_format: dict[str, float]  # seconds per image of each memory format timed
+    seconds: Mapping[bool, float]
+
+    @property
+    def channels_last(self) -> bool:
+        return min(self.seconds, key=lambda cl: self.seconds[cl])
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds[self.channels_last]
 
     @property
     def memory_format(self) -> str:
         return Runtime(channels_last=self.channels_last).memory_format
+
+    @property
+    def by_format(self) -> dict[str, float]:
+        """Seconds per image of each memory format timed, by name (recorded in the export's rule)."""
+        return {Runtime(channels_last=cl).memory_format: s for cl, s in self.seconds.items()}
 
 
 def export_timing(cfg: TrialConfig, device: torch.device) -> ExportTiming:
@@ -84,7 +98,4 @@ def export_timing(cfg: TrialConfig, device: torch.device) -> ExportTiming:
     CUDA, contiguous on MPS)."""
     default = Runtime(device=device).use_channels_last
     formats = (True, False) if device.type == "cpu" else (default,)
-    timed = {cl: export_seconds_per_image(cfg, device, channels_last=cl) for cl in formats}
-    fastest = min(timed, key=lambda cl: timed[cl])
-    by_format = {Runtime(device=device, channels_last=cl).memory_format: s for cl, s in timed.items()}
-    return ExportTiming(timed[fastest], fastest, by_format)
+    return ExportTiming({cl: export_seconds_per_image(cfg, device, channels_last=cl) for cl in formats})

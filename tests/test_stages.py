@@ -99,8 +99,8 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     # export-best times the trial itself: what the timing says decides (for a machine TIMING_MARGIN faster), not the
     # estimate from the search.
     export_s = study.user_attrs[record.PLAN]["export_s"]
-    by_format = {"channels_last": export_s / 3.0 / 60_000, "contiguous": export_s / 3.4 / 60_000}
-    timed = planned_epochs(study, chosen, timing=lambda: ExportTiming(export_s / 3.4 / 60_000, False, by_format))
+    seconds = {True: export_s / 3.0 / 60_000, False: export_s / 3.4 / 60_000}  # by channels_last
+    timed = planned_epochs(study, chosen, timing=lambda: ExportTiming(seconds))
     assert timed.epochs == 4  # 3.4 epochs fit as timed, 4.1 on a machine TIMING_MARGIN (1.2) faster
     assert timed.rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 3.4, abs=0.1)
     assert timed.time_limit_s == export_s  # the training keeps to the plan's share
@@ -108,7 +108,7 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     assert timed.channels_last is False and timed.rule["memory_format"] == "contiguous"
     assert timed.rule["epoch_seconds_by_format"]["channels_last"] == pytest.approx(export_s / 3.0, abs=0.1)
     assert schedule.channels_last is None  # not timed: the runtime's default
-    fast = planned_epochs(study, chosen, timing=lambda: ExportTiming(export_s / 1000 / 60_000, True, {})).rule
+    fast = planned_epochs(study, chosen, timing=lambda: ExportTiming({True: export_s / 1000 / 60_000})).rule
     assert fast["plan_export_epochs"] == plan_module.EXPORT_EPOCHS  # at most 30, whatever the time affords
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 2.0})
@@ -145,8 +145,10 @@ def test_the_export_trains_in_the_memory_format_timed_faster(monkeypatch: pytest
     cfg = preset_config("lenet5")
     on_cpu = export_timing(cfg, torch.device("cpu"))
     assert timed == [("cpu", True), ("cpu", False)]  # both formats, on the CPU
-    assert on_cpu == ExportTiming(1e-3, False, {"channels_last": 2e-3, "contiguous": 1e-3})
-    assert on_cpu.memory_format == "contiguous"
+    assert on_cpu == ExportTiming({True: 2e-3, False: 1e-3})
+    assert (on_cpu.channels_last, on_cpu.memory_format, on_cpu.seconds_per_image) == (False, "contiguous", 1e-3)
+    assert on_cpu.by_format == {"channels_last": 2e-3, "contiguous": 1e-3}
+    assert ExportTiming({True: 1e-3, False: 1e-3}).channels_last  # a tie keeps the first timed
     timed.clear()
     on_cuda = export_timing(cfg, torch.device("cuda"))  # timed alone in the runtime's default (nothing runs here)
     assert timed == [("cuda", True)] and on_cuda.channels_last and on_cuda.by_format == {"channels_last": 2e-3}

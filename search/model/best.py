@@ -173,7 +173,7 @@ def export_best(
         rule, time_limit, channels_last = planned_epochs(found, chosen).rule, None, None
     if seed is None:
         seed = TrialRecord(chosen).seed or 0
-    measured = chosen.user_attrs.get(record.FLIP_TTA)
+    measured = TrialRecord(chosen).flip_tta
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
     base = opts or RetrainOptions(out=model_dir(study))
     opts = dataclasses.replace(

@@ -103,6 +103,12 @@ class TrialRecord:
         return str(value) if value is not None else None
 
     @property
+    def flip_tta(self) -> Any:
+        """The trial's validation reading with and without mirror-image averaging (``FLIP_TTA``), None if it has
+        none; kept as recorded, since :func:`search.model.tta.validation_says` reads readings of older forms too."""
+        return self._get(FLIP_TTA)
+
+    @property
     def epochs_run(self) -> float | None:
         value = self._get(EPOCHS_RUN)
         return float(value) if value is not None else None
