@@ -15,7 +15,6 @@ parent's display and forwards Ctrl+C / SIGTERM. It never decides which trial run
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -167,6 +166,8 @@ def _worker_main(
         )  # fmt: skip
         stop.check()  # a signal after the last trial: still the exit code of one
     except KeyboardInterrupt as exc:
+        # The parent stops reading events once interrupted (see _stop): exit without waiting for them to be sent.
+        events.cancel_join_thread()
         sys.exit(128 + signal_number(exc))
     except FsearchError as exc:  # a user's error (bad data, unreachable database): the parent re-raises it
         events.put(("user_error", lane, str(exc)))
@@ -239,7 +240,7 @@ def run_workers(
             relay.drain(events, wait=0.25)
         relay.drain(events, wait=0)
     except KeyboardInterrupt as exc:
-        _stop(procs, events, signal_number(exc))
+        _stop(procs, signal_number(exc))
         raise
     if relay.user_errors:
         raise FsearchError(relay.user_errors[0])
@@ -260,17 +261,21 @@ def _describe_exit(lane: int, code: int) -> str:
     return f"worker {lane} exited with code {code}"
 
 
-def _stop(procs: Sequence[multiprocessing.process.BaseProcess], events: Any, signum: int) -> None:
-    """Pass the interrupt on, give the workers time to fail their trials, then kill what is left."""
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
+    """Pass the interrupt on, give the workers time to fail their trials, then kill what is left.
+
+    The events queue is not read from here on: the interrupt may have landed in the middle of reading a
+    message, and the next read would take the rest of that message for a new one (a fresh clone's CI once
+    saw it end the run with EOFError instead of exit code 130). An interrupted worker exits without waiting
+    for what it had queued to be read (``cancel_join_thread``); the parent is exiting and needs none of it."""
     for p in procs:
         if p.is_alive() and p.pid is not None:
             if sys.platform == "win32":  # Ctrl+C reached every process of the console already
                 continue
             os.kill(p.pid, signum)
     deadline = time.monotonic() + STOP_WAIT_S
-    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):  # a worker cannot exit while its last events are unsent
-            events.get(timeout=0.1)
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
     for p in procs:
         if p.is_alive():
             p.kill()
