@@ -161,6 +161,7 @@ def export_best(
     found = open_study(storage, study)
     check_space_version(found, fix="export it with the fsearch version that made it")
     chosen = pick_trial(found, trial)
+    chosen_record = TrialRecord(chosen)
     cfg = replay(chosen, epochs=epochs or 1, study=study)
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
@@ -172,8 +173,8 @@ def export_best(
     else:  # epochs given by hand lift the plan's time limit
         rule, time_limit, channels_last = planned_epochs(found, chosen).rule, None, None
     if seed is None:
-        seed = TrialRecord(chosen).seed or 0
-    measured = TrialRecord(chosen).flip_tta
+        seed = chosen_record.seed or 0
+    measured = chosen_record.flip_tta
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
     base = opts or RetrainOptions(out=model_dir(study))
     opts = dataclasses.replace(
@@ -181,7 +182,7 @@ def export_best(
     )
     provenance = {
         "source": "study", "study": study, "storage": mask_url(storage), "trial": chosen.number,
-        "origin": TrialRecord(chosen).origin,
+        "origin": chosen_record.origin,
         "params": chosen.params, "search_val_accuracy": chosen.value, "search_user_attrs": chosen.user_attrs,
         "epochs": cfg.train.epochs, "epochs_from": "--epochs" if epochs else "default rule", "epochs_rule": rule,
         "test_time_augmentation": {
@@ -196,7 +197,7 @@ def export_best(
         f"{record.EXPORT_PREFIX}{chosen.number}",
         {
             "test_accuracy": report.test_accuracy, "test_loss": report.metrics["loss"],
-            "origin": TrialRecord(chosen).origin,
+            "origin": chosen_record.origin,
             "test_time_augmentation": report.metrics.get("test_time_augmentation"),
             "plain_test_accuracy": (report.metrics.get("plain") or {}).get("accuracy"),
             "path": str(report.directory.resolve()), "epochs": report.epochs, "seed": seed,
