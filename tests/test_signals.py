@@ -89,6 +89,9 @@ def test_a_signal_during_a_trial_fails_it_and_exits_128_plus_signal(
         "Interrupted: the running trial was marked failed and the study is saved; run the same command again to resume."
     )
     assert _states(db) == ["FAIL"]
+    # `fsearch show` and the dashboard say why it failed.
+    (failed,) = optuna.load_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).trials
+    assert failed.user_attrs["fail_reason"] == f"interrupted ({signal.Signals(signum).name})"
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import Interrupted
+from search.tune import workers
 from search.tune.objective import trial_seed
 from search.tune.runner import run_search
 from search.tune.session import LocalTickets, SearchOptions
@@ -69,6 +73,76 @@ def test_tickets_hand_out_exactly_the_budget() -> None:
     assert [local.take() for _ in range(5)] == [True, True, True, False, False]
     shared = SharedTickets(multiprocessing.get_context("spawn").Value("i", 2))
     assert [shared.take() for _ in range(4)] == [True, True, False, False]
+
+
+# --- an interrupted worker ----------------------------------------------------------------------------
+
+
+class _Events:
+    """A worker's events queue, as the test sees it: what was sent, and whether sending was given up."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, Any]] = []
+        self.cancelled = False
+
+    def put(self, item: tuple[str, int, Any]) -> None:
+        self.sent.append(item)
+
+    def cancel_join_thread(self) -> None:
+        self.cancelled = True
+
+
+@pytest.fixture
+def _in_process_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let `_worker_main` run in this process: its signal handlers put back, its thread count and
+    Optuna's verbosity left as they are."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(optuna.logging, "set_verbosity", lambda v: None)
+    monkeypatch.setattr(workers, "PARENT_STOP_WAIT_S", 0.01)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.usefixtures("_in_process_worker")
+@pytest.mark.parametrize("parent_stopping", [True, False])
+def test_an_interrupted_worker_reports_its_failed_trial_unless_the_parent_is_stopping(
+    monkeypatch: pytest.MonkeyPatch, parent_stopping: bool
+) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: 0.5, n_trials=1)  # trial 0 ended before the interrupt: not reported again
+
+    def optimize_here(study: optuna.Study, *args: Any, observer: Any, **kwargs: Any) -> None:
+        def objective(trial: optuna.Trial) -> float:
+            observer.trial_started(trial.number, {})
+            raise Interrupted(signal.SIGTERM)  # as the relay raises it after `kill PID`
+
+        study.optimize(objective, n_trials=1)
+
+    monkeypatch.setattr(workers, "join_study", lambda *args, **kwargs: (study, None))
+    monkeypatch.setattr(workers, "optimize_here", optimize_here)
+    events, stopping = _Events(), threading.Event()
+    if parent_stopping:
+        stopping.set()
+    opts = _opts(Path("unused"), "sqlite://")
+    with pytest.raises(SystemExit) as exited:
+        workers._worker_main(opts, None, WorkerSpec("cpu", 1), 1, 0, None, None, events, stopping)  # type: ignore[arg-type]
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    ends = [payload.number for kind, lane, payload in events.sent if kind == "end"]
+    if parent_stopping:  # Ctrl+C or `kill` of the run: the parent reads no more, so nothing waits to be sent
+        assert events.cancelled and ends == []
+    else:  # this worker alone: the run goes on, and its display hears of the failed trial
+        assert not events.cancelled and ends == [1]
+        assert [lane for kind, lane, _ in events.sent] == [1, 1]
+
+
+def test_a_worker_stopped_on_its_own_is_named_with_its_signal() -> None:
+    assert workers._describe_exit(1, 128 + signal.SIGTERM) == (
+        "worker 1 was stopped (SIGTERM) on its own; its running trial was marked failed"
+    )
+    assert workers._describe_exit(0, 3) == "worker 0 exited with code 3"
 
 
 # --- two workers in one run_search ------------------------------------------------------------------
@@ -290,11 +364,7 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while len([t for t in _trials_or_none(storage_url) if _training(t)]) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the workers never started two trials"
-            time.sleep(0.2)
+        _wait_for_training(storage_url, proc, 2)
         time.sleep(1.0)
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C does
@@ -314,6 +384,57 @@ def test_a_signal_to_a_two_worker_run_fails_both_trials_and_the_study_resumes(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert [t.state for t in _trained(_trials(storage_url))] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc (Linux)")
+def test_workers_signalled_on_their_own_fail_their_trials_and_the_run_names_them(
+    tiny_data_dir: Path, storage_url: str
+) -> None:
+    # `kill PID` of a worker, not of the run: the parent is not interrupted, so it goes on reading its workers'
+    # events, shows each failed trial as it shows any trial's end, names the workers at the end and exits 1.
+    args = _run_args(tiny_data_dir, storage_url, "--trials", "2", "--workers", "2", "--max-epochs", "2000", cap="0")
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_training(storage_url, proc, 2)
+        pids = _worker_pids(proc.pid)
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    failed = _trained(_trials(storage_url))
+    assert [t.state for t in failed] == [TrialState.FAIL, TrialState.FAIL]
+    shown = " ".join(err.split())  # with --json the display writes to stderr
+    for t in failed:
+        assert f"trial {t.number} fail: interrupted (SIGTERM)" in shown
+    for lane in (0, 1):
+        assert f"Error: worker {lane} was stopped (SIGTERM) on its own; its running trial was marked failed" in shown
+
+
+def _wait_for_training(storage: str, proc: subprocess.Popen[str], n: int) -> None:
+    deadline = time.monotonic() + 180
+    while len([t for t in _trials_or_none(storage) if _training(t)]) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the workers never started {n} trials"
+        time.sleep(0.2)
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The worker processes of ``parent`` (multiprocessing's spawned children, not its resource tracker)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def _training(t: FrozenTrial) -> bool:

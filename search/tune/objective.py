@@ -9,8 +9,10 @@ confusion matrix in the study's artifact store (when ``ObjectiveSettings.artifac
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import optuna
 import torch
 
 from search.data import CLASSES, ImageSet, Splits
+from search.errors import signal_number
 from search.metrics import averaged
 from search.store import record
 from search.store.record import set_attr
@@ -85,7 +88,13 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except (optuna.TrialPruned, KeyboardInterrupt):
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt as exc:
+            # Optuna marks the trial failed and re-raises. The reason is a courtesy to `show` and the dashboard:
+            # an interrupt may have landed mid-call to the storage, so a write that fails here is let go.
+            with contextlib.suppress(Exception):
+                set_attr(trial, record.FAIL_REASON, f"interrupted ({signal.Signals(signal_number(exc)).name})")
             raise
         except Exception as exc:
             # Optuna marks the trial failed and the search goes on; keep the reason where users look.

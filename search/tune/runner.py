@@ -29,6 +29,7 @@ from search.store.record import PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.tune.calibrate import calibrate
+from search.tune.events import Lanes
 from search.tune.finals import choose_finalists, enqueue_finals
 from search.tune.objective import TrialObserver
 from search.tune.samplers import make_sampler
@@ -42,7 +43,7 @@ from search.tune.session import (
     prior_of,
     pruner_for,
 )
-from search.tune.workers import Lanes, WorkerSpec, plan_workers, run_workers
+from search.tune.workers import WorkerSpec, plan_workers, run_workers
 from space import PRESETS, preset_config
 from space.model import model_size
 

@@ -3,7 +3,8 @@
 The engine is Optuna's own: each worker is an ordinary ``study.optimize`` loop on the shared
 storage, so workers on other machines (``--storage postgresql://…``) join the same way. This
 module only plans the workers (devices, threads), starts them, relays their progress to the
-parent's display and forwards Ctrl+C / SIGTERM. It never decides which trial runs where.
+parent's display (:mod:`search.tune.events`) and forwards Ctrl+C / SIGTERM. It never decides
+which trial runs where.
 
 - Processes are started with ``spawn`` on every platform (the same behaviour on Linux, macOS
   and Windows; no forked CUDA or thread pools).
@@ -15,21 +16,20 @@ parent's display and forwards Ctrl+C / SIGTERM. It never decides which trial run
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from search.errors import FsearchError, Interrupted, signal_number
+from search.errors import FsearchError, signal_number
+from search.tune.events import Lanes, QueueObserver, Relay, StopRequest
 from search.tune.session import (
     SearchOptions,
     Stage,
@@ -40,16 +40,15 @@ from search.tune.session import (
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
-
-    from search.train import EpochStats
-    from search.tune.objective import TrialObserver
 
 # On a 2-core CPU two processes of one thread train more trials per hour than one process of two
 # threads (docs/workers.md, with the measurement).
 AUTO_CPU_WORKERS = 2
 STOP_WAIT_S = 60  # how long an interrupted worker gets to fail its trial before it is killed
-STEP_EVENT_EVERY_S = 0.25  # progress-bar updates a worker sends at most this often
+# How long an interrupted worker waits to learn whether the parent is stopping too: Ctrl+C reaches the parent and
+# its workers at once, and the parent's flag follows within milliseconds (see _stop); a worker signalled alone waits
+# this long once, then exits the ordinary way.
+PARENT_STOP_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,75 +89,22 @@ class SharedTickets:
             return True
 
 
-class Lanes(Protocol):
-    """A display with one lane (current trial and epoch bar) per worker."""
-
-    def lane(self, index: int) -> TrialObserver: ...
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM in a worker, acted on at the next safe point.
-
-    The handler only records the signal. Raising from the handler itself could land in a weakref
-    callback or a finaliser (SQLAlchemy's, say), where Python prints the exception and swallows it:
-    the worker would go on training. The relay's calls (each batch, each report, each trial start)
-    raise instead, inside the objective, so Optuna marks the trial failed. Later signals (Ctrl+C
-    reaches a worker from the terminal and again from the parent) change nothing.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: object) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-
-class _QueueObserver:
-    """A worker's :class:`~search.tune.objective.TrialObserver` that sends its events to the parent
-    (and stops the worker at the first of them after a signal)."""
-
-    def __init__(self, events: Any, lane: int, stop: _StopRequest) -> None:
-        self.events, self.lane, self.stop, self._last_step = events, lane, stop, 0.0
-
-    def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        self.stop.check()
-        self.events.put(("start", self.lane, (number, params)))
-
-    def step(self, done: int, total: int) -> None:
-        self.stop.check()
-        now = time.monotonic()
-        if now - self._last_step >= STEP_EVENT_EVERY_S or done == total:
-            self._last_step = now
-            self.events.put(("step", self.lane, (done, total)))
-
-    def epoch_ended(self, number: int, stats: EpochStats) -> None:
-        self.stop.check()
-        # The validation logits stay here: the display needs the numbers only.
-        self.events.put(("epoch", self.lane, (number, dataclasses.replace(stats, val_logits=None))))
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.events.put(("end", self.lane, trial))
-
-
 def _worker_main(
     opts: SearchOptions, stage: Stage, spec: WorkerSpec, lane: int, sampler_seed: int, timeout: float | None,
-    tickets: Synchronized[int], events: Any,
+    tickets: Synchronized[int], events: Any, parent_stopping: Any,
 ) -> None:  # fmt: skip
-    """Body of a worker process: load the data, join the study, optimise until the tickets run out."""
-    stop = _StopRequest()
+    """Body of a worker process: load the data, join the study, optimise until the tickets run out.
+    ``parent_stopping`` is the event the parent sets once it stops reading ``events`` (:func:`_stop`)."""
+    stop = StopRequest()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     torch.set_num_threads(spec.threads)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    relay = QueueObserver(events, lane, stop)
+    study = None
     try:
-        relay = _QueueObserver(events, lane, stop)
         study, splits = join_study(opts, device_name=spec.device, sampler_seed=sampler_seed, parallel=True)
         optimize_here(
             study, opts, splits, stage=stage, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay,
@@ -166,8 +112,13 @@ def _worker_main(
         )  # fmt: skip
         stop.check()  # a signal after the last trial: still the exit code of one
     except KeyboardInterrupt as exc:
-        # The parent stops reading events once interrupted (see _stop): exit without waiting for them to be sent.
-        events.cancel_join_thread()
+        if parent_stopping.wait(PARENT_STOP_WAIT_S):
+            # The parent reads no more events (see _stop): exit without waiting for them to be sent.
+            events.cancel_join_thread()
+        elif study is not None:
+            # This worker alone was signalled (`kill PID`) and the run goes on: the parent's display hears of
+            # the failed trial, and the events still queued reach it before this process exits.
+            relay.interrupted(study)
         sys.exit(128 + signal_number(exc))
     except FsearchError as exc:  # a user's error (bad data, unreachable database): the parent re-raises it
         events.put(("user_error", lane, str(exc)))
@@ -175,42 +126,6 @@ def _worker_main(
     except Exception as exc:  # a bug: the parent shows it in one line and exits non-zero
         events.put(("crash", lane, f"worker {lane} crashed: {type(exc).__name__}: {exc}"))
         sys.exit(1)
-
-
-class _Relay:
-    """The parent's side: hands each event to the lane it belongs to, or to the trial-end callback."""
-
-    def __init__(self, study: optuna.Study, lanes: Lanes | None, on_trial_end: TrialEndCallback | None) -> None:
-        self.study, self.lanes, self.on_trial_end = study, lanes, on_trial_end
-        self.user_errors: list[str] = []
-        self.crashes: list[str] = []
-
-    def handle(self, kind: str, lane: int, payload: Any) -> None:
-        if kind == "user_error":
-            self.user_errors.append(payload)
-        elif kind == "crash":
-            self.crashes.append(payload)
-        elif kind == "end":
-            if self.on_trial_end is not None:
-                self.on_trial_end(self.study, payload)
-        elif self.lanes is not None:
-            observer = self.lanes.lane(lane)
-            if kind == "start":
-                observer.trial_started(*payload)
-            elif kind == "step":
-                observer.step(*payload)
-            elif kind == "epoch":
-                observer.epoch_ended(*payload)
-
-    def drain(self, events: Any, wait: float) -> None:
-        """Handle every event there is, waiting up to ``wait`` seconds for the first."""
-        try:
-            item = events.get(timeout=wait) if wait > 0 else events.get_nowait()
-            while True:
-                self.handle(*item)
-                item = events.get_nowait()
-        except queue.Empty:
-            pass
 
 
 def run_workers(
@@ -224,12 +139,13 @@ def run_workers(
     ctx = multiprocessing.get_context("spawn")
     tickets = ctx.Value("i", stage.trials)
     events = ctx.Queue()
-    relay = _Relay(study, lanes, on_trial_end)
+    parent_stopping = ctx.Event()
+    relay = Relay(study, lanes, on_trial_end)
     procs = [
         ctx.Process(
             target=_worker_main,
             name=f"fsearch-worker-{i}",
-            args=(opts, stage, spec, i, sampler_seeds[i], timeout, tickets, events),
+            args=(opts, stage, spec, i, sampler_seeds[i], timeout, tickets, events, parent_stopping),
         )
         for i, spec in enumerate(plan)
     ]
@@ -240,7 +156,7 @@ def run_workers(
             relay.drain(events, wait=0.25)
         relay.drain(events, wait=0)
     except KeyboardInterrupt as exc:
-        _stop(procs, signal_number(exc))
+        _stop(procs, signal_number(exc), parent_stopping)
         raise
     if relay.user_errors:
         raise FsearchError(relay.user_errors[0])
@@ -258,16 +174,21 @@ def _describe_exit(lane: int, code: int) -> str:
             f"worker {lane} was killed ({name}); its trial is failed and retried after the grace period "
             f"(or now with 'fsearch studies --repair')"
         )
+    if code - 128 in (signal.SIGINT, signal.SIGTERM):
+        name = signal.Signals(code - 128).name
+        return f"worker {lane} was stopped ({name}) on its own; its running trial was marked failed"
     return f"worker {lane} exited with code {code}"
 
 
-def _stop(procs: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
+def _stop(procs: Sequence[multiprocessing.process.BaseProcess], signum: int, parent_stopping: Any) -> None:
     """Pass the interrupt on, give the workers time to fail their trials, then kill what is left.
 
     The events queue is not read from here on: the interrupt may have landed in the middle of reading a
     message, and the next read would take the rest of that message for a new one (a fresh clone's CI once
-    saw it end the run with EOFError instead of exit code 130). An interrupted worker exits without waiting
-    for what it had queued to be read (``cancel_join_thread``); the parent is exiting and needs none of it."""
+    saw it end the run with EOFError instead of exit code 130). ``parent_stopping`` says so to the workers, set
+    before any is signalled: an interrupted worker that sees it exits without waiting for what it had queued to
+    be read (``cancel_join_thread``), since the parent is exiting and needs none of it."""
+    parent_stopping.set()
     for p in procs:
         if p.is_alive() and p.pid is not None:
             if sys.platform == "win32":  # Ctrl+C reached every process of the console already
