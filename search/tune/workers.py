@@ -16,6 +16,7 @@ which trial runs where.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -117,8 +118,10 @@ def _worker_main(
             events.cancel_join_thread()
         elif study is not None:
             # This worker alone was signalled (`kill PID`) and the run goes on: the parent's display hears of
-            # the failed trial, and the events still queued reach it before this process exits.
-            relay.interrupted(study)
+            # the failed trial, and the events still queued reach it before this process exits. A storage that
+            # fails now costs the display that line, not the exit code.
+            with contextlib.suppress(Exception):
+                relay.interrupted(study)
         sys.exit(128 + signal_number(exc))
     except FsearchError as exc:  # a user's error (bad data, unreachable database): the parent re-raises it
         events.put(("user_error", lane, str(exc)))
