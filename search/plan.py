@@ -9,7 +9,8 @@ image per million MACs, ``calibrate``), then plans three stages:
    parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
    that of the export's training better than the screen's does;
 3. the **export** (``fsearch export-best``): the best finalist retrained on all training images
-   for ``export_epochs`` epochs, fewer when the winner is costlier than the plan assumed.
+   for ``export_epochs`` epochs, fewer when the winner is costlier than the plan assumed, more (up to
+   ``MAX_EXPORT_EPOCHS``) when it is cheaper.
 
 Optuna cannot pause a trial and resume it later at a longer fidelity, so a finalist is a new
 trial with its screen trial's parameters (user attributes ``stage=final``, ``parent=<number>``).
@@ -25,7 +26,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
-EXPORT_EPOCHS = 30  # twice the finals: configurations still rising at 15 kept gaining up to 30
+EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time for: twice the finals' (docs/defaults.md)
+# A winner whose export's time holds more epochs than that (one smaller than the reference, or a search that ended
+# early) trains up to this many in the same time: fsearch-w1 still gained from 30 to 45 epochs on validation, where
+# the hour's runs of smaller winners stopped at 30 with minutes unused (docs/defaults.md, how export-best picks its
+# epochs). The plan does not take time from the screen for them.
+MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
 MIN_EXPORT_EPOCHS = 15
@@ -114,12 +120,12 @@ class Plan:
 
     def export_epochs_within(self, epoch_s: float) -> int:
         """The export's epochs when one epoch takes ``epoch_s``: the export's time over ``epoch_s``, rounded to the
-        nearest whole epoch, at least 1 and at most ``EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
+        nearest whole epoch, at least 1 and at most ``MAX_EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
         its time (:class:`~search.optim.Pace` anneals the schedule to end at the limit), so the last part of an
         epoch is trained rather than left unused (2.8 epochs' time gave 2, and a 15-minute job ended 2
         minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
         reference's) in the same time: with a short budget the time is the limit, not the count."""
-        return _export_epochs(self.export_s, epoch_s, rounded=True)
+        return _export_epochs(self.export_s, epoch_s, cap=MAX_EXPORT_EPOCHS, rounded=True)
 
     def export_epochs_timed(self, timed_epoch_s: float) -> int:
         """The export's epochs for an epoch timed at ``timed_epoch_s`` (``export-best``'s timing): as many as the
@@ -136,10 +142,11 @@ class Plan:
         return self.export_s / max(self.screen_epochs * self.throughput.export_epoch_s(1.0), 1e-12)
 
     def with_export_time(self, export_s: float) -> Plan:
-        """This plan with ``export_s`` seconds for the export, and the epochs (at most ``EXPORT_EPOCHS``) that
-        they afford a network of the reference's size."""
+        """This plan with ``export_s`` seconds for the export, and the epochs (at most ``MAX_EXPORT_EPOCHS``: the
+        time the search left over trains the reference longer too) that they afford a network of its size."""
         epoch_s = self.throughput.export_epoch_s(self.reference_mmacs)
-        return dataclasses.replace(self, export_s=export_s, export_epochs=_export_epochs(export_s, epoch_s))
+        epochs = _export_epochs(export_s, epoch_s, cap=MAX_EXPORT_EPOCHS)
+        return dataclasses.replace(self, export_s=export_s, export_epochs=epochs)
 
     def after_search(self, elapsed_s: float) -> Plan:
         """The plan once the search has ended after ``elapsed_s``: the export gets what the budget has left,

@@ -15,6 +15,7 @@ from search.plan import (
     EXPORT_EPOCHS,
     EXPORT_IMAGES,
     EXPORT_SLOWER,
+    MAX_EXPORT_EPOCHS,
     MIN_EXPORT_EPOCHS,
     MIN_SCREEN_SHARE,
     OVERHEAD_S,
@@ -141,7 +142,10 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
     plan = _plan(60)
     assert plan.export_epochs_for(19.1) == plan.export_epochs
     assert plan.export_epochs_for(38.2) == plan.export_epochs // 2
-    assert plan.export_epochs_for(5.0) == 30  # at most EXPORT_EPOCHS, here the plan's own
+    # A cheaper winner trains more epochs in the same time, beyond the reference's EXPORT_EPOCHS, up to
+    # MAX_EXPORT_EPOCHS: the hour's smaller winners stopped at 30 with minutes of the export's time unused.
+    assert plan.export_epochs == EXPORT_EPOCHS < plan.export_epochs_for(19.1 * 30 / 40) == 40
+    assert plan.export_epochs_for(5.0) == MAX_EXPORT_EPOCHS
     assert Plan.from_dict(plan.as_dict()) == plan
     older = plan.as_dict()  # a plan stored before the calibration was kept in it
     del older["calibrated"]
@@ -189,7 +193,7 @@ def test_the_export_rounds_its_time_to_the_nearest_epoch_and_keeps_to_the_time()
     epoch_s = plan.export_s / 2.8
     assert plan.export_epochs_within(epoch_s) == 3  # Pace ends the third epoch at the plan's time
     assert plan.export_epochs_within(plan.export_s / 2.4) == 2
-    assert plan.export_epochs_within(plan.export_s * 5) == 1 and plan.export_epochs_within(1e-6) == 30
+    assert plan.export_epochs_within(plan.export_s * 5) == 1 and plan.export_epochs_within(1e-6) == MAX_EXPORT_EPOCHS
 
 
 def test_a_timed_exports_epochs_use_its_time_when_the_timing_was_slow_and_pace_ends_them_when_it_was_not() -> None:
@@ -199,7 +203,7 @@ def test_a_timed_exports_epochs_use_its_time_when_the_timing_was_slow_and_pace_e
     ran = timed / 1.17  # the epochs then trained 17% faster than timed (seed 1 of the ef7b071 runs)
     assert plan.export_s - ran < epochs * ran < plan.export_s + ran  # the export's time is used, to an epoch
     assert epochs * timed > plan.export_s  # as timed, Pace's clock ends the schedule at the plan's time
-    assert plan.export_epochs_timed(plan.export_s * 5) == 1 and plan.export_epochs_timed(1e-6) == 30
+    assert plan.export_epochs_timed(plan.export_s * 5) == 1 and plan.export_epochs_timed(1e-6) == MAX_EXPORT_EPOCHS
 
 
 def test_after_the_screen_the_plan_follows_the_measured_speed() -> None:
@@ -249,7 +253,9 @@ def test_without_room_for_two_finalists_the_export_takes_all_that_is_left() -> N
     # Finalists too large for twice the screen's epochs in the time left beside the export's share: the same.
     huge = replan(plan, elapsed_s=elapsed, throughput=measured, finals_mmacs=[60.0, 60.0])
     assert huge.finalists == 0 and huge.export_s == pytest.approx(left)
-    assert huge.export_epochs == 30  # capped; export-best times the winner and trains what fits
+    # The finals' time trains the reference longer, up to MAX_EXPORT_EPOCHS; export-best times the winner and trains
+    # what fits.
+    assert huge.export_epochs == MAX_EXPORT_EPOCHS
     # A single finalist asked for is still trained.
     one = _plan(60, finalists=1)
     assert one.finalists == 1 and replan(one, elapsed_s=one.screen_s + 30, throughput=one.throughput).finalists == 1

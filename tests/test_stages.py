@@ -109,7 +109,7 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     assert timed.rule["epoch_seconds_by_format"]["channels_last"] == pytest.approx(export_s / 3.0, abs=0.1)
     assert schedule.channels_last is None  # not timed: the runtime's default
     fast = planned_epochs(study, chosen, timing=lambda: ExportTiming({True: export_s / 1000 / 60_000})).rule
-    assert fast["plan_export_epochs"] == plan_module.EXPORT_EPOCHS  # at most 30, whatever the time affords
+    assert fast["plan_export_epochs"] == plan_module.MAX_EXPORT_EPOCHS  # at most 45, whatever the time affords
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 2.0})
     out = RetrainOptions(out=tmp_path / "best", data_dir=tiny_data_dir, device="cpu", verify_data=False)

@@ -6,9 +6,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from search.plan import MAX_EXPORT_EPOCHS
 from search.store.record import TrialRecord
 
-MIN_EPOCHS, MAX_EPOCHS = 5, 40
+MIN_EPOCHS, MAX_EPOCHS = 5, MAX_EXPORT_EPOCHS
 TRAIN_IMAGES = 60_000
 RISING_FACTOR, PLATEAU_FACTOR = 6, 2
 
@@ -19,7 +20,7 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     The search trained the trial for ``epochs_run`` epochs on the training split.
     If its validation accuracy had not dropped from its best by the end, it could have used more:
     retrain for 6x the epochs it ran. If it had dropped, it peaked at ``best_epoch``: retrain for
-    2x that. The result is clamped to [5, 40].
+    2x that. The result is clamped to [5, 45] (``MAX_EXPORT_EPOCHS``).
 
     "Dropped" means by more than one standard error of an accuracy measured on the validation
     images (binomial: sqrt(p (1 - p) / n), 0.26 points at 93% on 10,000 images): a cosine
