@@ -74,7 +74,8 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
-        "torch_threads": torch.get_num_threads(), "device": "cpu", "cuda_available": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }  # fmt: skip
 
 

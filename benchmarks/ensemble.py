@@ -28,7 +28,8 @@ from benchmarks.recipe import train_recipe
 from search.data import load_splits
 from search.device import resolve_device
 from search.model.tta import FlipAveraged
-from search.train import Runtime, evaluate
+from search.runtime import Runtime
+from search.train import evaluate
 
 
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:

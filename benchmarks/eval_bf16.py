@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from search.data import load_splits
-from search.train import Runtime, evaluate, prepare_model, seed_everything, train
+from search.runtime import Runtime
+from search.train import evaluate, prepare_model, seed_everything, train
 from space import build_model, preset_config
 
 

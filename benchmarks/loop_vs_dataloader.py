@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from search.data import ensure_files, load_splits
-from search.train import Runtime, train
+from search.runtime import Runtime
+from search.train import train
 from space import Augment, build_model, preset_config
 
 

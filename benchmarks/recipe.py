@@ -28,7 +28,8 @@ from search.data import Splits, load_splits
 from search.device import resolve_device
 from search.model.retrain import held_out_metrics
 from search.model.tta import FLIP
-from search.train import Runtime, TrainResult, seed_everything, train
+from search.runtime import Runtime
+from search.train import TrainResult, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, suggest
 from space.model import model_size
 

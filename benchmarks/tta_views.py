@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from benchmarks.recipe import train_recipe
 from search.data import ImageSet, load_splits
 from search.device import resolve_device
-from search.train import Runtime, evaluate
+from search.runtime import Runtime
+from search.train import evaluate
 
 SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # (dx, dy): none, left, right, up, down
 VIEW_SETS = {

@@ -11,18 +11,22 @@ from torch import nn
 from space.config import TrainConfig
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser ``cfg`` names over ``model``'s parameters."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, *, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names over ``model``'s parameters; with ``fused``, each step is one fused kernel per
+    parameter group (``Runtime.use_fused_optimizer``: on CUDA) rather than torch's default multi-tensor kernels."""
     # No weight decay on biases and normalisation parameters (the usual practice).
+    # None, not False, when off: torch then picks its default (multi-tensor kernels on CUDA); an explicit False
+    # would also turn those off.
+    fuse = True if fused else None
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fuse)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fuse)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, fused=fuse)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 

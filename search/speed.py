@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from search.data import ImageSet, Splits
-from search.train import Runtime, train
+from search.runtime import Runtime
+from search.train import train
 from space import TrialConfig, build_model
 
 TIMED_IMAGES = 2048  # per timing, after a warm-up run of a quarter of that

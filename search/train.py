@@ -29,8 +29,9 @@ from torch import nn
 
 from search.augment import prepare_batch
 from search.data import ImageSet, Splits
-from search.device import cpu_has_native_bf16, describe
+from search.graphs import training_graphs
 from search.optim import Pace, make_optimizer, make_scheduler
+from search.runtime import Runtime
 from space.config import TrainConfig
 
 NONFINITE_CHECK_EVERY = 50  # steps between loss checks (each check syncs with the device)
@@ -39,52 +40,6 @@ EVAL_BATCH_SIZE = 2048  # images per forward pass when evaluating (no gradients:
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how to run, independent of what is trained."""
-
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    # None: on for CUDA and the CPU, off on MPS. The loop benchmark turns it off to measure its gain.
-    channels_last: bool | None = None
-    # None: on for CUDA and for a CPU with native bf16 (cpu_has_native_bf16), off on MPS.
-    amp: bool | None = None
-    # Evaluate under the same autocast on the CPU too. The search's validation does (on the project's EPYC
-    # 1.8x faster, accuracy within 3 images in 10,000: docs/training.md); the test set, predict and ONNX
-    # stay fp32. On CUDA evaluation always follows ``use_amp``.
-    cpu_eval_amp: bool = False
-
-    @property
-    def use_amp(self) -> bool:
-        """Whether training steps run under bf16 (or fp16) autocast (never on MPS)."""
-        native = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_native_bf16())
-        return native if self.amp is None else self.amp and self.device.type in ("cuda", "cpu")
-
-    @property
-    def eval_amp(self) -> bool:
-        """Autocast in evaluation: on CUDA, and on the CPU with ``cpu_eval_amp`` (else fp32, as predict computes)."""
-        return self.use_amp and (self.device.type == "cuda" or self.cpu_eval_amp)
-
-    @property
-    def use_channels_last(self) -> bool:
-        if self.channels_last is None:
-            return self.device.type in ("cuda", "cpu")
-        return self.channels_last
-
-    @property
-    def memory_format(self) -> str:
-        """The memory format of the images and the conv weights, by name (recorded with an export)."""
-        return "channels_last" if self.use_channels_last else "contiguous"
-
-    @property
-    def amp_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
-
-    def describe(self) -> str:
-        """The device, and the autocast its training steps use: recorded with each trial and export."""
-        precision = "bf16" if self.amp_dtype == torch.bfloat16 else "fp16"
-        return describe(self.device) + (f", {precision} autocast" if self.use_amp else "")
 
 
 @dataclass(frozen=True)
@@ -206,7 +161,7 @@ def train(
     # Evaluate after these steps of each epoch (the last one ends the epoch).
     eval_after = {round(steps_per_epoch * (k + 1) / evals_per_epoch) for k in range(evals_per_epoch)}
     total_steps = steps_per_epoch * cfg.epochs
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg, fused=runtime.use_fused_optimizer)
     sched = make_scheduler(opt, cfg, total_steps)
     use_scaler = runtime.use_amp and runtime.amp_dtype == torch.float16
     scaler = torch.amp.GradScaler(enabled=use_scaler)
@@ -214,45 +169,47 @@ def train(
     history: list[EpochStats] = []
     pace = Pace(sched, total_steps, time_limit_s)
 
-    for step in range(1, total_steps + 1):
-        epoch, i = divmod(step - 1, steps_per_epoch)
-        epoch += 1
-        if i == 0:  # each epoch sees the images in a new order
-            model.train()
-            order = torch.randperm(n, device=runtime.device)
-            since = _Window(runtime.device)
-        idx = order[i * batch : (i + 1) * batch]
-        x = prepare_batch(data.x[idx], cfg.augment, splits.mean, splits.std)
-        y = data.y[idx]
-        if runtime.use_channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
-        # Flush the gradients by setting them to None: cheaper than zeroing them.
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
-        since.add(loss.detach(), logits.detach(), y)
-        more = pace.advance(step)
-        if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
-            raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
-        if on_step is not None:
-            on_step(i + 1, steps_per_epoch)
-        if i + 1 in eval_after or not more:
-            stats = since.close(
-                model, splits, runtime, epoch=epoch, report=len(history) + 1,
-                epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
-            )  # fmt: skip
-            history.append(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-            model.train()
-            since = _Window(runtime.device)
-        if not more:
-            break
+    step = 0
+    with training_graphs(model, runtime, (batch, *data.x.shape[1:])):  # a no-op unless runtime.use_cuda_graphs
+        for step in range(1, total_steps + 1):
+            epoch, i = divmod(step - 1, steps_per_epoch)
+            epoch += 1
+            if i == 0:  # each epoch sees the images in a new order
+                model.train()
+                order = torch.randperm(n, device=runtime.device)
+                since = _Window(runtime.device)
+            idx = order[i * batch : (i + 1) * batch]
+            x = prepare_batch(data.x[idx], cfg.augment, splits.mean, splits.std)
+            y = data.y[idx]
+            if runtime.use_channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            # Flush the gradients by setting them to None: cheaper than zeroing them.
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            lr = opt.param_groups[0]["lr"]  # the rate this step used (the scheduler moves it on next)
+            since.add(loss.detach(), logits.detach(), y)
+            more = pace.advance(step)
+            if step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(since.loss_sum):
+                raise DivergedError(f"loss became non-finite at epoch {epoch}, step {step}")
+            if on_step is not None:
+                on_step(i + 1, steps_per_epoch)
+            if i + 1 in eval_after or not more:
+                stats = since.close(
+                    model, splits, runtime, epoch=epoch, report=len(history) + 1,
+                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
+                )  # fmt: skip
+                history.append(stats)
+                if on_epoch_end is not None:
+                    on_epoch_end(stats)
+                model.train()
+                since = _Window(runtime.device)
+            if not more:
+                break
     return TrainResult(history=tuple(history), time_limited=step < total_steps)
 
 

@@ -11,7 +11,8 @@ import torch
 from optuna.trial import TrialState
 
 from search.data import load_splits
-from search.train import Runtime, train
+from search.runtime import Runtime
+from search.train import train
 from space import build_model, preset_config
 from tests.conftest import fsearch
 

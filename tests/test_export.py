@@ -22,7 +22,8 @@ from search.model.export import WEIGHTS_FILE, load_model, sha256_file
 from search.model.predict import evaluate_saved
 from search.model.retrain import RetrainOptions, retrain
 from search.model.tta import FlipAveraged, validation_says
-from search.train import Runtime, evaluate, prepare_model
+from search.runtime import Runtime
+from search.train import evaluate, prepare_model
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
 from space import Augment, preset_config

@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 from torch import nn
 
 from search.data import Splits
-from search.train import DivergedError, EpochStats, Runtime, TrainResult, train
+from search.runtime import Runtime
+from search.train import DivergedError, EpochStats, TrainResult, train
 from search.tune import objective
 from search.tune.objective import Objective, ObjectiveSettings
 from search.tune.runner import run_search
@@ -93,7 +94,7 @@ def test_out_of_memory_prunes_the_trial_and_the_memory_is_released_before_the_ne
         return TrainResult(history=(_stats(0.5),))
 
     monkeypatch.setattr(objective, "train", fake_train)
-    monkeypatch.setattr("search.train.describe", lambda device: "cuda:0 (simulated)")
+    monkeypatch.setattr("search.runtime.describe", lambda device: "cuda:0 (simulated)")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append([ref() is None for ref in models]))
     settings = ObjectiveSettings(max_epochs=1, seed=0, runtime=Runtime(device=torch.device("cuda")))
     study = optuna.create_study(direction="maximize")

@@ -21,6 +21,8 @@ LAYERS = (
         "search.data",
         "search.augment",
         "search.optim",
+        "search.runtime",
+        "search.graphs",
         "search.train",
         "search.speed",
         "search.metrics",

@@ -13,7 +13,8 @@ from torchvision.transforms import InterpolationMode
 import search.augment
 from search.augment import normalize, prepare_batch, random_crop, random_rotate, rotate
 from search.data import Splits
-from search.train import Runtime, train
+from search.runtime import Runtime
+from search.train import train
 from space import Augment, build_model, count_parameters, from_dict, preset_config, to_dict
 from space.model import feature_shape
 

@@ -10,7 +10,8 @@ import torch
 
 from search.augment import normalize, prepare_batch, random_crop, random_erase, random_flip
 from search.data import Splits
-from search.train import DivergedError, EpochStats, Runtime, evaluate, train
+from search.runtime import Runtime
+from search.train import DivergedError, EpochStats, evaluate, train
 from space import Architecture, Augment, ConvBlock, TrainConfig, build_model
 
 CPU = Runtime(device=torch.device("cpu"))
@@ -174,7 +175,7 @@ def test_autocast_follows_the_device_and_the_cpu(monkeypatch: pytest.MonkeyPatch
     """bf16 autocast trains on CUDA and on a CPU that has bf16 in hardware; never on MPS or when turned off;
     evaluation on the CPU stays fp32 (as predict and the ONNX graph compute)."""
     for native in (True, False):
-        monkeypatch.setattr("search.train.cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr("search.runtime.cpu_has_native_bf16", lambda native=native: native)
         cpu = Runtime(device=torch.device("cpu"))
         assert cpu.use_amp is native and not cpu.eval_amp and cpu.amp_dtype == torch.bfloat16
         assert Runtime(device=torch.device("cpu"), cpu_eval_amp=True).eval_amp is native  # the search's validation
@@ -202,7 +203,7 @@ def test_training_learns_with_and_without_bf16_autocast(tiny_splits: Splits, amp
 def test_the_searchs_bf16_validation_agrees_with_fp32(tiny_splits: Splits, monkeypatch: pytest.MonkeyPatch) -> None:
     """The search validates under bf16 autocast where it trains so: the same model scores the same within a
     couple of images, and its logits come back fp32."""
-    monkeypatch.setattr("search.train.cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("search.runtime.cpu_has_native_bf16", lambda: True)
     model = build_model(SMALL)
     train(model, _cfg(), tiny_splits, runtime=Runtime(device=torch.device("cpu")), seed=0)
     assert tiny_splits.val is not None

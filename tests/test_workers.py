@@ -28,7 +28,7 @@ from search.tune import workers
 from search.tune.objective import trial_seed
 from search.tune.runner import run_search
 from search.tune.session import LocalTickets, SearchOptions
-from search.tune.workers import SharedTickets, WorkerSpec, plan_workers
+from search.tune.workers import AUTO_WORKERS_PER_GPU, SharedTickets, WorkerSpec, plan_workers
 from space import PRESETS
 from tests.conftest import REPO, fsearch
 
@@ -54,11 +54,16 @@ def test_no_more_workers_than_trials(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan_workers(8, torch.device("cpu"), trials=3) == [WorkerSpec("cpu", 1)] * 3
 
 
-def test_auto_on_cuda_pins_one_worker_to_each_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_on_cuda_shares_each_gpu_between_workers_as_the_cores_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert plan_workers(None, torch.device("cuda"), trials=50) == [WorkerSpec("cuda:0", 4)] * AUTO_WORKERS_PER_GPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # one worker per core at most
+    assert plan_workers(None, torch.device("cuda"), trials=50) == [WorkerSpec("cuda:0", 1)] * 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     auto = plan_workers(None, torch.device("cuda"), trials=50)
-    assert [s.device for s in auto] == ["cuda:0", "cuda:1", "cuda:2"]
+    assert [s.device for s in auto] == ["cuda:0", "cuda:1", "cuda:2"] * 2  # 8 cores: two workers per GPU
     # More workers than GPUs share them round robin (small models leave a GPU idle otherwise).
     assert [s.device for s in plan_workers(4, torch.device("cuda"), trials=50)] == [
         "cuda:0", "cuda:1", "cuda:2", "cuda:0",

@@ -92,7 +92,7 @@ def run(
         str,
         typer.Option(
             envvar="FSEARCH_WORKERS",
-            help="Worker processes on this study: a number, or auto (2 on a CPU of 2+ cores, one per GPU).",
+            help="Worker processes on this study: a number, or auto (2 on a CPU of 2+ cores, 4 per GPU).",
         ),
     ] = "auto",
     grace_period: Annotated[

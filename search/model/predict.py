@@ -15,7 +15,8 @@ from search.errors import ConfigError, ImageError, ModelError, one_line
 from search.metrics import classification_metrics
 from search.model.export import LoadedModel
 from search.model.images import read_image
-from search.train import Runtime, evaluate, prepare_model
+from search.runtime import Runtime
+from search.train import evaluate, prepare_model
 
 BATCH = 1024  # images per forward pass when many files are given
 

@@ -35,7 +35,8 @@ from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_jso
 from search.model.graph import GRAPH_FILES, check_formats, export_graph
 from search.model.tta import FLIP, with_tta
 from search.paths import preset_dir
-from search.train import EpochCallback, Runtime, StepCallback, TrainResult, evaluate, seed_everything, train
+from search.runtime import Runtime
+from search.train import EpochCallback, StepCallback, TrainResult, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
 
 StartCallback = Callable[[TrialConfig], None]

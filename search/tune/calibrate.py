@@ -16,8 +16,8 @@ import torch
 
 from search.data import Splits
 from search.plan import Throughput
+from search.runtime import Runtime
 from search.speed import seconds_per_image
-from search.train import Runtime
 from space import TrialConfig
 from space.model import model_size
 

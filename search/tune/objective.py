@@ -26,9 +26,10 @@ import torch
 from search.data import CLASSES, ImageSet, Splits
 from search.errors import signal_number
 from search.metrics import averaged
+from search.runtime import Runtime
 from search.store import record
 from search.store.record import set_attr
-from search.train import DivergedError, EpochStats, Runtime, TrainResult, evaluate, seed_everything, train
+from search.train import DivergedError, EpochStats, TrainResult, evaluate, seed_everything, train
 from search.tune.samplers import OneSamplerPerTrial, PriorBandSampler
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size

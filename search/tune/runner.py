@@ -137,8 +137,10 @@ def run_search(
     started, started_wall = time.perf_counter(), time.time()
     device = resolve_device(opts.device)
     specs = plan_workers(opts.workers, device, trials=opts.trials)
-    # The data is verified before the study is opened: a corrupt file leaves no new, empty study behind.
-    splits = load_search_splits(opts, device if len(specs) == 1 else torch.device("cpu"), verify=opts.verify_data)
+    # The data is verified before the study is opened: a corrupt file leaves no new, empty study behind. It is
+    # loaded on the first worker's device, where the plan's calibration times the reference configuration (the
+    # workers load their own copies).
+    splits = load_search_splits(opts, torch.device(specs[0].device), verify=opts.verify_data)
     storage = open_storage(opts.storage, create=True, grace_period=opts.grace_period)
     study = create_or_resume(
         storage, opts.study,

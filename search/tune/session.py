@@ -35,11 +35,11 @@ from search.device import resolve_device
 from search.errors import ConfigError
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.plan import Plan
+from search.runtime import Runtime
 from search.store.artifacts import artifact_dir
 from search.store.notes import save_study_note
 from search.store.record import TrialRecord
 from search.store.storage import GRACE_PERIOD_S, check_grace_period, check_storage, open_storage
-from search.train import Runtime
 from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
 from search.tune.pruners import check_pruner, explore_epochs, make_pruner
 from search.tune.samplers import check_sampler, make_sampler

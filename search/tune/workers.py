@@ -50,6 +50,11 @@ STOP_WAIT_S = 60  # how long an interrupted worker gets to fail its trial before
 # its workers at once, and the parent's flag follows within milliseconds (see _stop); a worker signalled alone waits
 # this long once, then exits the ordinary way.
 PARENT_STOP_WAIT_S = 1.0
+# On CUDA a trial's step is bound by launching kernels from its process's one Python thread, and leaves the GPU
+# idle most of the time: several worker processes share one GPU (each with its own CUDA context and
+# cores // workers threads), as many as the cores allow. Chosen before a GPU measured it; benchmarks/gpu_workers.py
+# measures 1, 2, 4 and 8 processes on one GPU (docs/gpu.md).
+AUTO_WORKERS_PER_GPU = 4
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,13 @@ class WorkerSpec:
 
 
 def plan_workers(requested: int | None, device: torch.device, *, trials: int) -> list[WorkerSpec]:
-    """One spec per worker. ``requested`` None is ``--workers auto``: one per GPU on CUDA (each
-    pinned to its own), one on MPS, ``AUTO_CPU_WORKERS`` on a CPU with that many cores."""
+    """One spec per worker. ``requested`` None is ``--workers auto``: ``AUTO_WORKERS_PER_GPU`` per GPU on CUDA
+    (fewer where the cores are fewer; round robin over the GPUs), one on MPS, ``AUTO_CPU_WORKERS`` on a CPU with
+    that many cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if device.type == "cuda" and device.index is None:
         gpus = torch.cuda.device_count()
-        n = requested or gpus
+        n = requested or gpus * max(1, min(AUTO_WORKERS_PER_GPU, cores // gpus))
         devices = [f"cuda:{i % gpus}" for i in range(n)]  # round robin: several per GPU when n > gpus
     else:
         auto = min(cores, AUTO_CPU_WORKERS) if device.type == "cpu" else 1

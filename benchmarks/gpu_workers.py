@@ -1,0 +1,108 @@
+"""Benchmark: training images/s of 1, 2, 4 and 8 processes sharing one GPU, each running fsearch's loop.
+
+Why: on a GPU a small network's step is bound by its process's Python thread launching kernels, so several
+processes (``fsearch run --workers``, ``AUTO_WORKERS_PER_GPU``) may train more images per second together than
+one alone. Each process trains the same network (random images: the loop's speed does not depend on the pixels)
+with ``cores // N`` threads and the runtime's defaults, warms up, waits at a barrier with the others, then trains
+``--steps`` steps; the aggregate is all their images over the span from the first start to the last end.
+
+    python -m benchmarks.gpu_workers --out gpu_workers.json [--net fsearch-r6] [--steps 300]
+
+Meant for CUDA (``--device cpu`` only checks the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.bench import commit
+from search.data import ImageSet, Splits
+from search.runtime import Runtime
+from search.train import train
+from space import build_model, preset_config
+
+
+def _splits(n: int, device: torch.device) -> Splits:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=72.9 / 255, std=90.0 / 255)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _worker(net: str, steps: int, threads: int, device_name: str, barrier: Barrier, out: Any) -> None:
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    cfg = preset_config(net)
+    runtime = Runtime(device=device)
+    warm = dataclasses.replace(cfg.train, epochs=1)
+    train(build_model(cfg.arch), warm, _splits(cfg.train.batch_size * 20, device), runtime=runtime, seed=0)
+    splits = _splits(cfg.train.batch_size * steps, device)
+    model = build_model(cfg.arch)
+    _sync(device)
+    barrier.wait()
+    started = time.time()
+    train(model, warm, splits, runtime=runtime, seed=0)
+    _sync(device)
+    out.put((started, time.time(), len(splits.train)))
+
+
+def aggregate(net: str, n: int, steps: int, device: str) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // n)
+    procs = [ctx.Process(target=_worker, args=(net, steps, threads, device, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    ends = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join()
+    span = max(e[1] for e in ends) - min(e[0] for e in ends)
+    images = sum(e[2] for e in ends)
+    return {"processes": n, "threads_each": threads, "images_per_second": round(images / span, 1),
+            "span_seconds": round(span, 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--nets", default="fsearch-r6,fsearch-w1")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--processes", default="1,2,4,8")
+    parser.add_argument("--device", default="cuda", help="cpu only to check the script")
+    args = parser.parse_args()
+    device = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
+    result: dict[str, Any] = {
+        "what": "aggregate training images/s of N processes sharing one GPU (benchmarks/gpu_workers.py)",
+        "command": f"python -m benchmarks.gpu_workers --out {args.out.name}", "commit": commit(),
+        "device": device, "torch": torch.__version__, "cpu_count": os.cpu_count(), "steps": args.steps,
+        "runtime": Runtime(device=torch.device(args.device)).describe(), "nets": {},
+    }  # fmt: skip
+    for net in args.nets.split(","):
+        result["nets"][net] = []
+        for n in (int(p) for p in args.processes.split(",")):
+            try:
+                found = aggregate(net, n, args.steps, args.device)
+            except Exception as exc:  # recorded; the next count still runs
+                found = {"processes": n, "error": f"{type(exc).__name__}: {exc}"}
+            result["nets"][net].append(found)
+            print(net, found, flush=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""CUDA graphs for the training step: the model's forward and backward captured once, replayed every step.
+
+On a GPU a small network's training step is bound by launching its kernels one at a time from Python, not by
+the arithmetic (a 4.5M-MAC network trained at about 6 ms a step on an H100, where its arithmetic needs well under
+a tenth of that). ``torch.cuda.make_graphed_callables`` captures the model's forward and backward in training mode
+as two CUDA graphs; each step then copies its batch into the graph's input and replays them, one launch each. The
+augmentation, the loss and the optimiser's step stay eager (with a fused optimiser, one launch per parameter group).
+Evaluation runs the model in eval mode, which calls its own forward, uncaptured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from search.runtime import Runtime
+
+
+@contextmanager
+def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[int]) -> Iterator[None]:
+    """Within the block, ``model`` in training mode replays CUDA graphs captured for batches of ``batch_shape``
+    (a no-op unless ``runtime.use_cuda_graphs``); after it, ``model`` is a plain module again.
+
+    The capture runs the model a few times on random inputs (warm-up, then capture); its batch norm running
+    statistics are put back afterwards, so the captured model starts from exactly the state it was given.
+    """
+    if not runtime.use_cuda_graphs:
+        yield
+        return
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
+    sample = torch.randn(tuple(batch_shape), device=runtime.device)
+    if runtime.use_channels_last:
+        sample = sample.contiguous(memory_format=torch.channels_last)
+    was_training = model.training
+    model.train()
+    # Autocast's weight cache cannot live in a graph: torch asks for cache_enabled=False during the capture.
+    with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp, cache_enabled=False):
+        torch.cuda.make_graphed_callables(model, (sample,))
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(saved[name])
+    model.train(was_training)
+    try:
+        yield
+    finally:
+        # make_graphed_callables replaced the instance's forward: drop it (and the graphs' memory with it).
+        model.__dict__.pop("forward", None)

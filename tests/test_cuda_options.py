@@ -1,0 +1,92 @@
+"""The loop's CUDA options, on the CPU: what each Runtime turns on where, the fused optimiser's arithmetic, and
+the CUDA-graph capture's bookkeeping (with torch's capture replaced by a stand-in that runs the model as it would)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from search.data import Splits
+from search.graphs import training_graphs
+from search.optim import make_optimizer
+from search.runtime import Runtime
+from search.train import train
+from space import Architecture, ConvBlock, TrainConfig, build_model
+
+SMALL = Architecture(blocks=(ConvBlock(8), ConvBlock(16)), dense=(32,), batch_norm=True)
+CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs on it
+
+
+def test_each_option_is_on_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = Runtime(), Runtime(device=CUDA)
+    assert cuda.use_fused_optimizer and not cpu.use_fused_optimizer  # the CPU keeps the loop it was measured with
+    assert not cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # off until a GPU measures it
+    assert Runtime(device=CUDA, cuda_graphs=True).use_cuda_graphs
+    assert not Runtime(cuda_graphs=True).use_cuda_graphs  # CUDA only, whatever is asked
+    assert (
+        Runtime(fused_optimizer=True).use_fused_optimizer
+        and not Runtime(device=CUDA, fused_optimizer=False).use_fused_optimizer
+    )
+    monkeypatch.setattr("search.runtime.describe", lambda device: f"{device} (simulated)")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert Runtime(device=CUDA, cuda_graphs=True).describe() == "cuda (simulated), bf16 autocast, CUDA graphs"
+    assert Runtime(device=CUDA).describe() == "cuda (simulated), bf16 autocast"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "adam"])
+def test_the_fused_optimiser_takes_the_same_steps(name: str) -> None:
+    cfg = TrainConfig(optimizer=name, lr=0.05 if name == "sgd" else 3e-3, weight_decay=5e-4)  # type: ignore[arg-type]
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    params = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = build_model(SMALL)
+        opt = make_optimizer(model, cfg, fused=fused)
+        assert opt.defaults["fused"] is (True if fused else None)  # off leaves torch's own choice
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(params[0], params[1], rtol=1e-4, atol=1e-6)
+
+
+def test_cuda_graphs_off_leave_the_loop_as_it_was(tiny_splits: Splits) -> None:
+    cfg = TrainConfig(optimizer="adamw", lr=3e-3, batch_size=32, epochs=1)
+    runs = []
+    for runtime in (Runtime(), Runtime(cuda_graphs=True)):  # asked for on the CPU: not used
+        torch.manual_seed(1)
+        runs.append(train(build_model(SMALL), cfg, tiny_splits, runtime=runtime, seed=3).history[0])
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].val_acc == runs[1].val_acc
+
+
+def test_the_capture_sees_the_batch_shape_and_leaves_the_model_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def capture(model: nn.Module, args: tuple[torch.Tensor, ...]) -> nn.Module:
+        """torch's capture warms up and captures by running the model in training mode; then replaces forward."""
+        x = args[0]
+        cl = x.is_contiguous(memory_format=torch.channels_last)
+        calls.append({"shape": tuple(x.shape), "channels_last": cl, "cache": torch.is_autocast_cache_enabled(),
+                      "training": model.training})  # fmt: skip
+        for _ in range(4):
+            model(*args)
+        original = model.forward
+        model.forward = lambda x: original(x)  # type: ignore[method-assign]
+        return model
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    runtime = dataclasses.replace(Runtime(), cuda_graphs=True)
+    monkeypatch.setattr(Runtime, "use_cuda_graphs", property(lambda self: bool(self.cuda_graphs)))
+    model = build_model(SMALL).eval()
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    with training_graphs(model, runtime, (32, 1, 28, 28)):
+        assert "forward" in model.__dict__  # the captured forward is in place within the block
+        assert model.training is False  # the mode the model came in with
+        assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())  # batch norm as it was
+    assert "forward" not in model.__dict__  # a plain module again
+    assert calls == [{"shape": (32, 1, 28, 28), "channels_last": True, "cache": False, "training": True}]
