@@ -43,6 +43,12 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
         for name, b in model.named_buffers():
             b.copy_(saved[name])
     model.train(was_training)
+    # The capture's warm-up made the parameters' gradient accumulators on a side stream; replays feed them on the
+    # default stream, which torch warns about once per process (a synchronisation per step, within the measured
+    # speed-up; docs/gpu.md). The warning would only garble the search's live display.
+    quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)  # torch >= 2.10
+    if quiet is not None:
+        quiet(False)
     try:
         yield
     finally:

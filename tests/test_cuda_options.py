@@ -24,8 +24,8 @@ CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs o
 def test_each_option_is_on_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = Runtime(), Runtime(device=CUDA)
     assert cuda.use_fused_optimizer and not cpu.use_fused_optimizer  # the CPU keeps the loop it was measured with
-    assert not cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # off until a GPU measures it
-    assert Runtime(device=CUDA, cuda_graphs=True).use_cuda_graphs
+    assert cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # measured to pay on a GPU
+    assert not Runtime(device=CUDA, cuda_graphs=False).use_cuda_graphs
     assert not Runtime(cuda_graphs=True).use_cuda_graphs  # CUDA only, whatever is asked
     assert (
         Runtime(fused_optimizer=True).use_fused_optimizer
@@ -34,7 +34,7 @@ def test_each_option_is_on_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("search.runtime.describe", lambda device: f"{device} (simulated)")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     assert Runtime(device=CUDA, cuda_graphs=True).describe() == "cuda (simulated), bf16 autocast, CUDA graphs"
-    assert Runtime(device=CUDA).describe() == "cuda (simulated), bf16 autocast"
+    assert Runtime(device=CUDA, cuda_graphs=False).describe() == "cuda (simulated), bf16 autocast"
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw", "adam"])
