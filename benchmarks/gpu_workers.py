@@ -6,7 +6,10 @@ one alone. Each process trains the same network (random images: the loop's speed
 with ``cores // N`` threads and the runtime's defaults, warms up, waits at a barrier with the others, then trains
 ``--steps`` steps; the aggregate is all their images over the span from the first start to the last end.
 
-    python -m benchmarks.gpu_workers --out gpu_workers.json [--net fsearch-r6] [--steps 300]
+    python -m benchmarks.gpu_workers --out gpu_workers.json [--nets fsearch-r6,fsearch-w1] [--steps 300] [--cuda-graphs]
+
+Each process trains twice (a warm-up, then the timed run), so ``--cuda-graphs`` also checks that a second capture in
+one process works (it failed once on an H200 before search/graphs.py held the garbage collector off: docs/gpu.md).
 
 Meant for CUDA (``--device cpu`` only checks the script).
 """
@@ -18,6 +21,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import queue
 import time
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -44,11 +48,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _worker(net: str, steps: int, threads: int, device_name: str, barrier: Barrier, out: Any) -> None:
+def _worker(net: str, steps: int, threads: int, device_name: str, graphs: bool, barrier: Barrier, out: Any) -> None:
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     cfg = preset_config(net)
-    runtime = Runtime(device=device)
+    runtime = Runtime(device=device, cuda_graphs=graphs or None)
     warm = dataclasses.replace(cfg.train, epochs=1)
     train(build_model(cfg.arch), warm, _splits(cfg.train.batch_size * 20, device), runtime=runtime, seed=0)
     splits = _splits(cfg.train.batch_size * steps, device)
@@ -61,14 +65,23 @@ def _worker(net: str, steps: int, threads: int, device_name: str, barrier: Barri
     out.put((started, time.time(), len(splits.train)))
 
 
-def aggregate(net: str, n: int, steps: int, device: str) -> dict[str, Any]:
+def aggregate(net: str, n: int, steps: int, device: str, graphs: bool = False) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(n), ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // n)
-    procs = [ctx.Process(target=_worker, args=(net, steps, threads, device, barrier, out)) for _ in range(n)]
+    procs = [ctx.Process(target=_worker, args=(net, steps, threads, device, graphs, barrier, out)) for _ in range(n)]
     for p in procs:
         p.start()
-    ends = [out.get(timeout=120) for _ in procs]
+    ends: list[tuple[float, float, int]] = []
+    while len(ends) < n:  # a process that died sends nothing: stop waiting as soon as one has
+        try:
+            ends.append(out.get(timeout=1))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a process exited with code {dead[0]} (its traceback is in the log)") from None
     for p in procs:
         p.join()
     span = max(e[1] for e in ends) - min(e[0] for e in ends)
@@ -84,19 +97,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--processes", default="1,2,4,8")
     parser.add_argument("--device", default="cuda", help="cpu only to check the script")
+    parser.add_argument("--cuda-graphs", action="store_true", help="each process with Runtime(cuda_graphs=True)")
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
+    runtime = Runtime(device=torch.device(args.device), cuda_graphs=args.cuda_graphs or None)
     result: dict[str, Any] = {
         "what": "aggregate training images/s of N processes sharing one GPU (benchmarks/gpu_workers.py)",
         "command": f"python -m benchmarks.gpu_workers --out {args.out.name}", "commit": commit(),
         "device": device, "torch": torch.__version__, "cpu_count": os.cpu_count(), "steps": args.steps,
-        "runtime": Runtime(device=torch.device(args.device)).describe(), "nets": {},
+        "runtime": runtime.describe(), "nets": {},
     }  # fmt: skip
     for net in args.nets.split(","):
         result["nets"][net] = []
         for n in (int(p) for p in args.processes.split(",")):
             try:
-                found = aggregate(net, n, args.steps, args.device)
+                found = aggregate(net, n, args.steps, args.device, args.cuda_graphs)
             except Exception as exc:  # recorded; the next count still runs
                 found = {"processes": n, "error": f"{type(exc).__name__}: {exc}"}
             result["nets"][net].append(found)

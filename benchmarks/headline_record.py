@@ -84,7 +84,7 @@ def machine_text(bench: dict[str, Any], cpu_note: str | None) -> str:
     """The machine in words, from what the harness read of it (and the plan's calibrated export speed)."""
     m = bench["machine"]
     cpu = m["cpu"] + (f"; {cpu_note}" if cpu_note else "")
-    gpu = "a CUDA GPU" if m.get("cuda_available") else "no GPU"
+    gpu = (m.get("device") or "a CUDA GPU") if m.get("cuda_available") else "no GPU"  # the GPU's name since 799c608
     system = m["platform"].split("-")[0]
     text = (
         f"{m['cpu_count']}-core CPU ({cpu}), {gpu}, {system}, Python {m['python']}, "

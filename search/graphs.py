@@ -10,6 +10,7 @@ Evaluation runs the model in eval mode, which calls its own forward, uncaptured.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -36,21 +37,31 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
         sample = sample.contiguous(memory_format=torch.channels_last)
     was_training = model.training
     model.train()
-    # Autocast's weight cache cannot live in a graph: torch asks for cache_enabled=False during the capture.
-    with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp, cache_enabled=False):
-        torch.cuda.make_graphed_callables(model, (sample,))
+    # The capture's warm-up makes the parameters' gradient accumulators on a side stream and replays feed them on
+    # the default stream: torch warns once per process (a synchronisation per step, inside the measured speed-up;
+    # docs/gpu.md). The warning would only garble the search's live display.
+    quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)  # torch >= 2.10
+    if quiet is not None:
+        quiet(False)
+    # No garbage collection during the capture: an earlier model's graphs, left in a reference cycle, destroyed
+    # mid-capture invalidate it (seen on an H200 when one process trained twice in a row: docs/gpu.md).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        # Autocast's weight cache cannot live in a graph: torch asks for cache_enabled=False during the capture.
+        with torch.autocast(runtime.device.type, runtime.amp_dtype, enabled=runtime.use_amp, cache_enabled=False):
+            torch.cuda.make_graphed_callables(model, (sample,))
+    finally:
+        if collecting:
+            gc.enable()
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(saved[name])
     model.train(was_training)
-    # The capture's warm-up made the parameters' gradient accumulators on a side stream; replays feed them on the
-    # default stream, which torch warns about once per process (a synchronisation per step, within the measured
-    # speed-up; docs/gpu.md). The warning would only garble the search's live display.
-    quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)  # torch >= 2.10
-    if quiet is not None:
-        quiet(False)
     try:
         yield
     finally:
-        # make_graphed_callables replaced the instance's forward: drop it (and the graphs' memory with it).
+        # make_graphed_callables replaced the instance's forward: drop it, and free its graphs now (they sit in a
+        # reference cycle), while no capture is under way.
         model.__dict__.pop("forward", None)
+        gc.collect()

@@ -33,9 +33,11 @@ class Runtime:
     # keeps the loop its measurements were made with.
     fused_optimizer: bool | None = None
     # Capture the model's training forward and backward as CUDA graphs (torch.cuda.make_graphed_callables) and
-    # replay them each step: one launch instead of one per layer. CUDA only. None: on for CUDA, where the loop
-    # trained 2.1x (fsearch-w1) and 1.8x (fsearch-r6) the images/s of the fused eager loop on an H200
-    # (benchmarks/gpu_loop.py, docs/gpu.md).
+    # replay them each step: one launch instead of one per layer. CUDA only. On an H200 the loop trained 1.9x
+    # (fsearch-w1) and 1.8x (fsearch-r6) the images/s of the fused eager loop, and a default run with them on
+    # failed no trial; but one capture failed in a process that trained twice in a row (a dead graph collected
+    # mid-capture, now prevented in search/graphs.py and not yet re-run on a GPU). None: off until a GPU shows the
+    # fix (docs/gpu.md).
     cuda_graphs: bool | None = None
 
     @property
@@ -61,7 +63,7 @@ class Runtime:
 
     @property
     def use_cuda_graphs(self) -> bool:
-        return self.cuda_graphs is not False and self.device.type == "cuda"
+        return bool(self.cuda_graphs) and self.device.type == "cuda"
 
     @property
     def memory_format(self) -> str:

@@ -4,6 +4,7 @@ the CUDA-graph capture's bookkeeping (with torch's capture replaced by a stand-i
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Any
 
 import pytest
@@ -24,8 +25,8 @@ CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs o
 def test_each_option_is_on_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = Runtime(), Runtime(device=CUDA)
     assert cuda.use_fused_optimizer and not cpu.use_fused_optimizer  # the CPU keeps the loop it was measured with
-    assert cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # measured to pay on a GPU
-    assert not Runtime(device=CUDA, cuda_graphs=False).use_cuda_graphs
+    assert not cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # off until a GPU shows the capture is safe
+    assert Runtime(device=CUDA, cuda_graphs=True).use_cuda_graphs
     assert not Runtime(cuda_graphs=True).use_cuda_graphs  # CUDA only, whatever is asked
     assert (
         Runtime(fused_optimizer=True).use_fused_optimizer
@@ -72,7 +73,7 @@ def test_the_capture_sees_the_batch_shape_and_leaves_the_model_as_it_found_it(mo
         x = args[0]
         cl = x.is_contiguous(memory_format=torch.channels_last)
         calls.append({"shape": tuple(x.shape), "channels_last": cl, "cache": torch.is_autocast_cache_enabled(),
-                      "training": model.training})  # fmt: skip
+                      "training": model.training, "gc": gc.isenabled()})  # fmt: skip
         for _ in range(4):
             model(*args)
         original = model.forward
@@ -89,4 +90,6 @@ def test_the_capture_sees_the_batch_shape_and_leaves_the_model_as_it_found_it(mo
         assert model.training is False  # the mode the model came in with
         assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())  # batch norm as it was
     assert "forward" not in model.__dict__  # a plain module again
-    assert calls == [{"shape": (32, 1, 28, 28), "channels_last": True, "cache": False, "training": True}]
+    # No garbage collection during the capture (a dead graph freed then invalidates it), and on again after it.
+    assert calls == [{"shape": (32, 1, 28, 28), "channels_last": True, "cache": False, "training": True, "gc": False}]
+    assert gc.isenabled()
