@@ -13,7 +13,8 @@ autocast on CUDA (fp16 where bf16 is unsupported) and on a CPU with native bf16 
 (AVX512-BF16 or AMX; on the project's 2-core EPYC, 1.5x the images/s of fp32, ``docs/training.md``);
 on a CPU without them bf16 is emulated and slower, so off. On the CPU the search's validation runs under
 the same autocast (``Runtime.cpu_eval_amp``); other evaluation stays fp32, as ``predict`` and the ONNX
-graph compute.
+graph compute. On CUDA the optimiser's step is fused, and the model's forward and backward can be replayed as
+CUDA graphs (:mod:`search.graphs`); ``search/runtime.py`` says which are on where, ``docs/gpu.md`` why.
 """
 
 from __future__ import annotations
