@@ -11,6 +11,7 @@ Evaluation runs the model in eval mode, which calls its own forward, uncaptured.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -21,16 +22,18 @@ from search.runtime import Runtime
 
 
 @contextmanager
-def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[int]) -> Iterator[None]:
+def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[int]) -> Iterator[float]:
     """Within the block, ``model`` in training mode replays CUDA graphs captured for batches of ``batch_shape``
-    (a no-op unless ``runtime.use_cuda_graphs``); after it, ``model`` is a plain module again.
+    (a no-op unless ``runtime.use_cuda_graphs``); after it, ``model`` is a plain module again. Yields the seconds
+    the capture took (0 without one): a one-time cost that a timing of a few steps must not spread over them.
 
     The capture runs the model a few times on random inputs (warm-up, then capture); its batch norm running
     statistics are put back afterwards, so the captured model starts from exactly the state it was given.
     """
     if not runtime.use_cuda_graphs:
-        yield
+        yield 0.0
         return
+    started = time.perf_counter()
     saved = {name: b.detach().clone() for name, b in model.named_buffers()}
     sample = torch.randn(tuple(batch_shape), device=runtime.device)
     if runtime.use_channels_last:
@@ -59,7 +62,7 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
             b.copy_(saved[name])
     model.train(was_training)
     try:
-        yield
+        yield time.perf_counter() - started
     finally:
         # make_graphed_callables replaced the instance's forward: drop it, and free its graphs now (they sit in a
         # reference cycle), while no capture is under way.

@@ -67,6 +67,8 @@ class TrainResult:
     history: tuple[EpochStats, ...]
     # True when ``time_limit_s`` ended the run before its epochs were done (its schedule ran on the clock).
     time_limited: bool = False
+    # Seconds spent before the first step on a one-time setup (capturing CUDA graphs), in no epoch's seconds.
+    setup_seconds: float = 0.0
 
     @property
     def epochs_run(self) -> float:
@@ -171,7 +173,7 @@ def train(
     pace = Pace(sched, total_steps, time_limit_s)
 
     step = 0
-    with training_graphs(model, runtime, (batch, *data.x.shape[1:])):  # a no-op unless runtime.use_cuda_graphs
+    with training_graphs(model, runtime, (batch, *data.x.shape[1:])) as setup_s:  # no-op unless use_cuda_graphs
         for step in range(1, total_steps + 1):
             epoch, i = divmod(step - 1, steps_per_epoch)
             epoch += 1
@@ -211,7 +213,7 @@ def train(
                 since = _Window(runtime.device)
             if not more:
                 break
-    return TrainResult(history=tuple(history), time_limited=step < total_steps)
+    return TrainResult(history=tuple(history), time_limited=step < total_steps, setup_seconds=setup_s)
 
 
 def _tidy(epochs: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ from search.data import Splits
 from search.graphs import training_graphs
 from search.optim import make_optimizer
 from search.runtime import Runtime
-from search.train import train
-from space import Architecture, ConvBlock, TrainConfig, build_model
+from search.speed import TIMED_IMAGES, seconds_per_image
+from search.train import TrainResult, train
+from space import Architecture, ConvBlock, TrainConfig, build_model, preset_config
 
 SMALL = Architecture(blocks=(ConvBlock(8), ConvBlock(16)), dense=(32,), batch_norm=True)
 CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs on it
@@ -93,3 +95,21 @@ def test_the_capture_sees_the_batch_shape_and_leaves_the_model_as_it_found_it(mo
     # No garbage collection during the capture (a dead graph freed then invalidates it), and on again after it.
     assert calls == [{"shape": (32, 1, 28, 28), "channels_last": True, "cache": False, "training": True, "gc": False}]
     assert gc.isenabled()
+
+
+def test_the_capture_is_timed_apart_from_the_steps(monkeypatch: pytest.MonkeyPatch, tiny_splits: Splits) -> None:
+    """train() reports the capture's seconds as setup, and the speed timing leaves them out (a one-time cost)."""
+    clock = iter([0.0, 7.0])  # the capture starts at 0 and is over at 7 (a stand-in clock, not the wall)
+    monkeypatch.setattr("search.graphs.time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda model, args: model)
+    monkeypatch.setattr(Runtime, "use_cuda_graphs", property(lambda self: bool(self.cuda_graphs)))
+    cfg = TrainConfig(optimizer="adamw", lr=3e-3, batch_size=32, epochs=1)
+    result = train(build_model(SMALL), cfg, tiny_splits, runtime=Runtime(cuda_graphs=True), seed=0)
+    assert result.setup_seconds == 7.0
+    assert train(build_model(SMALL), cfg, tiny_splits, runtime=Runtime(), seed=0).setup_seconds == 0.0
+
+    ticks = iter([0.0, 100.0, 200.0, 300.0])  # each timed run takes 100 s by this clock, 40 of them setup
+    monkeypatch.setattr("search.speed.time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    monkeypatch.setattr("search.speed.train", lambda *a, **k: TrainResult(history=(), setup_seconds=40.0))
+    per_image = seconds_per_image(preset_config("lenet5"), tiny_splits, Runtime(), threads=1, evals_per_epoch=0)
+    assert per_image == pytest.approx(60.0 / min(TIMED_IMAGES, len(tiny_splits.train)))
