@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent CUDA machine (issue 14; docs/gpu.md says how to prepare and read it):
-#   1. the default pipeline, `fsearch run --trials 50` + `fsearch export-best`, through the headline harness;
-#   2. benchmarks/gpu_loop.py: the loop's images/s as it was and with each CUDA option;
-#   3. benchmarks/gpu_workers.py: 1, 2, 4 and 8 processes sharing the GPU.
+#   1. benchmarks/gpu_workers.py: 1, 2, 4 and 8 processes sharing the GPU (WORKERS_ARGS=--cuda-graphs: with
+#      CUDA graphs, each process capturing twice: the check graphs need before they go on by default);
+#   2. the default pipeline, `fsearch run --trials 50` + `fsearch export-best`, through the headline harness;
+#   3. benchmarks/gpu_loop.py: the loop's images/s as it was and with each CUDA option.
 # Each part is time-boxed and writes as it goes, so a part that overruns costs only itself. Run from the repository
 # root with the data under $DATA (default .devdata) and, where the machine's Python lacks them, fsearch's
 # pure-Python dependencies as wheels in .whl/. Results land in $OUT (8 files at most).
@@ -20,6 +21,11 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
     python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__)"
 } > "$OUT/machine.txt" 2>&1
 
+# shellcheck disable=SC2086
+timeout "${WORKERS_S:-60}" python3 -m benchmarks.gpu_workers --out "$OUT/gpu_workers.json" \
+    ${WORKERS_ARGS:-} > "$OUT/gpu.log" 2>&1
+echo "gpu_workers: exit $?" >> "$OUT/gpu.log"
+
 H=/tmp/headline
 rm -rf "$H" && mkdir -p "$H"
 started=$(date +%s)
@@ -32,11 +38,7 @@ cp "$H/best/config.json" "$OUT/config.json" 2>/dev/null
 
 # shellcheck disable=SC2086
 timeout "${LOOP_S:-120}" python3 -m benchmarks.gpu_loop --data-dir "$DATA" --out "$OUT/gpu_loop.json" \
-    ${LOOP_ARGS:-} > "$OUT/gpu.log" 2>&1
+    ${LOOP_ARGS:-} >> "$OUT/gpu.log" 2>&1
 echo "gpu_loop: exit $?" >> "$OUT/gpu.log"
-# shellcheck disable=SC2086
-timeout "${WORKERS_S:-55}" python3 -m benchmarks.gpu_workers --out "$OUT/gpu_workers.json" \
-    ${WORKERS_ARGS:-} >> "$OUT/gpu.log" 2>&1
-echo "gpu_workers: exit $?" >> "$OUT/gpu.log"
 tail -n 4 "$H/log.txt"
 cat "$OUT/gpu.log" | grep -v "^ " | tail -n 30
