@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.derived import read_ratios, winner_row
-from search.plan import EXPORT_IMAGES  # imports no torch
+from search.throughput import EXPORT_IMAGES  # imports no torch
 
 MIN_EPOCHS = 2  # a shorter export is mostly its first epoch's warm-up
 

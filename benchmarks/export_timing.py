@@ -23,9 +23,9 @@ import torch
 
 from benchmarks.bench import machine, write_json
 from search.data import load_splits
-from search.plan import EXPORT_IMAGES
 from search.runtime import Runtime
 from search.speed import export_seconds_per_image
+from search.throughput import EXPORT_IMAGES
 from search.train import seed_everything, train
 from space import build_model, preset_config
 

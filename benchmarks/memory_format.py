@@ -25,9 +25,9 @@ import torch
 from benchmarks.bench import commit, machine, write_json
 from benchmarks.derived import winner_row
 from search.data import Splits, load_splits
-from search.plan import EXPORT_IMAGES
 from search.runtime import Runtime
 from search.speed import export_timing
+from search.throughput import EXPORT_IMAGES
 from search.train import seed_everything, train
 from space import TrialConfig, build_model, preset_config, replay
 from space.model import model_size

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from search.throughput import Throughput
+
 FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
 EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time for: twice the finals' (docs/defaults.md)
 # A winner whose export's time holds more epochs than that (one smaller than the reference, or a search that ended
@@ -47,7 +49,6 @@ MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (fi
 START_S = 30.0
 TAIL_S = 90.0
 OVERHEAD_S = START_S + TAIL_S
-EXPORT_IMAGES = 60_000
 # Workers side by side train slower than the calibration, which times one worker with the other cores idle: in
 # the 18 runs of the 2-core CPU whose first plan had finals, the screen's trials trained at 1.07-1.54 times
 # (median 1.27) the calibrated seconds per image per million MACs (docs/defaults.md, the time plan). The first
@@ -59,28 +60,6 @@ SIDE_BY_SIDE = 1.3
 # shapes, and a sustained run against a short one; benchmarks/export_speed.py, docs/defaults.md, the time plan).
 # The plan counts the export this much slower; export-best then times the chosen network itself.
 EXPORT_SLOWER = 1.2
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Training speed, as seconds per image per million MACs (forward MACs of one image)."""
-
-    worker: float  # in one worker process (its share of the threads)
-    export: float  # in one process with all the threads (export-best)
-
-    def seconds(self, images: float, mmacs: float, *, export: bool = False) -> float:
-        return images * mmacs * (self.export if export else self.worker)
-
-    def export_epoch_s(self, mmacs: float) -> float:
-        """Seconds of one export epoch (all ``EXPORT_IMAGES``, all the threads) of a network of ``mmacs``."""
-        return self.seconds(EXPORT_IMAGES, mmacs, export=True)
-
-    def effective_mmacs(self, images_per_second: float, mmacs: float) -> float:
-        """A trial's size as its measured speed in a worker implies: the million MACs that would train at
-        ``images_per_second`` at this worker throughput. MACs are a first-order cost: a net of wide early
-        layers spends more per MAC on normalisation and activations than the reference, and is timed here
-        as larger. ``mmacs`` when there is no measurement."""
-        return 1.0 / (images_per_second * self.worker) if images_per_second > 0 else mmacs
 
 
 @dataclass(frozen=True)
@@ -191,18 +170,6 @@ def _export_time(seconds: float, epoch_s: float, *, screen_epochs: int, cap: int
 def _whole(epochs: float) -> int:
     """Whole epochs that fit (a quotient a rounding error short of an integer counts as that integer)."""
     return math.floor(epochs + 1e-9)
-
-
-def measured_throughput(samples: list[tuple[float, float]], planned: Throughput) -> Throughput:
-    """The workers' throughput as the screen's trials showed it (``samples``: (images/s, million MACs) of
-    each, evaluation included), ``planned`` when there is nothing to go by. The export's stays as calibrated:
-    it runs alone with all the threads and no evaluation, as its calibration did, while the screen's trials
-    ran beside each other (on a CPU, sharing memory bandwidth and caches), which calibration cannot see."""
-    per = sorted(1.0 / (ips * mmacs) for ips, mmacs in samples if ips > 0 and mmacs > 0)
-    if not per:
-        return planned
-    worker = per[len(per) // 2]  # the median: a trial that shared its core with a busy neighbour is an outlier
-    return Throughput(worker=worker, export=planned.export)
 
 
 def _finals(

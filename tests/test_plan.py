@@ -13,7 +13,6 @@ from optuna.trial import TrialState, create_trial
 import search.plan
 from search.plan import (
     EXPORT_EPOCHS,
-    EXPORT_IMAGES,
     EXPORT_SLOWER,
     MAX_EXPORT_EPOCHS,
     MIN_EXPORT_EPOCHS,
@@ -23,14 +22,13 @@ from search.plan import (
     START_S,
     TAIL_S,
     Plan,
-    Throughput,
     make_plan,
-    measured_throughput,
     replan,
 )
 from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.store.study import top_trials
+from search.throughput import EXPORT_IMAGES, Throughput, measured_throughput
 from search.tune.finals import choose_finalists, distance, enqueue_finals
 from search.tune.session import SearchOptions, Stage
 from space import PRESETS, suggest

@@ -14,10 +14,11 @@ from optuna.trial import TrialState
 from search import plan as plan_module
 from search.model.best import export_best, pick_trial, planned_epochs
 from search.model.retrain import RetrainOptions, retrain
-from search.plan import TAIL_S, Plan, Throughput
+from search.plan import TAIL_S, Plan
 from search.speed import ExportTiming, export_seconds_per_image, export_timing
 from search.store import record
 from search.store.record import TrialRecord
+from search.throughput import Throughput
 from search.tune import runner
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions

@@ -29,7 +29,7 @@ from search.model.graph import check_formats
 from search.model.retrain import ExportReport, RetrainOptions, StartCallback, check_epochs, retrain
 from search.model.tta import validation_says
 from search.paths import model_dir
-from search.plan import EXPORT_IMAGES, Plan
+from search.plan import Plan
 from search.speed import ExportTiming, export_timing
 from search.store import record
 from search.store.artifacts import artifact_dir, open_store, upload
@@ -37,6 +37,7 @@ from search.store.notes import save_study_note
 from search.store.record import TrialRecord, best_trial
 from search.store.storage import mask_url
 from search.store.study import check_space_version, open_study
+from search.throughput import EXPORT_IMAGES
 from search.train import EpochCallback, StepCallback
 from space import SpaceMismatch, TrialConfig
 from space import replay as replay_params
@@ -96,7 +97,7 @@ def planned_epochs(
     by what the export's share of the study's time plan affords. ``timing`` times the trial's export training on
     this machine (:func:`~search.speed.export_timing`; called only when the study has a plan), which then trains in
     the memory format timed faster; without it, the time is estimated for a network of the trial's size (as its
-    measured speed in the search implies: :meth:`~search.plan.Throughput.effective_mmacs`)."""
+    measured speed in the search implies: :meth:`~search.throughput.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
         return ExportSchedule(epochs, rule, None)

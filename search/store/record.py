@@ -16,8 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.defaults import DEFAULT_VAL_SIZE
-from search.plan import Throughput
 from search.stats import accuracy_noise
+from search.throughput import Throughput
 
 # Trial attributes, written by the objective (search.tune.objective) unless said otherwise.
 SEED = "seed"  # the trial's training seed

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from search.data import Splits
-from search.plan import Throughput
 from search.runtime import Runtime
 from search.speed import seconds_per_image
+from search.throughput import Throughput
 from space import TrialConfig
 from space.model import model_size
 

@@ -23,11 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data import Splits
 from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
-from search.plan import START_S, Plan, Throughput, make_plan, measured_throughput, replan
+from search.plan import START_S, Plan, make_plan, replan
 from search.store.notes import name_objective
 from search.store.record import PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
+from search.throughput import Throughput, measured_throughput
 from search.tune.calibrate import calibrate
 from search.tune.events import Lanes
 from search.tune.finals import choose_finalists, enqueue_finals
