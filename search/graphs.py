@@ -1,11 +1,10 @@
 """CUDA graphs for the training step: the model's forward and backward captured once, replayed every step.
 
-On a GPU a small network's training step is bound by launching its kernels one at a time from Python, not by
-the arithmetic (a 4.5M-MAC network trained at about 6 ms a step on an H100, where its arithmetic needs well under
-a tenth of that). ``torch.cuda.make_graphed_callables`` captures the model's forward and backward in training mode
-as two CUDA graphs; each step then copies its batch into the graph's input and replays them, one launch each. The
-augmentation, the loss and the optimiser's step stay eager (with a fused optimiser, one launch per parameter group).
-Evaluation runs the model in eval mode, which calls its own forward, uncaptured.
+On a GPU a small network's training step is bound by launching its kernels one at a time from Python, not by the
+arithmetic (docs/gpu.md has the measurements). ``torch.cuda.make_graphed_callables`` captures the model's forward
+and backward in training mode as two CUDA graphs; each step then copies its batch into the graph's input and replays
+them, one launch each. The augmentation, the loss and the optimiser's step stay eager (with a fused optimiser, one
+launch per parameter group). Evaluation runs the model in eval mode, which calls its own forward, uncaptured.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A :class:`Runtime` is independent of what is trained (that is the :class:`~space.config.TrainConfig`): the
 search, ``export-best`` and the benchmarks build one per process and hand it to :func:`search.train.train`.
-Each option is ``None`` by default, meaning "what was measured to pay on this device"; the benchmarks set them
-explicitly to measure their gain (``docs/training.md``).
+Each option is ``None`` by default, meaning what was chosen for the device by measurement (CUDA graphs: off
+until a GPU has checked their capture fix); the benchmarks set them explicitly to measure their gain
+(``docs/training.md``, ``docs/gpu.md``).
 """
 
 from __future__ import annotations
