@@ -30,22 +30,11 @@ from typing import Any
 import torch
 
 from benchmarks.bench import commit
-from search.data import ImageSet, Splits
+from benchmarks.gpu_loop import sync
 from search.runtime import Runtime
+from search.speed import random_splits
 from search.train import train
 from space import build_model, preset_config
-
-
-def _splits(n: int, device: torch.device) -> Splits:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    y = torch.randint(0, 10, (n,), generator=gen)
-    return Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=72.9 / 255, std=90.0 / 255)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _worker(net: str, steps: int, threads: int, device_name: str, graphs: bool, barrier: Barrier, out: Any) -> None:
@@ -54,14 +43,14 @@ def _worker(net: str, steps: int, threads: int, device_name: str, graphs: bool, 
     cfg = preset_config(net)
     runtime = Runtime(device=device, cuda_graphs=graphs or None)
     warm = dataclasses.replace(cfg.train, epochs=1)
-    train(build_model(cfg.arch), warm, _splits(cfg.train.batch_size * 20, device), runtime=runtime, seed=0)
-    splits = _splits(cfg.train.batch_size * steps, device)
+    train(build_model(cfg.arch), warm, random_splits(cfg.train.batch_size * 20, device), runtime=runtime, seed=0)
+    splits = random_splits(cfg.train.batch_size * steps, device)
     model = build_model(cfg.arch)
-    _sync(device)
+    sync(device)
     barrier.wait()
     started = time.time()
     train(model, warm, splits, runtime=runtime, seed=0)
-    _sync(device)
+    sync(device)
     out.put((started, time.time(), len(splits.train)))
 
 

@@ -52,15 +52,20 @@ def seconds_per_image(
         torch.set_num_threads(before)
 
 
+def random_splits(n: int, device: torch.device, *, classes: int = 10) -> Splits:
+    """``n`` random 28x28 training images (no validation) on ``device``, normalised as real images are: a stand-in
+    for the data where only speed is measured (the loop's speed does not depend on the pixels)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    mean, std = float(x.float().mean()), float(x.float().std())
+    return Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=mean, std=std)
+
+
 def export_seconds_per_image(cfg: TrialConfig, device: torch.device, *, channels_last: bool | None = None) -> float:
     """Wall seconds per training image of ``cfg`` as ``export-best`` trains it: all threads, no validation, in the
-    memory format ``channels_last`` asks for (None: the runtime's default). Random images stand in for the data
-    (the loop's speed does not depend on the pixels)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (TIMED_IMAGES, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    y = torch.randint(0, cfg.arch.num_classes, (TIMED_IMAGES,), generator=gen)
-    mean, std = float(x.float().mean()), float(x.float().std())  # normalised as real images are
-    splits = Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=mean, std=std)
+    memory format ``channels_last`` asks for (None: the runtime's default), on random images (``random_splits``)."""
+    splits = random_splits(TIMED_IMAGES, device, classes=cfg.arch.num_classes)
     runtime = Runtime(device=device, channels_last=channels_last)
     return seconds_per_image(cfg, splits, runtime, threads=torch.get_num_threads(), evals_per_epoch=0)
 
