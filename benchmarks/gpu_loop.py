@@ -7,7 +7,9 @@ same images through :func:`search.train.train` (the loop that ships), in one pro
 - ``before``: the loop as it was: eager, bf16 autocast, channels_last, torch's multi-tensor optimiser;
 - ``fused``: the optimiser's step fused (``Runtime.fused_optimizer``);
 - ``fused+cudnn``: and ``torch.backends.cudnn.benchmark`` (cuDNN times its algorithms per shape);
-- ``graphs``: fused, and the model's forward and backward replayed as CUDA graphs (``Runtime.cuda_graphs``);
+- ``graphs``: fused, and the model's forward and backward replayed as CUDA graphs (``Runtime.cuda_graphs``, now the
+  CUDA default);
+- ``graphs+cudnn``: and ``torch.backends.cudnn.benchmark``;
 - ``compile``: fused, and the model under ``torch.compile(mode="reduce-overhead")`` (Inductor's kernels in CUDA
   graphs; not part of fsearch, measured to see what the compiler's route would give).
 
@@ -47,8 +49,8 @@ from space import build_model, preset_config
 from space.model import model_size
 
 NETS = ("fsearch-w1", "fsearch-r6")
-VARIANTS = ("before", "fused", "fused+cudnn", "graphs", "compile")
-CUDA_ONLY = {"fused+cudnn", "graphs", "compile"}
+VARIANTS = ("before", "fused", "fused+cudnn", "graphs", "graphs+cudnn", "compile")
+CUDA_ONLY = {"fused+cudnn", "graphs", "graphs+cudnn", "compile"}
 
 
 def matmul_tflops(dtype: torch.dtype, n: int, device: torch.device, reps: int = 10) -> float:
@@ -89,8 +91,8 @@ def run_variant(
     part = Splits(train=ImageSet(splits.train.x[:n], splits.train.y[:n]), val=None, mean=splits.mean,
                   std=splits.std)  # fmt: skip
     fused = variant != "before"
-    runtime = Runtime(device=device, fused_optimizer=fused, cuda_graphs=variant == "graphs")
-    torch.backends.cudnn.benchmark = variant == "fused+cudnn"
+    runtime = Runtime(device=device, fused_optimizer=fused, cuda_graphs=variant.startswith("graphs"))
+    torch.backends.cudnn.benchmark = variant.endswith("+cudnn")
     model: nn.Module = build_model(cfg.arch)
     plain = model
     if variant == "compile":

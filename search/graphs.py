@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -32,6 +33,25 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
     if not runtime.use_cuda_graphs:
         yield 0.0
         return
+    # Two warnings torch gives once per process with graphed callables, harmless here, would only garble the
+    # search's live display: the capture's warm-up makes the parameters' gradient accumulators on a side stream and
+    # replays feed them on the default stream (a synchronisation per step, inside the measured speed-up: docs/gpu.md);
+    # and the backward replay's first cuBLAS call sets the device's context itself. Filtered within the block only.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
+        warnings.filterwarnings("ignore", message="Attempting to run cuBLAS, but there was no current CUDA context")
+        setup_s = _capture(model, runtime, batch_shape)
+        try:
+            yield setup_s
+        finally:
+            # make_graphed_callables replaced the instance's forward: drop it, and free its graphs now (they sit in
+            # a reference cycle), while no capture is under way.
+            model.__dict__.pop("forward", None)
+            gc.collect()
+
+
+def _capture(model: nn.Module, runtime: Runtime, batch_shape: Sequence[int]) -> float:
+    """Capture ``model``'s training forward and backward for batches of ``batch_shape``; the seconds it took."""
     started = time.perf_counter()
     saved = {name: b.detach().clone() for name, b in model.named_buffers()}
     sample = torch.randn(tuple(batch_shape), device=runtime.device)
@@ -39,12 +59,6 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
         sample = sample.contiguous(memory_format=torch.channels_last)
     was_training = model.training
     model.train()
-    # The capture's warm-up makes the parameters' gradient accumulators on a side stream and replays feed them on
-    # the default stream: torch warns once per process (a synchronisation per step, inside the measured speed-up;
-    # docs/gpu.md). The warning would only garble the search's live display.
-    quiet = getattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch", None)  # torch >= 2.10
-    if quiet is not None:
-        quiet(False)
     # No garbage collection during the capture: an earlier model's graphs, left in a reference cycle, destroyed
     # mid-capture invalidate it (seen on an H200 when one process trained twice in a row: docs/gpu.md).
     collecting = gc.isenabled()
@@ -60,10 +74,4 @@ def training_graphs(model: nn.Module, runtime: Runtime, batch_shape: Sequence[in
         for name, b in model.named_buffers():
             b.copy_(saved[name])
     model.train(was_training)
-    try:
-        yield time.perf_counter() - started
-    finally:
-        # make_graphed_callables replaced the instance's forward: drop it, and free its graphs now (they sit in a
-        # reference cycle), while no capture is under way.
-        model.__dict__.pop("forward", None)
-        gc.collect()
+    return time.perf_counter() - started

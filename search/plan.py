@@ -4,7 +4,8 @@
 image per million MACs, ``calibrate``), then plans three stages:
 
 1. the **screen**: up to ``--trials`` sampled trials at a short fidelity (``--max-epochs``),
-   pruned by successive halving; it stops at its deadline whatever is left of ``--trials``;
+   pruned by successive halving; it stops at its deadline whatever is left of ``--trials``, or before it when
+   they are done (on a GPU, in a minute or two of an hour's plan);
 2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same
    parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
    that of the export's training better than the screen's does;
@@ -140,9 +141,16 @@ class Plan:
 
         finals = f"{self.finalists} finalists x {self.final_epochs} epochs" if self.finalists else "no finals"
         return (
-            f"plan for {m(self.budget_s)}: screen {m(self.screen_s)} at {self.screen_epochs} epochs, {finals} "
-            f"({m(self.finals_s)}), export {self.export_words()} ({m(self.export_s)})"
+            f"plan for {m(self.budget_s)}: screen up to {m(self.screen_s)} at {self.screen_epochs} epochs, {finals} "
+            f"({m(self.finals_s)}), export {self.export_words()} ({m(self.export_expected_s())})"
         )
+
+    def export_expected_s(self) -> float:
+        """The seconds the export is expected to train: its time, or less where its epochs reach their cap first (on
+        a GPU an hour's budget leaves ``MAX_EXPORT_EPOCHS`` of the reference a few minutes of it)."""
+        if self.export_epochs < self.screen_epochs:  # the time is the limit (export_words)
+            return self.export_s
+        return min(self.export_s, self.export_epochs * self.throughput.export_epoch_s(self.reference_mmacs))
 
     def export_words(self) -> str:
         """The export's epochs, or, when the reference network does not fit the screen's epochs in the export's

@@ -2,9 +2,8 @@
 
 A :class:`Runtime` is independent of what is trained (that is the :class:`~space.config.TrainConfig`): the
 search, ``export-best`` and the benchmarks build one per process and hand it to :func:`search.train.train`.
-Each option is ``None`` by default, meaning what was chosen for the device by measurement (CUDA graphs: off
-until a GPU has checked their capture fix); the benchmarks set them explicitly to measure their gain
-(``docs/training.md``, ``docs/gpu.md``).
+Each option is ``None`` by default, meaning what was chosen for the device by measurement; the benchmarks
+set them explicitly to measure their gain (``docs/training.md``, ``docs/gpu.md``).
 """
 
 from __future__ import annotations
@@ -34,11 +33,8 @@ class Runtime:
     # keeps the loop its measurements were made with.
     fused_optimizer: bool | None = None
     # Capture the model's training forward and backward as CUDA graphs (torch.cuda.make_graphed_callables) and
-    # replay them each step: one launch instead of one per layer. CUDA only. On an H200 the loop trained 1.9x
-    # (fsearch-w1) and 1.8x (fsearch-r6) the images/s of the fused eager loop, and a default run with them on
-    # failed no trial; but one capture failed in a process that trained twice in a row (a dead graph collected
-    # mid-capture, now prevented in search/graphs.py and not yet re-run on a GPU). None: off until a GPU shows the
-    # fix (docs/gpu.md).
+    # replay them each step: one launch instead of one per layer. CUDA only. None: on for CUDA, where the loop is
+    # bound by kernel launches (docs/gpu.md has the measurements and the capture's one failure, since fixed).
     cuda_graphs: bool | None = None
 
     @property
@@ -64,7 +60,7 @@ class Runtime:
 
     @property
     def use_cuda_graphs(self) -> bool:
-        return bool(self.cuda_graphs) and self.device.type == "cuda"
+        return self.device.type == "cuda" and (self.cuda_graphs is None or self.cuda_graphs)
 
     @property
     def memory_format(self) -> str:

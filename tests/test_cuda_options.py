@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,8 +28,8 @@ CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs o
 def test_each_option_is_on_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = Runtime(), Runtime(device=CUDA)
     assert cuda.use_fused_optimizer and not cpu.use_fused_optimizer  # the CPU keeps the loop it was measured with
-    assert not cuda.use_cuda_graphs and not cpu.use_cuda_graphs  # off until a GPU shows the capture is safe
-    assert Runtime(device=CUDA, cuda_graphs=True).use_cuda_graphs
+    assert cuda.use_cuda_graphs and not cpu.use_cuda_graphs
+    assert not Runtime(device=CUDA, cuda_graphs=False).use_cuda_graphs
     assert not Runtime(cuda_graphs=True).use_cuda_graphs  # CUDA only, whatever is asked
     assert (
         Runtime(fused_optimizer=True).use_fused_optimizer
@@ -95,6 +96,24 @@ def test_the_capture_sees_the_batch_shape_and_leaves_the_model_as_it_found_it(mo
     # No garbage collection during the capture (a dead graph freed then invalidates it), and on again after it.
     assert calls == [{"shape": (32, 1, 28, 28), "channels_last": True, "cache": False, "training": True, "gc": False}]
     assert gc.isenabled()
+
+
+def test_torchs_two_capture_warnings_are_quiet_within_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two once-per-process warnings graphed callables give (harmless) do not reach the live display; any other
+    warning does, and after the block so do they."""
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda model, args: model)
+    monkeypatch.setattr(Runtime, "use_cuda_graphs", property(lambda self: bool(self.cuda_graphs)))
+    quiet = ("The AccumulateGrad node's stream does not match the stream of the node that produced the incoming "
+             "gradient.", "Attempting to run cuBLAS, but there was no current CUDA context! Attempting to set the "
+             "primary context...")  # fmt: skip
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with training_graphs(build_model(SMALL), Runtime(cuda_graphs=True), (8, 1, 28, 28)):
+            for message in (*quiet, "something else"):
+                warnings.warn(message, UserWarning, stacklevel=1)
+        for message in quiet:
+            warnings.warn(message, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else", *quiet]
 
 
 def test_the_capture_is_timed_apart_from_the_steps(monkeypatch: pytest.MonkeyPatch, tiny_splits: Splits) -> None:

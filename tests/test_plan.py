@@ -386,3 +386,19 @@ def test_a_trial_cut_short_is_compared_with_the_leader_at_its_own_epochs() -> No
     early = _trial(4, {"a": 2}, [0.8783], **per_epoch)
     assert best_trial([full, early]) is full
     assert best_trial([early]) is early
+
+
+def test_on_a_fast_device_the_plan_shows_the_exports_epochs_time_not_the_budgets() -> None:
+    """On a GPU the hour never binds: the screen's trials end it in a minute or two and the export reaches its epoch
+    cap; the plan's line gives the export's expected minutes, not the whole remaining budget it may use."""
+    gpu = _slower(1 / 50)  # a GPU-like machine: 50 times the 2-core CPU
+    planned = _plan(60, workers=4, throughput=gpu)
+    assert "screen up to 5" in planned.describe()  # its deadline: the trials end it sooner (the trials bar's eta)
+    ended = replan(planned, elapsed_s=90.0, throughput=planned.throughput).after_search(150.0)
+    assert ended.export_epochs == MAX_EXPORT_EPOCHS
+    expected = MAX_EXPORT_EPOCHS * ended.throughput.export_epoch_s(19.1)
+    assert ended.export_expected_s() == pytest.approx(expected) and expected < ended.export_s / 10
+    assert f"export {MAX_EXPORT_EPOCHS} epochs ({expected / 60:.0f} min)" in ended.describe()
+    assert "screen up to 2 min" in ended.describe()  # as it ran (90 s)
+    cpu = _plan(60)  # where the time binds, the export's whole time is its expected time
+    assert cpu.export_expected_s() == pytest.approx(cpu.export_s)

@@ -168,9 +168,9 @@ class SearchDisplay:
             self.plan_started = now
         screen_end = self.plan_started + plan.screen_s
         finals_end = max(now, screen_end) + plan.finals_s
-        export_end = finals_end + plan.export_s
+        export_end = finals_end + plan.export_expected_s()
         self.plan_line = (
-            f"screen to {_clock(screen_end)} · {plan.finalists} finalists x {plan.final_epochs} epochs to "
+            f"screen by {_clock(screen_end)} · {plan.finalists} finalists x {plan.final_epochs} epochs to "
             f"{_clock(finals_end)} · then export-best, {plan.export_words()} to {_clock(export_end)}"
         )
         self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
