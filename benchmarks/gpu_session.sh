@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent CUDA machine (issue 14; docs/gpu.md says how to prepare and read it):
-#   1. benchmarks/gpu_workers.py: 1, 2, 4 and 8 processes sharing the GPU (WORKERS_ARGS=--cuda-graphs: with
-#      CUDA graphs, each process capturing twice: the check graphs need before they go on by default);
+#   1. benchmarks/gpu_workers.py: 1, 2, 4 and 8 processes sharing the GPU (with the CUDA defaults, graphs on: each
+#      process captures twice, the check that put graphs on by default; WORKERS_ARGS adds options);
 #   2. the default pipeline, `fsearch run --trials 50` + `fsearch export-best`, through the headline harness;
 #   3. benchmarks/gpu_loop.py: the loop's images/s as it was and with each CUDA option.
 # Each part is time-boxed and writes as it goes, so a part that overruns costs only itself. Run from the repository

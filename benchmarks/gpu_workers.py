@@ -6,10 +6,12 @@ one alone. Each process trains the same network (random images: the loop's speed
 with ``cores // N`` threads and the runtime's defaults, warms up, waits at a barrier with the others, then trains
 ``--steps`` steps; the aggregate is all their images over the span from the first start to the last end.
 
-    python -m benchmarks.gpu_workers --out gpu_workers.json [--nets fsearch-r6,fsearch-w1] [--steps 300] [--cuda-graphs]
+    python -m benchmarks.gpu_workers --out gpu_workers.json [--nets fsearch-r6,fsearch-w1] [--steps 300]
+                                    [--no-cuda-graphs]
 
-Each process trains twice (a warm-up, then the timed run), so ``--cuda-graphs`` also checks that a second capture in
-one process works (it failed once on an H200 before search/graphs.py held the garbage collector off: docs/gpu.md).
+Each process trains twice (a warm-up, then the timed run), so with CUDA graphs (the CUDA default) it also checks that a
+second capture in one process works (it failed once on an H200 before search/graphs.py held the garbage collector
+off: docs/gpu.md).
 
 Meant for CUDA (``--device cpu`` only checks the script).
 """
@@ -37,11 +39,13 @@ from search.train import train
 from space import build_model, preset_config
 
 
-def _worker(net: str, steps: int, threads: int, device_name: str, graphs: bool, barrier: Barrier, out: Any) -> None:
+def _worker(
+    net: str, steps: int, threads: int, device_name: str, graphs: bool | None, barrier: Barrier, out: Any
+) -> None:
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     cfg = preset_config(net)
-    runtime = Runtime(device=device, cuda_graphs=graphs or None)
+    runtime = Runtime(device=device, cuda_graphs=graphs)
     warm = dataclasses.replace(cfg.train, epochs=1)
     train(build_model(cfg.arch), warm, random_splits(cfg.train.batch_size * 20, device), runtime=runtime, seed=0)
     splits = random_splits(cfg.train.batch_size * steps, device)
@@ -54,7 +58,7 @@ def _worker(net: str, steps: int, threads: int, device_name: str, graphs: bool, 
     out.put((started, time.time(), len(splits.train)))
 
 
-def aggregate(net: str, n: int, steps: int, device: str, graphs: bool = False) -> dict[str, Any]:
+def aggregate(net: str, n: int, steps: int, device: str, graphs: bool | None = None) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(n), ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // n)
@@ -86,10 +90,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--processes", default="1,2,4,8")
     parser.add_argument("--device", default="cuda", help="cpu only to check the script")
-    parser.add_argument("--cuda-graphs", action="store_true", help="each process with Runtime(cuda_graphs=True)")
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA graphs on or off in each process (default: the runtime's, on for CUDA)",
+    )
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
-    runtime = Runtime(device=torch.device(args.device), cuda_graphs=args.cuda_graphs or None)
+    runtime = Runtime(device=torch.device(args.device), cuda_graphs=args.cuda_graphs)
     result: dict[str, Any] = {
         "what": "aggregate training images/s of N processes sharing one GPU (benchmarks/gpu_workers.py)",
         "command": f"python -m benchmarks.gpu_workers --out {args.out.name}", "commit": commit(),
