@@ -62,11 +62,14 @@ def random_splits(n: int, device: torch.device, *, classes: int = 10) -> Splits:
     return Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=mean, std=std)
 
 
-def export_seconds_per_image(cfg: TrialConfig, device: torch.device, *, channels_last: bool | None = None) -> float:
+def export_seconds_per_image(
+    cfg: TrialConfig, device: torch.device, *, channels_last: bool | None = None, cuda_graphs: bool | None = None
+) -> float:
     """Wall seconds per training image of ``cfg`` as ``export-best`` trains it: all threads, no validation, in the
-    memory format ``channels_last`` asks for (None: the runtime's default), on random images (``random_splits``)."""
+    memory format ``channels_last`` asks for (None: the runtime's default), with ``cuda_graphs`` as the export
+    runs, on random images (``random_splits``)."""
     splits = random_splits(TIMED_IMAGES, device, classes=cfg.arch.num_classes)
-    runtime = Runtime(device=device, channels_last=channels_last)
+    runtime = Runtime(device=device, channels_last=channels_last, cuda_graphs=cuda_graphs)
     return seconds_per_image(cfg, splits, runtime, threads=torch.get_num_threads(), evals_per_epoch=0)
 
 
@@ -96,7 +99,7 @@ class ExportTiming:
         return {Runtime(channels_last=cl).memory_format: s for cl, s in self.seconds.items()}
 
 
-def export_timing(cfg: TrialConfig, device: torch.device) -> ExportTiming:
+def export_timing(cfg: TrialConfig, device: torch.device, *, cuda_graphs: bool | None = None) -> ExportTiming:
     """Time ``cfg`` as the export trains it (:func:`export_seconds_per_image`); on the CPU in both memory formats,
     keeping the faster. Neither wins everywhere: on a 2-core CPU with bf16 instructions and the export's two
     threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster channels_last, while four of six searched
@@ -105,4 +108,6 @@ def export_timing(cfg: TrialConfig, device: torch.device) -> ExportTiming:
     CUDA, contiguous on MPS)."""
     default = Runtime(device=device).use_channels_last
     formats = (True, False) if device.type == "cpu" else (default,)
-    return ExportTiming({cl: export_seconds_per_image(cfg, device, channels_last=cl) for cl in formats})
+    return ExportTiming(
+        {cl: export_seconds_per_image(cfg, device, channels_last=cl, cuda_graphs=cuda_graphs) for cl in formats}
+    )

@@ -132,3 +132,52 @@ def test_the_capture_is_timed_apart_from_the_steps(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("search.speed.train", lambda *a, **k: TrainResult(history=(), setup_seconds=40.0))
     per_image = seconds_per_image(preset_config("lenet5"), tiny_splits, Runtime(), threads=1, evals_per_epoch=0)
     assert per_image == pytest.approx(60.0 / min(TIMED_IMAGES, len(tiny_splits.train)))
+
+
+@pytest.mark.parametrize(
+    ("args", "target", "expected"),
+    [
+        (["run"], "search.tune.runner.run_search", None),  # the default: on for CUDA (Runtime decides)
+        (["run", "--no-cuda-graphs"], "search.tune.runner.run_search", False),
+        (["export-best", "--no-cuda-graphs"], "search.model.best.export_best", False),
+        (["train", "--preset", "lenet5", "--cuda-graphs"], "search.model.retrain.retrain_preset", True),
+    ],
+)
+def test_each_training_command_hands_its_cuda_graphs_switch_on(
+    args: list[str], target: str, expected: bool | None, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A way out where a GPU's capture fails: --no-cuda-graphs reaches the options every Runtime is built from."""
+    from search.errors import ConfigError
+    from tests.conftest import fsearch
+
+    seen: list[Any] = []
+
+    def stand_in(*args: Any, **kwargs: Any) -> None:
+        seen.append(kwargs.get("opts") or next(a for a in args if hasattr(a, "cuda_graphs")))
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(target, stand_in)
+    code, _, err = fsearch(args, capsys, monkeypatch)
+    assert (code, err.strip()) == (2, "Error: stopped here")
+    assert seen[0].cuda_graphs is expected
+
+
+def test_the_search_and_the_export_build_their_runtimes_with_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export's timing, the calibration and the retraining each pass the switch into the Runtime they build."""
+    from search import speed
+    from search.tune import calibrate as calibration
+
+    built: list[bool | None] = []
+
+    def timed(cfg: Any, splits: Any, runtime: Runtime, **kwargs: Any) -> float:
+        built.append(runtime.cuda_graphs)
+        return 1e-3
+
+    monkeypatch.setattr(speed, "seconds_per_image", timed)
+    monkeypatch.setattr(calibration, "seconds_per_image", timed)
+    cfg, cpu = preset_config("lenet5"), torch.device("cpu")
+    speed.export_timing(cfg, cpu, cuda_graphs=False)
+    splits = speed.random_splits(64, cpu)
+    calibration.calibrate(cfg, splits, device=cpu, worker_threads=1, evals_per_epoch=1, cuda_graphs=False)
+    assert built == [False, False, False, False]  # two memory formats timed on the CPU, then export and worker

@@ -138,7 +138,7 @@ def test_the_export_trains_in_the_memory_format_timed_faster(monkeypatch: pytest
 
     timed: list[tuple[str, bool | None]] = []
 
-    def fake(cfg: Any, device: torch.device, *, channels_last: bool | None = None) -> float:
+    def fake(cfg: Any, device: torch.device, *, channels_last: bool | None = None, **runtime: Any) -> float:
         timed.append((device.type, channels_last))
         return {True: 2e-3, False: 1e-3, None: 5e-3}[channels_last]
 

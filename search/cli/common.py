@@ -19,6 +19,14 @@ DataDirOpt = Annotated[
     typer.Option(help="Folder holding FashionMNIST/raw/*.gz.", show_default="$FSEARCH_DATA_DIR or the cache"),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+CudaGraphsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs",
+        help="CUDA only: replay each training step's forward and backward as CUDA graphs (docs/gpu.md).",
+        show_default="on for CUDA",
+    ),
+]
 VerifyOpt = Annotated[bool, typer.Option(help="Check the dataset files' md5 sums.")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Epochs to train.", show_default="see above")]
 FormatOpt = Annotated[

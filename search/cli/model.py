@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from search.cli.common import (
     ArtifactsOpt,
+    CudaGraphsOpt,
     DataDirOpt,
     DeviceOpt,
     EpochsOpt,
@@ -45,6 +46,7 @@ def export_best(
     seed: Annotated[int | None, typer.Option(help="Training seed.", show_default="the trial's seed")] = None,
     formats: FormatOpt = None,
     tta: ExportTtaOpt = None,
+    cuda_graphs: CudaGraphsOpt = None,
     verify_data: VerifyOpt = True,
     artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
@@ -66,6 +68,7 @@ def export_best(
     fmts = tuple(formats or ())
     opts = RetrainOptions(
         out=out or model_dir(study), data_dir=data_dir, device=device, verify_data=verify_data, formats=fmts,
+        cuda_graphs=cuda_graphs,
     )  # fmt: skip
     console = Console(stderr=json_out, log_path=False)
 
@@ -103,6 +106,7 @@ def train_preset(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     formats: FormatOpt = None,
     tta: TtaOpt = False,
+    cuda_graphs: CudaGraphsOpt = None,
     verify_data: VerifyOpt = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -113,7 +117,7 @@ def train_preset(
     fmts = tuple(formats or ())
     opts = RetrainOptions(
         out=out or preset_dir(preset), data_dir=data_dir, device=device, seed=seed, verify_data=verify_data,
-        formats=fmts, tta=tta,
+        formats=fmts, tta=tta, cuda_graphs=cuda_graphs,
     )  # fmt: skip
     console = Console(stderr=json_out, log_path=False)
     _retrain(console, json_out, lambda bars: retrain_preset(

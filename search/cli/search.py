@@ -13,6 +13,7 @@ from rich.table import Table
 
 from search.cli.common import (
     ArtifactsOpt,
+    CudaGraphsOpt,
     DataDirOpt,
     DeviceOpt,
     JsonOpt,
@@ -108,6 +109,7 @@ def run(
             "good configuration, not one found by this search. It is ranked with the search's trials."
         ),
     ] = True,
+    cuda_graphs: CudaGraphsOpt = None,
     verify_data: VerifyOpt = True,
     artifacts: ArtifactsOpt = None,
     json_out: JsonOpt = False,
@@ -125,6 +127,7 @@ def run(
     opts = SearchOptions(
         workers=_parse_workers(workers), grace_period=grace_period,
         study=study, storage=storage, trials=trials, timeout=timeout, data_dir=data_dir, device=device,
+        cuda_graphs=cuda_graphs,
         sampler=sampler, pruner=pruner, max_epochs=max_epochs, evals_per_epoch=evals_per_epoch,
         train_subset=train_subset or None,
         val_size=val_size, max_mmacs=max_mmacs or None,

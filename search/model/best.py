@@ -167,7 +167,8 @@ def export_best(
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
         device = resolve_device(opts.device if opts is not None else "auto")
-        schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, device))
+        graphs = opts.cuda_graphs if opts is not None else None
+        schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, device, cuda_graphs=graphs))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=schedule.epochs))
         # The training keeps to the plan's time, whatever the machine's pace does after the timing.
         rule, time_limit, channels_last = schedule.rule, schedule.time_limit_s, schedule.channels_last

@@ -64,6 +64,8 @@ class RetrainOptions:
     limit_from: float | None = None
     # The memory format to train in (export-best: the one timed faster); None: the runtime's default.
     channels_last: bool | None = None
+    # CUDA graphs of the training step (Runtime.cuda_graphs); None: on for CUDA.
+    cuda_graphs: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def retrain(
     check_epochs(cfg.train.epochs)
     data_dir = resolve_data_dir(opts.data_dir)
     device = resolve_device(opts.device)
-    runtime = Runtime(device=device, channels_last=opts.channels_last)
+    runtime = Runtime(device=device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs)
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
     splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
     check_split(data_dir, "test", verify=opts.verify_data)  # a corrupt test file fails now, not after training

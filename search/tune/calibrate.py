@@ -23,11 +23,12 @@ from space.model import model_size
 
 
 def calibrate(
-    cfg: TrialConfig, splits: Splits, *, device: torch.device, worker_threads: int, evals_per_epoch: int
-) -> Throughput:
+    cfg: TrialConfig, splits: Splits, *, device: torch.device, worker_threads: int, evals_per_epoch: int,
+    cuda_graphs: bool | None = None,
+) -> Throughput:  # fmt: skip
     """The throughput of ``cfg`` on ``device``: in a worker (``worker_threads``, evaluating ``evals_per_epoch``
-    times an epoch) and in the export (all threads, no evaluation)."""
-    runtime = Runtime(device=device, cpu_eval_amp=True)  # as the search's workers validate
+    times an epoch) and in the export (all threads, no evaluation), with ``cuda_graphs`` as the search runs."""
+    runtime = Runtime(device=device, cpu_eval_amp=True, cuda_graphs=cuda_graphs)  # as the search's workers run
     mmacs = model_size(cfg.arch).macs / 1e6
     all_threads = torch.get_num_threads()
     export = seconds_per_image(cfg, splits, runtime, threads=all_threads, evals_per_epoch=0)

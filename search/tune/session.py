@@ -99,6 +99,7 @@ class SearchOptions:
     # None: no plan (the screen runs --trials trials, then no finals).
     budget_minutes: float | None = DEFAULT_BUDGET_MINUTES
     finalists: int | None = None  # None: as the plan decides; 0: no finals
+    cuda_graphs: bool | None = None  # CUDA graphs of the training step (Runtime.cuda_graphs); None: on for CUDA
 
     def validate(self) -> None:
         """Fail at once, with the option's name, on values that cannot work."""
@@ -261,7 +262,7 @@ def optimize_here(
     settings = ObjectiveSettings(
         max_epochs=stage.max_epochs,
         seed=opts.seed,
-        runtime=Runtime(device=device, cpu_eval_amp=True),
+        runtime=Runtime(device=device, cpu_eval_amp=True, cuda_graphs=opts.cuda_graphs),
         max_mmacs=stage.max_mmacs,
         cap_source=stage.cap_source,
         # A finalist is never pruned: its curve needs one point an epoch, and validation passes cost
