@@ -19,6 +19,7 @@ from search.optim import make_optimizer
 from search.runtime import Runtime
 from search.speed import TIMED_IMAGES, seconds_per_image
 from search.train import TrainResult, train
+from search.tune.session import SearchOptions
 from space import Architecture, ConvBlock, TrainConfig, build_model, preset_config
 
 SMALL = Architecture(blocks=(ConvBlock(8), ConvBlock(16)), dense=(32,), batch_norm=True)
@@ -179,5 +180,6 @@ def test_the_search_and_the_export_build_their_runtimes_with_the_switch(monkeypa
     cfg, cpu = preset_config("lenet5"), torch.device("cpu")
     speed.export_timing(cfg, cpu, cuda_graphs=False)
     splits = speed.random_splits(64, cpu)
-    calibration.calibrate(cfg, splits, device=cpu, worker_threads=1, evals_per_epoch=1, cuda_graphs=False)
+    runtime = SearchOptions(cuda_graphs=False).runtime(cpu)
+    calibration.calibrate(cfg, splits, runtime=runtime, worker_threads=1, evals_per_epoch=1)
     assert built == [False, False, False, False]  # two memory formats timed on the CPU, then export and worker

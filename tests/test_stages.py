@@ -209,8 +209,8 @@ def test_calibration_times_a_worker_with_its_evaluation_and_the_export_without(
     monkeypatch.setattr(speed, "train", spy)
     monkeypatch.setattr(speed, "TIMED_IMAGES", 64)
     small = preset_config("lenet5", epochs=1)
-    got = calibrate_module.calibrate(small, tiny_splits, device=torch.device("cpu"), worker_threads=1,
-                                     evals_per_epoch=2)  # fmt: skip
+    got = calibrate_module.calibrate(small, tiny_splits, runtime=SearchOptions().runtime(torch.device("cpu")),
+                                     worker_threads=1, evals_per_epoch=2)  # fmt: skip
     assert got.worker > 0 and got.export > 0
     share = len(tiny_splits.val) / len(tiny_splits.train)
     assert [c[1] for c in calls[:2]] == [0, 0]  # the export: warm-up and timed run, no validation

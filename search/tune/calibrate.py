@@ -23,15 +23,14 @@ from space.model import model_size
 
 
 def calibrate(
-    cfg: TrialConfig, splits: Splits, *, device: torch.device, worker_threads: int, evals_per_epoch: int,
-    cuda_graphs: bool | None = None,
-) -> Throughput:  # fmt: skip
-    """The throughput of ``cfg`` on ``device``: in a worker (``worker_threads``, evaluating ``evals_per_epoch``
-    times an epoch) and in the export (all threads, no evaluation), with ``cuda_graphs`` as the search runs."""
-    runtime = Runtime(device=device, cpu_eval_amp=True, cuda_graphs=cuda_graphs)  # as the search's workers run
+    cfg: TrialConfig, splits: Splits, *, runtime: Runtime, worker_threads: int, evals_per_epoch: int
+) -> Throughput:
+    """The throughput of ``cfg`` trained as ``runtime`` says (the search's workers', ``SearchOptions.runtime``):
+    in a worker (``worker_threads``, evaluating ``evals_per_epoch`` times an epoch) and in the export (all
+    threads, no evaluation)."""
     mmacs = model_size(cfg.arch).macs / 1e6
     all_threads = torch.get_num_threads()
     export = seconds_per_image(cfg, splits, runtime, threads=all_threads, evals_per_epoch=0)
-    threads = all_threads if device.type != "cpu" else min(worker_threads, all_threads)
+    threads = all_threads if runtime.device.type != "cpu" else min(worker_threads, all_threads)
     worker = seconds_per_image(cfg, splits, runtime, threads=threads, evals_per_epoch=evals_per_epoch)
     return Throughput(worker=worker / mmacs, export=export / mmacs)

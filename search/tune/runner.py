@@ -86,8 +86,8 @@ def _make_plan(opts: SearchOptions, splits: Splits, device: torch.device, specs:
         return None
     reference = preset_config(REFERENCE_PRESET)
     throughput = calibrate(
-        reference, splits, device=device, worker_threads=specs[0].threads, evals_per_epoch=opts.evals_per_epoch,
-        cuda_graphs=opts.cuda_graphs,
+        reference, splits, runtime=opts.runtime(device), worker_threads=specs[0].threads,
+        evals_per_epoch=opts.evals_per_epoch,
     )  # fmt: skip
     return make_plan(
         budget_s=opts.budget_minutes * 60, workers=len(specs), train_images=len(splits.train),

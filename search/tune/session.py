@@ -101,6 +101,10 @@ class SearchOptions:
     finalists: int | None = None  # None: as the plan decides; 0: no finals
     cuda_graphs: bool | None = None  # CUDA graphs of the training step (Runtime.cuda_graphs); None: on for CUDA
 
+    def runtime(self, device: torch.device) -> Runtime:
+        """How the search's workers train on ``device``, and so how the plan's calibration times them."""
+        return Runtime(device=device, cpu_eval_amp=True, cuda_graphs=self.cuda_graphs)
+
     def validate(self) -> None:
         """Fail at once, with the option's name, on values that cannot work."""
         if self.trials < 1:
@@ -262,7 +266,7 @@ def optimize_here(
     settings = ObjectiveSettings(
         max_epochs=stage.max_epochs,
         seed=opts.seed,
-        runtime=Runtime(device=device, cpu_eval_amp=True, cuda_graphs=opts.cuda_graphs),
+        runtime=opts.runtime(device),
         max_mmacs=stage.max_mmacs,
         cap_source=stage.cap_source,
         # A finalist is never pruned: its curve needs one point an epoch, and validation passes cost
