@@ -34,7 +34,7 @@ def measure(data_dir: Path, preset: str, *, epochs: int, timings: int) -> dict[s
     """Timed and trained seconds per export epoch of ``preset`` on this machine's CPU."""
     device = torch.device("cpu")
     cfg = preset_config(preset, epochs=epochs)
-    timed = [EXPORT_IMAGES * export_seconds_per_image(cfg, device) for _ in range(timings)]
+    timed = [EXPORT_IMAGES * export_seconds_per_image(cfg, Runtime(device=device)) for _ in range(timings)]
     splits = load_splits(data_dir, device=device, val_size=0, seed=0)
     seed_everything(0)
     trained: list[float] = []

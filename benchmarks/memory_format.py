@@ -37,7 +37,7 @@ def measure(splits: Splits, name: str, cfg: TrialConfig, *, timings: int) -> dic
     """The export's timings of ``cfg`` in both formats, then its trained epochs in each on ``splits`` (all the
     training images, on this machine's CPU)."""
     device = torch.device("cpu")
-    timed = [export_timing(cfg, device) for _ in range(timings)]
+    timed = [export_timing(cfg, Runtime(device=device)) for _ in range(timings)]
     trained: dict[str, list[float]] = {}
     for channels_last in (True, False):
         runtime = Runtime(device=device, channels_last=channels_last)

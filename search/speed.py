@@ -62,14 +62,10 @@ def random_splits(n: int, device: torch.device, *, classes: int = 10) -> Splits:
     return Splits(train=ImageSet(x.to(device), y.to(device)), val=None, mean=mean, std=std)
 
 
-def export_seconds_per_image(
-    cfg: TrialConfig, device: torch.device, *, channels_last: bool | None = None, cuda_graphs: bool | None = None
-) -> float:
-    """Wall seconds per training image of ``cfg`` as ``export-best`` trains it: all threads, no validation, in the
-    memory format ``channels_last`` asks for (None: the runtime's default), with ``cuda_graphs`` as the export
-    runs, on random images (``random_splits``)."""
-    splits = random_splits(TIMED_IMAGES, device, classes=cfg.arch.num_classes)
-    runtime = Runtime(device=device, channels_last=channels_last, cuda_graphs=cuda_graphs)
+def export_seconds_per_image(cfg: TrialConfig, runtime: Runtime) -> float:
+    """Wall seconds per training image of ``cfg`` as ``export-best`` trains it with ``runtime``: all threads, no
+    validation, on random images (``random_splits``)."""
+    splits = random_splits(TIMED_IMAGES, runtime.device, classes=cfg.arch.num_classes)
     return seconds_per_image(cfg, splits, runtime, threads=torch.get_num_threads(), evals_per_epoch=0)
 
 
@@ -99,15 +95,14 @@ class ExportTiming:
         return {Runtime(channels_last=cl).memory_format: s for cl, s in self.seconds.items()}
 
 
-def export_timing(cfg: TrialConfig, device: torch.device, *, cuda_graphs: bool | None = None) -> ExportTiming:
-    """Time ``cfg`` as the export trains it (:func:`export_seconds_per_image`); on the CPU in both memory formats,
-    keeping the faster. Neither wins everywhere: on a 2-core CPU with bf16 instructions and the export's two
-    threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster channels_last, while four of six searched
-    winners (widths off multiples of 16) trained 1.16-1.56 times faster contiguous (batch norm's channels_last
-    kernels; ``benchmarks/memory_format.py``). Elsewhere the runtime's default is timed alone (channels_last on
-    CUDA, contiguous on MPS)."""
-    default = Runtime(device=device).use_channels_last
-    formats = (True, False) if device.type == "cpu" else (default,)
+def export_timing(cfg: TrialConfig, runtime: Runtime) -> ExportTiming:
+    """Time ``cfg`` as the export trains it with ``runtime`` (:func:`export_seconds_per_image`); on the CPU in both
+    memory formats, whatever ``runtime`` asks, keeping the faster. Neither wins everywhere: on a 2-core CPU with
+    bf16 instructions and the export's two threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster
+    channels_last, while four of six searched winners (widths off multiples of 16) trained 1.16-1.56 times faster
+    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``). Elsewhere the runtime's own
+    format is timed alone (by default channels_last on CUDA, contiguous on MPS)."""
+    formats = (True, False) if runtime.device.type == "cpu" else (runtime.use_channels_last,)
     return ExportTiming(
-        {cl: export_seconds_per_image(cfg, device, channels_last=cl, cuda_graphs=cuda_graphs) for cl in formats}
+        {cl: export_seconds_per_image(cfg, dataclasses.replace(runtime, channels_last=cl)) for cl in formats}
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from search.data import Splits
 from search.graphs import training_graphs
+from search.model.retrain import RetrainOptions
 from search.optim import make_optimizer
 from search.runtime import Runtime
 from search.speed import TIMED_IMAGES, seconds_per_image
@@ -178,7 +180,7 @@ def test_the_search_and_the_export_build_their_runtimes_with_the_switch(monkeypa
     monkeypatch.setattr(speed, "seconds_per_image", timed)
     monkeypatch.setattr(calibration, "seconds_per_image", timed)
     cfg, cpu = preset_config("lenet5"), torch.device("cpu")
-    speed.export_timing(cfg, cpu, cuda_graphs=False)
+    speed.export_timing(cfg, RetrainOptions(out=Path(), device="cpu", cuda_graphs=False).runtime())
     splits = speed.random_splits(64, cpu)
     runtime = SearchOptions(cuda_graphs=False).runtime(cpu)
     calibration.calibrate(cfg, splits, runtime=runtime, worker_threads=1, evals_per_epoch=1)

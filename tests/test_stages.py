@@ -15,6 +15,7 @@ from search import plan as plan_module
 from search.model.best import export_best, pick_trial, planned_epochs
 from search.model.retrain import RetrainOptions, retrain
 from search.plan import TAIL_S, Plan
+from search.runtime import Runtime
 from search.speed import ExportTiming, export_seconds_per_image, export_timing
 from search.store import record
 from search.store.record import TrialRecord
@@ -129,7 +130,7 @@ def test_an_export_epoch_is_timed_on_this_machine(monkeypatch: pytest.MonkeyPatc
     from search import speed
 
     monkeypatch.setattr(speed, "TIMED_IMAGES", 256)  # enough to order two networks 50x apart in MACs
-    small, large = (export_seconds_per_image(preset_config(p), torch.device("cpu")) for p in ("lenet5", "fsearch-w1"))
+    small, large = (export_seconds_per_image(preset_config(p), Runtime()) for p in ("lenet5", "fsearch-w1"))
     assert 0 < small < large  # LeNet-5 has 0.4M MACs, fsearch-w1 19.1M
 
 
@@ -138,21 +139,24 @@ def test_the_export_trains_in_the_memory_format_timed_faster(monkeypatch: pytest
 
     timed: list[tuple[str, bool | None]] = []
 
-    def fake(cfg: Any, device: torch.device, *, channels_last: bool | None = None, **runtime: Any) -> float:
-        timed.append((device.type, channels_last))
-        return {True: 2e-3, False: 1e-3, None: 5e-3}[channels_last]
+    def fake(cfg: Any, runtime: Runtime) -> float:
+        timed.append((runtime.device.type, runtime.channels_last))
+        return {True: 2e-3, False: 1e-3, None: 5e-3}[runtime.channels_last]
 
     monkeypatch.setattr(speed, "export_seconds_per_image", fake)
     cfg = preset_config("lenet5")
-    on_cpu = export_timing(cfg, torch.device("cpu"))
+    on_cpu = export_timing(cfg, Runtime(channels_last=True))  # both formats, whatever the runtime asks
     assert timed == [("cpu", True), ("cpu", False)]  # both formats, on the CPU
     assert on_cpu == ExportTiming({True: 2e-3, False: 1e-3})
     assert (on_cpu.channels_last, on_cpu.memory_format, on_cpu.seconds_per_image) == (False, "contiguous", 1e-3)
     assert on_cpu.by_format == {"channels_last": 2e-3, "contiguous": 1e-3}
     assert ExportTiming({True: 1e-3, False: 1e-3}).channels_last  # a tie keeps the first timed
     timed.clear()
-    on_cuda = export_timing(cfg, torch.device("cuda"))  # timed alone in the runtime's default (nothing runs here)
+    on_cuda = export_timing(cfg, Runtime(device=torch.device("cuda")))  # its default alone (nothing runs here)
     assert timed == [("cuda", True)] and on_cuda.channels_last and on_cuda.by_format == {"channels_last": 2e-3}
+    timed.clear()
+    on_mps = export_timing(cfg, Runtime(device=torch.device("mps"), channels_last=True))  # the format asked for
+    assert timed == [("mps", True)] and on_mps.channels_last
 
 
 def test_retraining_trains_in_the_memory_format_it_is_given(tiny_data_dir: Path, tmp_path: Path) -> None:

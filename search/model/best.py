@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.device import resolve_device
 from search.errors import StorageError
 from search.model.epochs import default_epochs
 from search.model.graph import check_formats
@@ -166,9 +165,8 @@ def export_best(
     cfg = replay(chosen, epochs=epochs or 1, study=study)
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
-        device = resolve_device(opts.device if opts is not None else "auto")
-        graphs = opts.cuda_graphs if opts is not None else None
-        schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, device, cuda_graphs=graphs))
+        runtime = (opts or RetrainOptions(out=model_dir(study))).runtime()
+        schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, runtime))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=schedule.epochs))
         # The training keeps to the plan's time, whatever the machine's pace does after the timing.
         rule, time_limit, channels_last = schedule.rule, schedule.time_limit_s, schedule.channels_last

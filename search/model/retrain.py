@@ -67,6 +67,11 @@ class RetrainOptions:
     # CUDA graphs of the training step (Runtime.cuda_graphs); None: on for CUDA.
     cuda_graphs: bool | None = None
 
+    def runtime(self) -> Runtime:
+        """How the retraining trains (and ``export-best`` times it): the one home of device, format and graphs."""
+        return Runtime(device=resolve_device(self.device), channels_last=self.channels_last,
+                       cuda_graphs=self.cuda_graphs)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ExportReport:
@@ -133,8 +138,8 @@ def retrain(
         )
     check_epochs(cfg.train.epochs)
     data_dir = resolve_data_dir(opts.data_dir)
-    device = resolve_device(opts.device)
-    runtime = Runtime(device=device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs)
+    runtime = opts.runtime()
+    device = runtime.device
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
     splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
     check_split(data_dir, "test", verify=opts.verify_data)  # a corrupt test file fails now, not after training
