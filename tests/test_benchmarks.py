@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from benchmarks import export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.side_by_side import ratio_of
+from space import PRESETS
 
 
 def test_spearman_of_two_pairs_says_whether_the_order_held() -> None:
@@ -101,3 +103,21 @@ def test_export_speed_compares_an_export_epoch_with_the_calibration_at_the_winne
     short["bench"]["headline"]["export_best"]["epochs"] = 1.5
     assert export_speed.ratio_of(short) is None
     assert export_speed.ratio_of(record | {"trials_of_the_study": []}) is None
+
+
+def test_worker_format_times_the_trials_that_trained_in_the_screen(tmp_path: Path) -> None:
+    from benchmarks.worker_format import screen_trials
+
+    params = PRESETS["fsearch-w1"]
+    rows = [
+        {"number": 0, "stage": "screen", "epochs_run": 5.0, "params": params},
+        {"number": 1, "stage": "screen", "epochs_run": None, "params": params},  # skipped by the cap
+        {"number": 2, "stage": "screen", "epochs_run": 0.5, "params": params | {"b0_filters": 24}},
+        {"number": 3, "stage": "final", "epochs_run": 15.0, "params": params},
+    ]
+    path = tmp_path / "staged-60-seed0-x.json"
+    path.write_text(json.dumps({"trials_of_the_study": rows}))
+    found = screen_trials(path)
+    assert [name for name, _ in found] == ["staged-60-seed0-x trial 0", "staged-60-seed0-x trial 2"]
+    assert [cfg.arch.blocks[0].filters for _, cfg in found] == [32, 24]
+    assert all(cfg.train.epochs == 1 for _, cfg in found)
