@@ -5,7 +5,9 @@
 Each recipe in the JSON list is ``{"name": ..., "params": {...} | "preset": NAME, "epochs": N}``:
 a configuration of the search space (a study trial's parameters, or a preset name, with optional
 ``"override"`` parameters on top) trained for ``epochs`` on the 50,000-image training split;
-``"amp": false`` trains it in fp32 where the machine's default is bf16 autocast (``true``: bf16).
+``"amp": false`` trains it in fp32 where the machine's default is bf16 autocast (``true``: bf16);
+``"time_limit_s": S`` keeps its training within S seconds as ``export-best`` keeps to the plan's time (the
+schedule runs on the clock when the epochs do not fit), so that recipes can be compared at equal time.
 Reported per recipe: the validation accuracy after every epoch, at the end, and with flip
 test-time augmentation, the model's MACs and parameters, and the training images/s on this
 machine. This is how export-best's epoch rule and the known-best preset were chosen, so that
@@ -50,7 +52,8 @@ def train_recipe(
     model = build_model(cfg.arch)
     if "amp" in recipe:
         runtime = dataclasses.replace(runtime, amp=bool(recipe["amp"]))
-    return model, params, cfg, train(model, cfg.train, splits, runtime=runtime, seed=seed)
+    limit = recipe.get("time_limit_s")
+    return model, params, cfg, train(model, cfg.train, splits, runtime=runtime, seed=seed, time_limit_s=limit)
 
 
 def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: int) -> dict[str, Any]:
@@ -64,7 +67,8 @@ def run_recipe(recipe: dict[str, Any], splits: Splits, runtime: Runtime, seed: i
         "val_acc": val["plain"]["accuracy"], "val_acc_flip_tta": val["accuracy"],
         "val_curve": [round(e.val_acc or 0.0, 4) for e in result.history],
         "train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second),
-        "params": params,
+        "time_limit_s": recipe.get("time_limit_s"), "epochs_run": round(result.epochs_run, 2),
+        "time_limited": result.time_limited, "params": params,
     }  # fmt: skip
 
 
