@@ -163,9 +163,10 @@ def export_best(
     chosen = pick_trial(found, trial)
     chosen_record = TrialRecord(chosen)
     cfg = replay(chosen, epochs=epochs or 1, study=study)
+    base = opts or RetrainOptions(out=model_dir(study))
     if epochs is None:
         # The plan's share for the export is kept by timing this very configuration here, not estimated.
-        runtime = (opts or RetrainOptions(out=model_dir(study))).runtime()
+        runtime = base.runtime()
         schedule = planned_epochs(found, chosen, timing=lambda: export_timing(cfg, runtime))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=schedule.epochs))
         # The training keeps to the plan's time, whatever the machine's pace does after the timing.
@@ -176,7 +177,6 @@ def export_best(
         seed = chosen_record.seed or 0
     measured = chosen_record.flip_tta
     ship_tta = tta if tta is not None else cfg.train.augment.flip and validation_says(measured)
-    base = opts or RetrainOptions(out=model_dir(study))
     opts = dataclasses.replace(
         base, seed=seed, time_limit_s=time_limit, limit_from=started, tta=ship_tta, channels_last=channels_last
     )
