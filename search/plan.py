@@ -5,7 +5,8 @@ image per million MACs, ``calibrate``), then plans three stages:
 
 1. the **screen**: up to ``--trials`` sampled trials at a short fidelity (``--max-epochs``),
    pruned by successive halving; it stops at its deadline whatever is left of ``--trials``, or before it when
-   they are done (on a GPU, in a minute or two of an hour's plan);
+   they are done (on a GPU, in a minute or two of an hour's plan); it skips networks too large for the export
+   to train ``MIN_EXPORT_EPOCHS`` in its time (``Plan.largest_export_mmacs``);
 2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same
    parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
    that of the export's training better than the screen's does;
@@ -37,6 +38,9 @@ EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time fo
 MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
+# And the screen admits no network whose export would train fewer (largest_export_mmacs): at the export's time on a
+# CPU without AVX-512, fsearch-w1 trained 12 epochs beat the 25.7M-MAC 5-epoch winner trained 8-9 in all three
+# seeds (docs/defaults.md, one cost rule).
 MIN_EXPORT_EPOCHS = 15
 # export-best times one epoch of its configuration on a few thousand images, and that timing was up to a fifth off the
 # epochs then trained, either way (docs/defaults.md). It sizes its epochs for a machine this much faster than timed:
@@ -114,12 +118,19 @@ class Plan:
         (a timing 17% slow ended an hour's job 5 minutes early)."""
         return self.export_epochs_within(timed_epoch_s / TIMING_MARGIN)
 
+    def fewest_export_epochs(self) -> int:
+        """The fewest epochs the export may train a network the screen admits (:func:`_fewest_export_epochs`)."""
+        return _fewest_export_epochs(self.screen_epochs)
+
     def largest_export_mmacs(self) -> float:
-        """The largest network (million MACs per image) whose export trains at least the screen's epochs in the
-        export's time, at the calibrated speed. The screen's validation after ``screen_epochs`` is all the
-        evidence that chooses a network: an export of fewer epochs would ship one trained for less than anything
-        measured (at 15 minutes on a 2-core CPU without AVX-512, the plan gave ``fsearch-w1`` one epoch)."""
-        return self.export_s / max(self.screen_epochs * self.throughput.export_epoch_s(1.0), 1e-12)
+        """The largest network (million MACs per image) whose export trains at least ``fewest_export_epochs`` in
+        the export's time, at the plan's speed: the screen's cost cap. In the hour on a 2-core CPU without AVX-512
+        the export's few epochs (about 12 of the 5-epoch winner, 25.7M MACs) favoured the smaller ``fsearch-w1``
+        on validation in three seeds out of three; at 15 minutes there the plan once gave ``fsearch-w1`` one epoch.
+        Where the plan sizes the export for exactly that many epochs of the reference, the cap is the reference's
+        size: a quotient a rounding error short of it counts as it (the slack)."""
+        epoch_s = self.fewest_export_epochs() * self.throughput.export_epoch_s(1.0)
+        return self.export_s / max(epoch_s, 1e-12) * (1 + 1e-9)
 
     def with_export_time(self, export_s: float) -> Plan:
         """This plan with ``export_s`` seconds for the export, and the epochs (at most ``MAX_EXPORT_EPOCHS``: the
@@ -148,16 +159,16 @@ class Plan:
     def export_expected_s(self) -> float:
         """The seconds the export is expected to train: its time, or less where its epochs reach their cap first (on
         a GPU an hour's budget leaves ``MAX_EXPORT_EPOCHS`` of the reference a few minutes of it)."""
-        if self.export_epochs < self.screen_epochs:  # the time is the limit (export_words)
+        if self.export_epochs < self.fewest_export_epochs():  # the time is the limit (export_words)
             return self.export_s
         return min(self.export_s, self.export_epochs * self.throughput.export_epoch_s(self.reference_mmacs))
 
     def export_words(self) -> str:
-        """The export's epochs, or, when the reference network does not fit the screen's epochs in the export's
+        """The export's epochs, or, when the reference network does not fit ``fewest_export_epochs`` in the export's
         time, the largest network that does (the screen's cost cap, ``largest_export_mmacs``)."""
-        if self.export_epochs >= self.screen_epochs:
+        if self.export_epochs >= self.fewest_export_epochs():
             return f"{self.export_epochs} epochs"
-        return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.screen_epochs}+ epochs"
+        return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.fewest_export_epochs()}+ epochs"
 
 
 def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS, rounded: bool = False) -> int:
@@ -167,12 +178,18 @@ def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS, 
     return max(1, min(cap, round(epochs) if rounded else _whole(epochs)))
 
 
-def _export_time(seconds: float, epoch_s: float, *, screen_epochs: int, cap: int = EXPORT_EPOCHS) -> float:
+def _export_time(seconds: float, epoch_s: float, *, fewest: int, cap: int = EXPORT_EPOCHS) -> float:
     """The export's seconds out of ``seconds``, for a reference epoch of ``epoch_s``: whole epochs of the reference
-    (none spent on a fraction of one) when at least the screen's epochs fit; else all of ``seconds``, and the
-    screen admits only networks whose export trains the screen's epochs in them (``largest_export_mmacs``)."""
+    (none spent on a fraction of one) when at least ``fewest`` fit; else all of ``seconds``, and the screen admits
+    only networks whose export trains ``fewest`` epochs in them (``Plan.largest_export_mmacs``)."""
     epochs = _export_epochs(seconds, epoch_s, cap=cap)
-    return epochs * epoch_s if epochs >= screen_epochs else max(seconds, 0.0)
+    return epochs * epoch_s if epochs >= fewest else max(seconds, 0.0)
+
+
+def _fewest_export_epochs(screen_epochs: int) -> int:
+    """``MIN_EXPORT_EPOCHS``, or the screen's epochs if more: an export of fewer would ship a network trained less
+    than anything measured."""
+    return max(screen_epochs, MIN_EXPORT_EPOCHS)
 
 
 def _whole(epochs: float) -> int:
@@ -212,7 +229,7 @@ def replan(
     left = max(0.0, plan.budget_s - elapsed_s - TAIL_S)
     export_epoch_s = throughput.export_epoch_s(plan.reference_mmacs)
     share = plan.export_s / max(plan.export_s + plan.finals_s, 1e-9)  # the export's share, as planned
-    export_s = _export_time(left * share, export_epoch_s, screen_epochs=plan.screen_epochs, cap=plan.export_epochs)
+    export_s = _export_time(left * share, export_epoch_s, fewest=plan.fewest_export_epochs(), cap=plan.export_epochs)
     mmacs = list(finals_mmacs) if finals_mmacs else [plan.reference_mmacs] * plan.finalists
     finalists, final_epochs, finals_s = _finals(
         left - export_s, asked=plan.finalists, available=len(mmacs), screen_epochs=plan.screen_epochs,
@@ -252,7 +269,8 @@ def make_plan(
     # MIN_EXPORT_EPOCHS of the reference take (a slow machine or a short budget); its epochs shrink to fit.
     room = usable - keep_for_screen
     export_room = min(room, max(0.5 * room, MIN_EXPORT_EPOCHS * export_epoch_s))
-    export_s = _export_time(export_room, export_epoch_s, screen_epochs=screen_epochs)
+    fewest = _fewest_export_epochs(screen_epochs)
+    export_s = _export_time(export_room, export_epoch_s, fewest=fewest)
     export_epochs = _export_epochs(export_s, export_epoch_s)
     wanted = min(MAX_FINALISTS, finalists if finalists is not None else max(2, workers))
     n_finals, final_epochs, finals_s = _finals(
@@ -263,7 +281,7 @@ def make_plan(
         # Finals beside an export short of its epochs: the export's epochs gain more (docs/defaults.md, the time
         # plan), so there are none, and the export takes their time up to EXPORT_EPOCHS; the screen, the rest.
         export_s = _export_time(
-            min(room, export_s + finals_s, EXPORT_EPOCHS * export_epoch_s), export_epoch_s, screen_epochs=screen_epochs
+            min(room, export_s + finals_s, EXPORT_EPOCHS * export_epoch_s), export_epoch_s, fewest=fewest
         )
         export_epochs = _export_epochs(export_s, export_epoch_s)
         n_finals, final_epochs, finals_s = 0, FINAL_EPOCHS, 0.0

@@ -116,8 +116,8 @@ def run(
 ) -> None:
     """Search the space: train --trials more trials in the study (running it again resumes the study).
 
-    Architectures over --max-mmacs, or too large for the plan's export to train for --max-epochs in its
-    time, are skipped when drawn and do not count as trials. The defaults and why they were chosen:
+    Architectures over --max-mmacs, or too large for the plan's export to train for 15 epochs (--max-epochs if
+    more) in its time, are skipped when drawn and do not count as trials. The defaults and why they were chosen:
     docs/defaults.md.
     """
     from search.cli.display import SearchDisplay

@@ -214,7 +214,7 @@ class Stage:
 
     @classmethod
     def screen(cls, opts: SearchOptions, *, deadline: float | None = None, plan: Plan | None = None) -> Stage:
-        """The screen, its cost cap ``--max-mmacs``, lowered to what the plan's export can train for the screen's
+        """The screen, its cost cap ``--max-mmacs``, lowered to what the plan's export can train for its fewest
         epochs when that is less (:meth:`~search.plan.Plan.largest_export_mmacs`). Finals have no cap of their
         own: they are screen trials that passed it."""
         cap, source = opts.max_mmacs, "--max-mmacs"
@@ -222,9 +222,8 @@ class Stage:
             fits = plan.largest_export_mmacs()
             if cap is None or fits < cap:
                 cap = fits
-                source = (
-                    f"the most the plan's {plan.export_s / 60:.0f}-min export trains {plan.screen_epochs} epochs of"
-                )
+                minutes, epochs = plan.export_s / 60, plan.fewest_export_epochs()
+                source = f"the most the plan's {minutes:.0f}-min export trains {epochs} epochs of"
         return cls(
             name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline, max_mmacs=cap,
             cap_source=source,
