@@ -38,9 +38,8 @@ EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time fo
 MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
-# And the screen admits no network whose export would train fewer (largest_export_mmacs): at the export's time on a
-# CPU without AVX-512, fsearch-w1 trained 12 epochs beat the 25.7M-MAC 5-epoch winner trained 8-9 in all three
-# seeds (docs/defaults.md, one cost rule).
+# Nor does the screen admit a network whose export would train fewer (largest_export_mmacs): in an export's few
+# epochs a smaller network trained longer did better on validation (docs/defaults.md, one cost rule).
 MIN_EXPORT_EPOCHS = 15
 # export-best times one epoch of its configuration on a few thousand images, and that timing was up to a fifth off the
 # epochs then trained, either way (docs/defaults.md). It sizes its epochs for a machine this much faster than timed:
@@ -124,11 +123,10 @@ class Plan:
 
     def largest_export_mmacs(self) -> float:
         """The largest network (million MACs per image) whose export trains at least ``fewest_export_epochs`` in
-        the export's time, at the plan's speed: the screen's cost cap. In the hour on a 2-core CPU without AVX-512
-        the export's few epochs (about 12 of the 5-epoch winner, 25.7M MACs) favoured the smaller ``fsearch-w1``
-        on validation in three seeds out of three; at 15 minutes there the plan once gave ``fsearch-w1`` one epoch.
-        Where the plan sizes the export for exactly that many epochs of the reference, the cap is the reference's
-        size: a quotient a rounding error short of it counts as it (the slack)."""
+        the export's time, at the plan's speed: the screen's cost cap, so that a slow machine or a short budget
+        screens networks its export can train long enough (docs/defaults.md, one cost rule). Where the plan sizes
+        the export for exactly that many epochs of the reference, the cap is the reference's size: a quotient a
+        rounding error short of it counts as it (the slack)."""
         epoch_s = self.fewest_export_epochs() * self.throughput.export_epoch_s(1.0)
         return self.export_s / max(epoch_s, 1e-12) * (1 + 1e-9)
 
