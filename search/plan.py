@@ -85,6 +85,8 @@ class Plan:
     # The throughput as calibrated before the screen, before SIDE_BY_SIDE and replan (which keep it): what
     # benchmarks/side_by_side.py compares the screen's measured speed with. None in plans stored before it was kept.
     calibrated: Throughput | None = None
+    # Set by after_search: the screen is over, so its cost cap no longer says anything about the export.
+    searched: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +142,8 @@ class Plan:
     def after_search(self, elapsed_s: float) -> Plan:
         """The plan once the search has ended after ``elapsed_s``: the export gets what the budget has left,
         the finals' slack included, and keeps at least half its share when they overran."""
-        return self.with_export_time(max(0.5 * self.export_s, self.budget_s - elapsed_s - TAIL_S))
+        export_s = max(0.5 * self.export_s, self.budget_s - elapsed_s - TAIL_S)
+        return dataclasses.replace(self.with_export_time(export_s), searched=True)
 
     def describe(self) -> str:
         """One line for the live display and the log."""
@@ -163,9 +166,12 @@ class Plan:
 
     def export_words(self) -> str:
         """The export's epochs, or, when the reference network does not fit ``fewest_export_epochs`` in the export's
-        time, the largest network that does (the screen's cost cap, ``largest_export_mmacs``)."""
+        time, the largest network that does (the screen's cost cap, ``largest_export_mmacs``) while the screen is to
+        come, and after the search what export-best will do: time the winner and train what its time holds."""
         if self.export_epochs >= self.fewest_export_epochs():
             return f"{self.export_epochs} epochs"
+        if self.searched:
+            return "of the winner, the epochs its time holds"
         return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.fewest_export_epochs()}+ epochs"
 
 

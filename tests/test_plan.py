@@ -163,6 +163,10 @@ def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_its_fewest
     assert plan.export_epochs_for(cap / 2) == 2 * MIN_EXPORT_EPOCHS  # a smaller one trains longer in the time
     assert plan.screen_s + plan.finals_s + plan.export_s <= plan.budget_s
     assert f"export of networks up to {cap:.1f}M MACs, 15+ epochs" in plan.describe()
+    ended = plan.after_search(plan.screen_s)  # the cap is spent: the line says what export-best will do
+    line = ended.describe()
+    assert "networks up to" not in line and "export of the winner, the epochs its time holds" in line
+    assert Plan.from_dict(ended.as_dict()) == ended and not Plan.from_dict(plan.as_dict()).searched
     screen = Stage.screen(SearchOptions(max_mmacs=30.0), plan=plan)
     assert screen.max_mmacs == cap and screen.cap_source.endswith("export trains 15 epochs of")
     longer = _plan(15, throughput=slow, screen_epochs=20)  # a screen longer than that: its own epochs
