@@ -30,7 +30,9 @@ SOURCE = (
 )
 # A log line's time stamp, "[13:01:01] "; the lines the console wrapped start with spaces instead.
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s")
-PLAN_LINE = re.compile(r"plan for \d+ min: .*")
+# A plan's message, up to the next plan's: the console leaves out the stamp of a message logged in the same second
+# as the one before, so two plans can read as one message.
+PLAN_LINE = re.compile(r"plan for \d+ min: .*?(?= plan for \d+ min: |$)")
 
 
 class RecordError(ValueError):
@@ -52,7 +54,7 @@ def log_messages(text: str) -> list[str]:
 
 def plan_lines(text: str) -> list[str]:
     """Each time plan the run's log shows, in order (the first is the plan at the start)."""
-    return [match.group(0) for m in log_messages(text) if (match := PLAN_LINE.search(m))]
+    return [match.group(0) for m in log_messages(text) for match in PLAN_LINE.finditer(m)]
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:

@@ -22,6 +22,8 @@ LOG = """\
 [13:01:32] trial 1 pruned: random start-up trial: measured to epoch 2 for the   
            sampler, then stopped (28s)                                          
 [13:30:00] plan for 60 min: screen 25 min at 5 epochs, 2 finalists x 15 epochs (14 min), export 30 epochs (21 min)
+           plan for 60 min: screen 25 min at 5 epochs, no finals (0 min),        
+           export of the winner, the epochs its time holds (35 min)             
 """  # noqa: W291 (the console pads wrapped lines with spaces)
 
 
@@ -76,6 +78,9 @@ def test_plan_lines_join_what_the_console_wrapped() -> None:
     assert plan_lines(LOG) == [
         "plan for 60 min: screen 28 min at 5 epochs, 2 finalists x 15 epochs (12 min), export 30 epochs (19 min)",
         "plan for 60 min: screen 25 min at 5 epochs, 2 finalists x 15 epochs (14 min), export 30 epochs (21 min)",
+        # logged in the same second as the plan before it, so without a stamp of its own
+        "plan for 60 min: screen 25 min at 5 epochs, no finals (0 min), export of the winner, the epochs its time "
+        "holds (35 min)",
     ]
 
 
@@ -89,7 +94,7 @@ def test_a_record_keeps_the_raw_json_the_plans_and_every_trial(run_folder: Path)
     assert record["machine"].startswith("2-core CPU (Some CPU), no GPU, Linux, Python 3.11.7, torch 2.14.1")
     assert "calibrated export speed 2.5e-05 s/image/MMAC" in record["machine"]
     s = record["summary"]
-    assert len(s["plans"]) == 2 and s["plans"][0].endswith("export 30 epochs (19 min)")
+    assert len(s["plans"]) == 3 and s["plans"][0].endswith("export 30 epochs (19 min)")
     assert (s["winner"], s["test_accuracy"], s["export_wall_seconds"]) == (
         {"trial": 2, "origin": "sampled (tpe)", "val_accuracy": 0.91}, 0.9, 50.0
     )  # fmt: skip
