@@ -81,6 +81,19 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
     assert report.study.user_attrs[record.PLAN]["finalists"] == 2
 
 
+def test_without_finals_the_replan_at_the_screens_end_is_not_shown(
+    tiny_data_dir: Path, tmp_path: Path, fast_machine: None
+) -> None:
+    opts = _opts(tiny_data_dir, tmp_path, finalists=0)
+    _queue(opts.storage, [PRESETS["lenet5"]])
+    plans: list[Plan] = []
+    report = run_search(opts, on_plan=plans.append)
+    # The first plan, then the plan after the search (what the export gets); the replan at the screen's end says
+    # nothing more when no finals follow, so it is saved but not shown.
+    assert plans and not plans[0].searched and all(p.searched for p in plans[1:])
+    assert report.plan is not None and report.plan.searched and report.plan.finalists == 0
+
+
 def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None
 ) -> None:

@@ -163,8 +163,15 @@ def run_search(
     plan = _make_plan(opts, splits, splits.train.x.device, specs)
     if plan is not None or study.user_attrs.get(PLAN) is not None:  # export-best follows the latest run's plan
         _save_plan(study, plan)
-    if plan is not None and on_plan is not None:
-        on_plan(plan)
+    shown: list[str] = []  # the plan lines shown so far: a line that reads as the last one is not shown again
+
+    def show(p: Plan) -> None:
+        if on_plan is not None and (not shown or shown[-1] != p.describe()):
+            shown.append(p.describe())
+            on_plan(p)
+
+    if plan is not None:
+        show(plan)
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
         study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0), prior=prior_of(opts))
     runner = _Runner(
@@ -188,9 +195,8 @@ def run_search(
         )  # fmt: skip
         finalists = finalists[: plan.finalists]
         _save_plan(study, plan)
-        if on_plan is not None:
-            on_plan(plan)
     if plan is not None and finalists and not runner.problems:
+        show(plan)  # the finals' share, replanned; without finals the plan shown next says all that is left
         enqueue_finals(study, finalists)
         t0 = time.perf_counter()
         stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
@@ -199,8 +205,7 @@ def run_search(
     if plan is not None:  # the export gets the time the search left, the finals' slack included
         ended = plan.after_search(time.time() - started_wall)
         _save_plan(study, ended)
-        if on_plan is not None and ended.describe() != plan.describe():  # shown again only if it reads otherwise
-            on_plan(ended)
+        show(ended)
         plan = ended
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.number not in earlier]
