@@ -58,11 +58,15 @@ def plan_lines(text: str) -> list[str]:
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
-    """One trial as the records keep it: its stage, provenance, size, epochs, value, learning curve and params."""
+    """One trial as the records keep it: its stage, provenance, size (MACs and parameters), measured speed (training
+    images/s, and per second of the whole training call, evaluation included: what a cost model is fitted to; 0 for
+    a trial never trained), epochs, value, learning curve and params."""
     r = TrialRecord(t)
     return {
         "number": t.number, "state": t.state.name.lower(), "stage": r.stage, "drawn_by": r.drawn_by,
-        "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2), "epochs_run": r.epochs_run,
+        "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2),
+        "mparams": round(r.parameters / 1e6, 3), "images_per_second": round(r.images_per_second, 1),
+        "images_per_wall_second": round(r.images_per_wall_second, 1), "epochs_run": r.epochs_run,
         "value": t.value, "curve": [v for _, v in sorted(t.intermediate_values.items())], "reason": r.reason,
         "flip_tta": r.flip_tta, "params": t.params,
     }  # fmt: skip

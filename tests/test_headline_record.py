@@ -15,6 +15,7 @@ from benchmarks.headline_record import RecordError, build, plan_lines, summary
 RECORDS = Path(__file__).resolve().parent.parent / "docs" / "measurements"
 # Records written by the script this module replaced: rebuilding their summary from their raw JSON must agree.
 REBUILT = ("staged-60-seed0-c6b998e.json", "staged-15-seed0-c6b998e.json", "staged-60-nkb-seed0-620771b.json")
+NEWEST = "staged-60-seed2-9f4be18.json"  # a record written since the rows gained the trials' parameters and speed
 
 LOG = """\
 [13:01:01] plan for 60 min: screen 28 min at 5 epochs, 2 finalists x 15 epochs  
@@ -53,7 +54,9 @@ def _study(path: Path) -> None:
     study.add_trial(create_trial(
         state=TrialState.COMPLETE, value=0.9, params={"lr": 0.05}, distributions=lr,
         intermediate_values={1: 0.8, 2: 0.9}, user_attrs={"stage": "screen", "drawn_by": "prior", "macs": 19_094_528,
-                                                          "epochs_run": 1.0, "reports_per_epoch": 2},
+                                                          "epochs_run": 1.0, "reports_per_epoch": 2,
+                                                          "parameters": 870_826, "images_per_second": 500.0,
+                                                          "train_seconds": 90.0, "wall_seconds": 100.0},
     ))  # fmt: skip
     study.add_trial(create_trial(
         state=TrialState.PRUNED, params={"lr": 0.5}, distributions=lr,
@@ -101,16 +104,17 @@ def test_a_record_keeps_the_raw_json_the_plans_and_every_trial(run_folder: Path)
     screen, skipped, final = record["trials_of_the_study"]
     assert screen == {
         "number": 0, "state": "complete", "stage": "screen", "drawn_by": "prior", "preset": None, "parent": None,
-        "mmacs": 19.09, "epochs_run": 1.0, "value": 0.9, "curve": [0.8, 0.9], "reason": None, "flip_tta": None,
-        "params": {"lr": 0.05},
+        "mmacs": 19.09, "mparams": 0.871, "images_per_second": 500.0, "images_per_wall_second": 450.0,
+        "epochs_run": 1.0, "value": 0.9, "curve": [0.8, 0.9], "reason": None, "flip_tta": None, "params": {"lr": 0.05},
     }  # fmt: skip
     assert (skipped["state"], skipped["reason"], skipped["value"], skipped["mmacs"]) == ("pruned", "over the cap",
                                                                                          None, 99.0)  # fmt: skip
+    assert skipped["images_per_second"] == skipped["images_per_wall_second"] == 0.0  # never trained
     assert (final["stage"], final["parent"], final["flip_tta"]["flip"]) == ("final", 0, 0.912)
 
 
 def test_the_rows_have_the_committed_records_fields(run_folder: Path) -> None:
-    committed = json.loads((RECORDS / REBUILT[0]).read_text())
+    committed = json.loads((RECORDS / NEWEST).read_text())
     record = build(run_folder, what="", concurrent="")
     assert set(record) == set(committed)
     assert set(record["trials_of_the_study"][0]) == set(committed["trials_of_the_study"][0])
