@@ -166,8 +166,9 @@ def run_search(
     shown: list[str] = []  # the plan lines shown so far: a line that reads as the last one is not shown again
 
     def show(p: Plan) -> None:
-        if on_plan is not None and (not shown or shown[-1] != p.describe()):
-            shown.append(p.describe())
+        line = p.describe()
+        if on_plan is not None and shown[-1:] != [line]:
+            shown.append(line)
             on_plan(p)
 
     if plan is not None:
