@@ -94,6 +94,50 @@ def test_a_signal_during_a_trial_fails_it_and_exits_128_plus_signal(
     assert failed.user_attrs["fail_reason"] == f"interrupted ({signal.Signals(signum).name})"
 
 
+class _SignalsWhenCollected:
+    """Sends ``signum`` from its finaliser, where Python prints an exception and swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.signum)
+
+
+@pytest.mark.usefixtures("_signal_handlers")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed raise
+@pytest.mark.parametrize(("signum", "code"), SIGNALS)
+def test_a_signal_whose_raise_is_swallowed_still_stops_the_trial_at_its_next_batch(
+    tiny_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+    code: int,
+) -> None:
+    # CI once saw Ctrl+C land in an import lock's weakref callback: the run trained on and exited 0.
+    real_train = objective.train
+    reports: list[int] = []
+
+    def train_then_signal_in_a_finaliser(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
+        def signal_at_first_report(stats: Any) -> None:
+            on_epoch_end(stats)
+            reports.append(signum)
+            if len(reports) == 1:
+                _SignalsWhenCollected(signum)  # collected at once: the handler's raise is swallowed
+                reports.append(0)  # (so this line runs)
+
+        return real_train(*args, on_epoch_end=signal_at_first_report, **kwargs)
+
+    monkeypatch.setattr(objective, "train", train_then_signal_in_a_finaliser)
+    db = tmp_path / "sig.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
+    exit_code, _, err = fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch)
+    assert reports == [signum, 0]  # the raise was swallowed, and the next batch stopped the trial
+    assert exit_code == code, err
+    assert _states(db) == ["FAIL"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), SIGNALS)
 def test_a_signal_to_a_run_process_fails_the_running_trial_and_exits_128_plus_signal(

@@ -35,9 +35,10 @@ from search.defaults import (
     KNOWN_BEST_PRESET,
     WARM_START_PRESETS,
 )
-from search.errors import ConfigError, Interrupted, signal_number
+from search.errors import ConfigError, signal_number
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.store.storage import GRACE_PERIOD_S, mask_url
+from search.tune.events import CheckedLanes, CheckedObserver, StopRequest
 from search.tune.pruners import PRUNERS
 from search.tune.samplers import SAMPLERS
 
@@ -140,11 +141,17 @@ def run(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the live display reports every trial
     console = Console(stderr=json_out, log_path=False)
     header = f"fsearch · study {study} · {mask_url(storage)}"
-    # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved.
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved. Both are
+    # raised at once and again at the observer's next call, should the first raise have been swallowed.
+    stop = StopRequest(raise_at_once=True)
+    previous = {s: signal.signal(s, stop) for s in _handled_signals()}
     try:
         with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
-            report = run_search(opts, observer=display, on_trial_end=display, lanes=display, on_plan=display.show_plan)
+            report = run_search(
+                opts, observer=CheckedObserver(display, stop), on_trial_end=display, lanes=CheckedLanes(display, stop),
+                on_plan=display.show_plan,
+            )  # fmt: skip
+            stop.check()  # a signal the last trial's end swallowed: still the exit code of one
     except KeyboardInterrupt as exc:
         Console(stderr=True).print(
             "Interrupted: the running trial was marked failed and the study is saved; "
@@ -153,7 +160,8 @@ def run(
         # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
         raise typer.Exit(128 + signal_number(exc)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)  # a caller of main() in this process gets its own handler back
+        for s, handler in previous.items():  # a caller of main() in this process gets its own handlers back
+            signal.signal(s, handler)
     if json_out:
         from search.store.record import trial_record
 
@@ -181,9 +189,12 @@ def _parse_workers(text: str) -> int | None:
         raise ConfigError(f"--workers must be a number or auto, got {text!r}") from None
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM, raised where the search is, so that it unwinds exactly like Ctrl+C."""
-    raise Interrupted(signum)
+def _handled_signals() -> list[signal.Signals]:
+    """SIGTERM, and SIGINT unless this process was started with it ignored (a background job of a
+    non-interactive shell): that choice of its parent's is kept, as Python itself keeps it."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        return [signal.SIGINT, signal.SIGTERM]
+    return [signal.SIGTERM]
 
 
 def _print_summary(console: Console, report: Any) -> None:

@@ -4,7 +4,7 @@ A worker trains in its own process and cannot touch the parent's display. Its :c
 puts what the display needs on a multiprocessing queue as ``(kind, lane, payload)``: ``start``,
 ``step``, ``epoch`` and ``end`` of a trial, and ``user_error`` or ``crash`` when the worker fails.
 The parent's :class:`Relay` reads them and hands each to the worker's lane or the trial-end
-callback. :class:`StopRequest` is how a signal reaches a worker's training: at the next event.
+callback. :class:`StopRequest` is how a signal reaches training, in a worker or in-process: at the next event.
 """
 
 from __future__ import annotations
@@ -34,25 +34,62 @@ class Lanes(Protocol):
 
 
 class StopRequest:
-    """SIGINT/SIGTERM in a worker, acted on at the next safe point.
+    """SIGINT/SIGTERM, acted on at the next safe point.
 
-    The handler only records the signal. Raising from the handler itself could land in a weakref
-    callback or a finaliser (SQLAlchemy's, say), where Python prints the exception and swallows it:
-    the worker would go on training. The relay's calls (each batch, each report, each trial start)
-    raise instead, inside the objective, so Optuna marks the trial failed. Later signals (Ctrl+C
-    reaches a worker from the terminal and again from the parent) change nothing.
+    A raise from the handler itself can land in a weakref callback or a finaliser (an import lock's,
+    SQLAlchemy's), where Python prints the exception and swallows it: the search would go on training.
+    So the handler records the signal, and the observer's calls (each batch, each report, each trial
+    start) raise it inside the objective, so Optuna marks the trial failed. A worker's handler only
+    records: later signals (Ctrl+C reaches a worker from the terminal and again from the parent) change
+    nothing. The in-process search's handler (``raise_at_once``) also raises at once, as Python's own
+    Ctrl+C does, so that it stops work that has no safe points (loading the data); the record is the
+    fallback for a raise that was swallowed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, raise_at_once: bool = False) -> None:
         self.signum: int | None = None
+        self.raise_at_once = raise_at_once
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.signum is None:
             self.signum = signum
+        if self.raise_at_once:
+            raise Interrupted(signum)
 
     def check(self) -> None:
         if self.signum is not None:
             raise Interrupted(self.signum)
+
+
+class CheckedObserver:
+    """An in-process :class:`~search.tune.objective.TrialObserver` whose every call first raises the
+    signal ``stop`` has recorded: the safe points of :class:`StopRequest`."""
+
+    def __init__(self, inner: TrialObserver, stop: StopRequest) -> None:
+        self.inner, self.stop = inner, stop
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.stop.check()
+        self.inner.trial_started(number, params)
+
+    def step(self, done: int, total: int) -> None:
+        self.stop.check()
+        self.inner.step(done, total)
+
+    def epoch_ended(self, number: int, stats: EpochStats) -> None:
+        self.stop.check()
+        self.inner.epoch_ended(number, stats)
+
+
+class CheckedLanes:
+    """:class:`Lanes` whose observers are :class:`CheckedObserver`: with several workers, the parent's
+    safe points are the workers' events it relays."""
+
+    def __init__(self, inner: Lanes, stop: StopRequest) -> None:
+        self.inner, self.stop = inner, stop
+
+    def lane(self, index: int) -> TrialObserver:
+        return CheckedObserver(self.inner.lane(index), self.stop)
 
 
 class QueueObserver:
