@@ -6,7 +6,7 @@ image per million MACs, ``calibrate``), then plans three stages:
 1. the **screen**: up to ``--trials`` sampled trials at a short fidelity (``--max-epochs``),
    pruned by successive halving; it stops at its deadline whatever is left of ``--trials``, or before it when
    they are done (on a GPU, in a minute or two of an hour's plan); it skips networks too large for the export
-   to train ``MIN_EXPORT_EPOCHS`` in its time (``Plan.largest_export_mmacs``);
+   to train ``MIN_EXPORT_EPOCHS`` in its time, or the reference's size if larger (``Plan.screen_cap``);
 2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same
    parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
    that of the export's training better than the screen's does;
@@ -38,8 +38,8 @@ EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time fo
 MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
-# Nor does the screen admit a network whose export would train fewer (largest_export_mmacs): in an export's few
-# epochs a smaller network trained longer did better on validation (docs/defaults.md, one cost rule).
+# Nor does the screen admit a larger network whose export would train fewer, unless no larger than the reference
+# (Plan.screen_cap): at equal time on validation, sizes either way of the reference did worse (docs/defaults.md).
 MIN_EXPORT_EPOCHS = 15
 # export-best times one epoch of its configuration on a few thousand images, and that timing was up to a fifth off the
 # epochs then trained, either way (docs/defaults.md). It sizes its epochs for a machine this much faster than timed:
@@ -123,14 +123,19 @@ class Plan:
         """The fewest epochs the export may train a network the screen admits (:func:`_fewest_export_epochs`)."""
         return _fewest_export_epochs(self.screen_epochs)
 
-    def largest_export_mmacs(self) -> float:
-        """The largest network (million MACs per image) whose export trains at least ``fewest_export_epochs`` in
-        the export's time, at the plan's speed: the screen's cost cap, so that a slow machine or a short budget
-        screens networks its export can train long enough (docs/defaults.md, one cost rule). Where the plan sizes
-        the export for exactly that many epochs of the reference, the cap is the reference's size: a quotient a
-        rounding error short of it counts as it (the slack)."""
-        epoch_s = self.fewest_export_epochs() * self.throughput.export_epoch_s(1.0)
-        return self.export_s / max(epoch_s, 1e-12) * (1 + 1e-9)
+    def screen_cap(self) -> tuple[float, int]:
+        """The screen's cost cap: the largest network (million MACs per image) it admits, and the fewest epochs its
+        export then trains in the export's time at the plan's speed. That is ``fewest_export_epochs``, or the
+        reference's size while the reference trains at least the screen's epochs (docs/defaults.md, one cost rule).
+        A quotient a rounding error short of a whole epoch counts as it (the slack)."""
+
+        def largest(epochs: int) -> float:
+            return self.export_s / max(epochs * self.throughput.export_epoch_s(1.0), 1e-12) * (1 + 1e-9)
+
+        fewest = self.fewest_export_epochs()
+        if largest(fewest) < self.reference_mmacs <= largest(self.screen_epochs):
+            return self.reference_mmacs, _whole(largest(1) / self.reference_mmacs)
+        return largest(fewest), fewest
 
     def with_export_time(self, export_s: float) -> Plan:
         """This plan with ``export_s`` seconds for the export, and the epochs (at most ``MAX_EXPORT_EPOCHS``: the
@@ -166,13 +171,14 @@ class Plan:
 
     def export_words(self) -> str:
         """The export's epochs, or, when the reference network does not fit ``fewest_export_epochs`` in the export's
-        time, the largest network that does (the screen's cost cap, ``largest_export_mmacs``) while the screen is to
+        time, the screen's cost cap and the fewest epochs its export trains (``screen_cap``) while the screen is to
         come, and after the search what export-best will do: time the winner and train what its time holds."""
         if self.export_epochs >= self.fewest_export_epochs():
             return f"{self.export_epochs} epochs"
         if self.searched:
             return "of the winner, the epochs its time holds"
-        return f"of networks up to {self.largest_export_mmacs():.1f}M MACs, {self.fewest_export_epochs()}+ epochs"
+        mmacs, epochs = self.screen_cap()
+        return f"of networks up to {mmacs:.1f}M MACs, {epochs}+ epochs"
 
 
 def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS, rounded: bool = False) -> int:
@@ -184,8 +190,8 @@ def _export_epochs(seconds: float, epoch_s: float, *, cap: int = EXPORT_EPOCHS, 
 
 def _export_time(seconds: float, epoch_s: float, *, fewest: int, cap: int = EXPORT_EPOCHS) -> float:
     """The export's seconds out of ``seconds``, for a reference epoch of ``epoch_s``: whole epochs of the reference
-    (none spent on a fraction of one) when at least ``fewest`` fit; else all of ``seconds``, and the screen admits
-    only networks whose export trains ``fewest`` epochs in them (``Plan.largest_export_mmacs``)."""
+    (none spent on a fraction of one) when at least ``fewest`` fit; else all of ``seconds``, and the screen's cap
+    follows from them (``Plan.screen_cap``)."""
     epochs = _export_epochs(seconds, epoch_s, cap=cap)
     return epochs * epoch_s if epochs >= fewest else max(seconds, 0.0)
 
@@ -239,14 +245,9 @@ def replan(
         left - export_s, asked=plan.finalists, available=len(mmacs), screen_epochs=plan.screen_epochs,
         round_epoch_s=lambda n: throughput.seconds(plan.train_images, _rounds(mmacs, n, plan.workers)),
     )  # fmt: skip
-    return dataclasses.replace(
-        plan,
-        throughput=throughput,
-        finalists=finalists,
-        final_epochs=final_epochs,
-        finals_s=finals_s,
-        screen_s=elapsed_s,
-    ).with_export_time(max(export_s, left - finals_s))
+    done = dataclasses.replace(plan, throughput=throughput, screen_s=elapsed_s, finals_s=finals_s)
+    done = dataclasses.replace(done, finalists=finalists, final_epochs=final_epochs)
+    return done.with_export_time(max(export_s, left - finals_s))
 
 
 def make_plan(

@@ -61,8 +61,10 @@ def test_the_plan_fits_its_budget_and_keeps_a_screen(budget: float) -> None:
     if plan.export_epochs >= MIN_EXPORT_EPOCHS:  # whole epochs of the reference, none wasted on a fraction
         epoch_s = CPU.seconds(EXPORT_IMAGES, 19.1, export=True) * EXPORT_SLOWER  # as the plan counts an export epoch
         assert plan.export_s == pytest.approx(plan.export_epochs * epoch_s)
-    else:  # the reference does not fit the export's fewest epochs: the screen's cap admits smaller networks only
-        assert plan.largest_export_mmacs() < 19.1 and "networks up to" in plan.describe()
+    else:  # the reference does not fit the export's fewest epochs: fewer epochs of it, or smaller networks only
+        mmacs, epochs = plan.screen_cap()
+        assert (mmacs, epochs) == (19.1, plan.export_epochs) or (mmacs < 19.1 and epochs == MIN_EXPORT_EPOCHS)
+        assert f"export of networks up to {mmacs:.1f}M MACs, {epochs}+ epochs" in plan.describe()
     if plan.finalists:
         assert plan.final_epochs >= 2 * plan.screen_epochs
 
@@ -153,10 +155,12 @@ def test_the_export_of_a_costlier_winner_trains_fewer_epochs() -> None:
 
 def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_its_fewest_epochs() -> None:
     """On a slow machine a 15-minute plan gave the reference (19.1M MACs) one export epoch: fewer than the 5 of
-    the screen that chose it. The screen admits only networks whose export trains at least MIN_EXPORT_EPOCHS."""
+    the screen that chose it. The screen admits only networks whose export trains at least MIN_EXPORT_EPOCHS (here
+    the reference's export would train fewer than the screen's epochs)."""
     slow = _slower(3.5)  # fp32 without AVX-512, about
     plan = _plan(15, throughput=slow)
-    cap = plan.largest_export_mmacs()
+    cap, epochs = plan.screen_cap()
+    assert epochs == MIN_EXPORT_EPOCHS and plan.export_epochs < plan.screen_epochs
     assert cap < plan.reference_mmacs and plan.export_epochs < MIN_EXPORT_EPOCHS == plan.fewest_export_epochs()
     assert plan.export_epochs_for(cap) == MIN_EXPORT_EPOCHS  # the largest admitted trains exactly 15 epochs
     assert plan.export_epochs_for(cap * 1.1) < MIN_EXPORT_EPOCHS
@@ -170,11 +174,31 @@ def test_a_short_budget_caps_the_screen_at_what_its_export_trains_for_its_fewest
     screen = Stage.screen(SearchOptions(max_mmacs=30.0), plan=plan)
     assert screen.max_mmacs == cap and screen.cap_source.endswith("export trains 15 epochs of")
     longer = _plan(15, throughput=slow, screen_epochs=20)  # a screen longer than that: its own epochs
-    assert longer.fewest_export_epochs() == 20 and longer.largest_export_mmacs() < cap
+    assert longer.fewest_export_epochs() == 20 and longer.screen_cap() < (cap, 15)
     own = Stage.screen(SearchOptions(max_mmacs=cap / 2), plan=plan)  # a lower --max-mmacs stays the cap
     assert (own.max_mmacs, own.cap_source) == (cap / 2, "--max-mmacs")
     roomy = _plan(60)  # an hour on the 2-core CPU with AVX-512: the cap is far above --max-mmacs
-    assert roomy.largest_export_mmacs() > 30 and Stage.screen(SearchOptions(), plan=roomy).max_mmacs == 30
+    assert roomy.screen_cap()[0] > 30 and Stage.screen(SearchOptions(), plan=roomy).max_mmacs == 30
+
+
+@pytest.mark.parametrize(("budget", "factor"), [(30, 3.5), (15, 2.5), (60, 6)])
+def test_the_screen_admits_the_reference_while_its_export_trains_at_least_the_screens_epochs(
+    budget: float, factor: float
+) -> None:
+    """For equal time on the validation split, fsearch-w1 trained 5.6-12 epochs beat a 6.9M-MAC network trained
+    more (docs/defaults.md, one cost rule): where the reference's export gets the screen's epochs but not
+    MIN_EXPORT_EPOCHS, the cap is the reference's size, and the plan line gives its epochs."""
+    plan = _plan(budget, throughput=_slower(factor))
+    assert plan.screen_epochs <= plan.export_epochs < MIN_EXPORT_EPOCHS
+    assert plan.screen_cap() == (19.1, plan.export_epochs)
+    assert f"export of networks up to 19.1M MACs, {plan.export_epochs}+ epochs" in plan.describe()
+    screen = Stage.screen(SearchOptions(), plan=plan)
+    assert screen.max_mmacs == 19.1
+    minutes = plan.export_s / 60
+    assert screen.cap_source == f"the most the plan's {minutes:.0f}-min export trains {plan.export_epochs} epochs of"
+    tighter = _plan(budget, throughput=_slower(factor * 3))  # fewer than the screen's epochs of it: 15 of smaller
+    assert tighter.export_epochs < tighter.screen_epochs
+    assert tighter.screen_cap()[0] < 19.1 and tighter.screen_cap()[1] == MIN_EXPORT_EPOCHS
 
 
 def test_an_hour_on_a_cpu_without_avx512_screens_nothing_costlier_than_the_reference() -> None:

@@ -215,14 +215,13 @@ class Stage:
     @classmethod
     def screen(cls, opts: SearchOptions, *, deadline: float | None = None, plan: Plan | None = None) -> Stage:
         """The screen, its cost cap ``--max-mmacs``, lowered to what the plan's export can train for its fewest
-        epochs when that is less (:meth:`~search.plan.Plan.largest_export_mmacs`). Finals have no cap of their
+        epochs when that is less (:meth:`~search.plan.Plan.screen_cap`). Finals have no cap of their
         own: they are screen trials that passed it."""
         cap, source = opts.max_mmacs, "--max-mmacs"
         if plan is not None:
-            fits = plan.largest_export_mmacs()
+            fits, epochs = plan.screen_cap()
             if cap is None or fits < cap:
-                cap = fits
-                minutes, epochs = plan.export_s / 60, plan.fewest_export_epochs()
+                cap, minutes = fits, plan.export_s / 60
                 source = f"the most the plan's {minutes:.0f}-min export trains {epochs} epochs of"
         return cls(
             name="screen", max_epochs=opts.max_epochs, trials=opts.trials, deadline=deadline, max_mmacs=cap,
