@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,32 +56,45 @@ def _signal_handlers() -> Iterator[None]:
         signal.signal(s, handler)
 
 
+RunSending = Callable[[Callable[[], None]], tuple[int, str, str, Path]]
+
+
+@pytest.fixture
+def run_sending(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> RunSending:
+    """`fsearch run` in this process with ``send()`` called after each of its trial's reports: (exit code, stdout,
+    stderr, the study's database). The trial: a small known network (the draw is not what is tested here)."""
+    real_train = objective.train
+    db = tmp_path / "sig.db"
+
+    def run(send: Callable[[], None]) -> tuple[int, str, str, Path]:
+        def train_and_send(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
+            def report_then_send(stats: Any) -> None:
+                on_epoch_end(stats)
+                send()  # the handler runs here, in the middle of the trial
+
+            return real_train(*args, on_epoch_end=report_then_send, **kwargs)
+
+        monkeypatch.setattr(objective, "train", train_and_send)
+        optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
+        return (*fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch), db)
+
+    return run
+
+
 @pytest.mark.usefixtures("_signal_handlers")
 @pytest.mark.parametrize(("signum", "code"), SIGNALS)
 def test_a_signal_during_a_trial_fails_it_and_exits_128_plus_signal(
-    tiny_data_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    signum: int,
-    code: int,
+    run_sending: RunSending, signum: int, code: int
 ) -> None:
-    real_train = objective.train
     sent: list[int] = []
 
-    def train_then_signal(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
-        def signal_at_first_report(stats: Any) -> None:
-            on_epoch_end(stats)
-            sent.append(signum)
-            signal.raise_signal(signum)  # the handler runs here, in the middle of the trial
+    def send() -> None:
+        sent.append(signum)
+        signal.raise_signal(signum)
 
-        return real_train(*args, on_epoch_end=signal_at_first_report, **kwargs)
-
-    monkeypatch.setattr(objective, "train", train_then_signal)
-    db = tmp_path / "sig.db"
-    # The first trial: a small known network (the draw is not what is tested here).
-    optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
-    exit_code, out, err = fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch)
+    exit_code, out, err, db = run_sending(send)
     assert sent == [signum]
     assert exit_code == code, err
     assert out == "" and "Traceback" not in err
@@ -108,31 +121,18 @@ class _SignalsWhenCollected:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed raise
 @pytest.mark.parametrize(("signum", "code"), SIGNALS)
 def test_a_signal_whose_raise_is_swallowed_still_stops_the_trial_at_its_next_batch(
-    tiny_data_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    signum: int,
-    code: int,
+    run_sending: RunSending, signum: int, code: int
 ) -> None:
     # CI once saw Ctrl+C land in an import lock's weakref callback: the run trained on and exited 0.
-    real_train = objective.train
     reports: list[int] = []
 
-    def train_then_signal_in_a_finaliser(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
-        def signal_at_first_report(stats: Any) -> None:
-            on_epoch_end(stats)
-            reports.append(signum)
-            if len(reports) == 1:
-                _SignalsWhenCollected(signum)  # collected at once: the handler's raise is swallowed
-                reports.append(0)  # (so this line runs)
+    def send_in_a_finaliser() -> None:
+        reports.append(signum)
+        if len(reports) == 1:
+            _SignalsWhenCollected(signum)  # collected at once: the handler's raise is swallowed
+            reports.append(0)  # (so this line runs)
 
-        return real_train(*args, on_epoch_end=signal_at_first_report, **kwargs)
-
-    monkeypatch.setattr(objective, "train", train_then_signal_in_a_finaliser)
-    db = tmp_path / "sig.db"
-    optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
-    exit_code, _, err = fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch)
+    exit_code, _, err, db = run_sending(send_in_a_finaliser)
     assert reports == [signum, 0]  # the raise was swallowed, and the next batch stopped the trial
     assert exit_code == code, err
     assert _states(db) == ["FAIL"]
