@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 import pytest
 
+from search.model import retrain
 from search.paths import DEFAULT_STUDY
 from search.tune import objective
 from space import PRESETS
@@ -136,6 +137,45 @@ def test_a_signal_whose_raise_is_swallowed_still_stops_the_trial_at_its_next_bat
     assert reports == [signum, 0]  # the raise was swallowed, and the next batch stopped the trial
     assert exit_code == code, err
     assert _states(db) == ["FAIL"]
+
+
+@pytest.mark.usefixtures("_signal_handlers")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed raise
+@pytest.mark.parametrize(("signum", "code"), SIGNALS)
+@pytest.mark.parametrize("swallowed", [False, True])
+def test_a_signal_during_a_retraining_stops_it_unsaved_and_exits_128_plus_signal(
+    tiny_data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+    code: int,
+    swallowed: bool,
+) -> None:
+    # `fsearch train` and `export-best` share the retraining's CLI path; its step bar is the safe point.
+    real_train = retrain.train
+    sent: list[int] = []
+
+    def train_then_signal(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
+        def signal_at_first_epoch(stats: Any) -> None:
+            on_epoch_end(stats)
+            sent.append(signum)
+            if swallowed:
+                _SignalsWhenCollected(signum)
+            else:
+                signal.raise_signal(signum)
+
+        return real_train(*args, on_epoch_end=signal_at_first_epoch, **kwargs)
+
+    monkeypatch.setattr(retrain, "train", train_then_signal)
+    out_dir = tmp_path / "model"
+    args = ["train", "--preset", "lenet5", "--epochs", "3", "--data-dir", str(tiny_data_dir), "--no-verify-data",
+            "--device", "cpu", "--out", str(out_dir)]  # fmt: skip
+    exit_code, _, err = fsearch(args, capsys, monkeypatch)
+    assert sent == [signum]  # stopped before its second epoch ended
+    assert exit_code == code, err
+    assert "Interrupted: the retraining stopped; the model was not saved." in " ".join(err.split())
+    assert not (out_dir / "model.safetensors").exists()
 
 
 @pytest.mark.slow

@@ -19,13 +19,15 @@ from rich.progress import (
 )
 
 from search.train import EpochStats
+from search.tune.events import StopRequest
 
 
 class TrainingProgress:
-    """Context manager rendering the retraining on ``console``."""
+    """Context manager rendering the retraining on ``console``. Each step and epoch first raises a signal ``stop``
+    recorded (the safe points of :class:`~search.tune.events.StopRequest`)."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self, console: Console, stop: StopRequest | None = None) -> None:
+        self.console, self.stop = console, stop or StopRequest()
         self.progress = Progress(
             TextColumn("{task.description:>7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
@@ -50,10 +52,12 @@ class TrainingProgress:
         self.progress.start()
 
     def on_step(self, done: int, total: int) -> None:
+        self.stop.check()
         if self.step_task is not None:
             self.progress.update(self.step_task, completed=done, total=total)
 
     def on_epoch_end(self, stats: EpochStats) -> None:
+        self.stop.check()
         line = f"train loss {stats.train_loss:.4f} · train acc {stats.train_acc:.4f}"
         self.console.log(f"epoch {stats.epoch}/{self.epochs}: {line} ({stats.seconds:.1f}s)")
         if self.epoch_task is not None and self.step_task is not None:

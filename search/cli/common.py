@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from search.defaults import GRAPH_FORMATS
+from search.tune.events import StopRequest
 
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL (SQLite, PostgreSQL, ...).")]
@@ -70,3 +73,21 @@ def command(app: typer.Typer, name: str | None = None, *, doc: str | None = None
         return fn
 
     return register
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Ctrl+C and `kill` (SIGTERM) raised at once and recorded, so that the training's callbacks can raise them
+    again should the first raise be swallowed (:class:`~search.tune.events.StopRequest`); the caller's handlers
+    are put back after. SIGINT is left alone in a process started with it ignored (a background job of a
+    non-interactive shell): that choice of its parent's is kept, as Python itself keeps it."""
+    stop = StopRequest(raise_at_once=True)
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        handled.append(signal.SIGINT)
+    previous = {s: signal.signal(s, stop) for s in handled}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -26,7 +26,9 @@ from search.cli.common import (
     TtaOpt,
     VerifyOpt,
     command,
+    stop_on_signals,
 )
+from search.errors import signal_number
 from search.paths import DEFAULT_MODEL, DEFAULT_STORAGE, DEFAULT_STUDY
 from space import PRESETS
 from space.presets import PRESET_EPOCHS
@@ -127,16 +129,16 @@ def train_preset(
 
 
 def _retrain(console: Console, json_out: bool, run_with: Callable[[Any], Any]) -> None:
-    """Run a retraining with live bars, then print its report (or JSON); Ctrl+C exits 130."""
+    """Run a retraining with live bars, then print its report (or JSON); Ctrl+C exits 130, `kill` 143."""
     from search.cli.bars import TrainingProgress
     from search.cli.render import print_report
 
     try:
-        with TrainingProgress(console) as bars:
+        with stop_on_signals() as stop, TrainingProgress(console, stop) as bars:
             report = run_with(bars)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         Console(stderr=True).print("Interrupted: the retraining stopped; the model was not saved.", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + signal_number(exc)) from None
     if json_out:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

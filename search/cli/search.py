@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +20,7 @@ from search.cli.common import (
     StudyOpt,
     VerifyOpt,
     command,
+    stop_on_signals,
 )
 from search.defaults import (
     DEFAULT_BUDGET_MINUTES,
@@ -38,7 +38,7 @@ from search.defaults import (
 from search.errors import ConfigError, signal_number
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.store.storage import GRACE_PERIOD_S, mask_url
-from search.tune.events import CheckedLanes, CheckedObserver, StopRequest
+from search.tune.events import CheckedLanes, CheckedObserver
 from search.tune.pruners import PRUNERS
 from search.tune.samplers import SAMPLERS
 
@@ -143,10 +143,11 @@ def run(
     header = f"fsearch · study {study} · {mask_url(storage)}"
     # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved. Both are
     # raised at once and again at the observer's next call, should the first raise have been swallowed.
-    stop = StopRequest(raise_at_once=True)
-    previous = {s: signal.signal(s, stop) for s in _handled_signals()}
     try:
-        with SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display:
+        with (
+            stop_on_signals() as stop,
+            SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display,
+        ):
             report = run_search(
                 opts, observer=CheckedObserver(display, stop), on_trial_end=display, lanes=CheckedLanes(display, stop),
                 on_plan=display.show_plan,
@@ -159,9 +160,6 @@ def run(
         )  # fmt: skip
         # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
         raise typer.Exit(128 + signal_number(exc)) from None
-    finally:
-        for s, handler in previous.items():  # a caller of main() in this process gets its own handlers back
-            signal.signal(s, handler)
     if json_out:
         from search.store.record import trial_record
 
@@ -187,14 +185,6 @@ def _parse_workers(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise ConfigError(f"--workers must be a number or auto, got {text!r}") from None
-
-
-def _handled_signals() -> list[signal.Signals]:
-    """SIGTERM, and SIGINT unless this process was started with it ignored (a background job of a
-    non-interactive shell): that choice of its parent's is kept, as Python itself keeps it."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        return [signal.SIGINT, signal.SIGTERM]
-    return [signal.SIGTERM]
 
 
 def _print_summary(console: Console, report: Any) -> None:
