@@ -60,24 +60,31 @@ def _signal_handlers() -> Iterator[None]:
 RunSending = Callable[[Callable[[], None]], tuple[int, str, str, Path]]
 
 
+def _send_after_each_report(monkeypatch: pytest.MonkeyPatch, module: Any, send: Callable[[], None]) -> None:
+    """``module.train`` (the search's objective or the retraining) calls ``send()`` after each report: the signal's
+    handler then runs in the middle of the training."""
+    real_train = module.train
+
+    def train_and_send(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
+        def report_then_send(stats: Any) -> None:
+            on_epoch_end(stats)
+            send()
+
+        return real_train(*args, on_epoch_end=report_then_send, **kwargs)
+
+    monkeypatch.setattr(module, "train", train_and_send)
+
+
 @pytest.fixture
 def run_sending(
     tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> RunSending:
     """`fsearch run` in this process with ``send()`` called after each of its trial's reports: (exit code, stdout,
     stderr, the study's database). The trial: a small known network (the draw is not what is tested here)."""
-    real_train = objective.train
     db = tmp_path / "sig.db"
 
     def run(send: Callable[[], None]) -> tuple[int, str, str, Path]:
-        def train_and_send(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
-            def report_then_send(stats: Any) -> None:
-                on_epoch_end(stats)
-                send()  # the handler runs here, in the middle of the trial
-
-            return real_train(*args, on_epoch_end=report_then_send, **kwargs)
-
-        monkeypatch.setattr(objective, "train", train_and_send)
+        _send_after_each_report(monkeypatch, objective, send)
         optuna.create_study(storage=f"sqlite:///{db}", study_name=DEFAULT_STUDY).enqueue_trial(PRESETS["lenet5"])
         return (*fsearch(_run_args(tiny_data_dir, db, max_epochs=3), capsys, monkeypatch), db)
 
@@ -153,21 +160,16 @@ def test_a_signal_during_a_retraining_stops_it_unsaved_and_exits_128_plus_signal
     swallowed: bool,
 ) -> None:
     # `fsearch train` and `export-best` share the retraining's CLI path; its step bar is the safe point.
-    real_train = retrain.train
     sent: list[int] = []
 
-    def train_then_signal(*args: Any, on_epoch_end: Any, **kwargs: Any) -> Any:
-        def signal_at_first_epoch(stats: Any) -> None:
-            on_epoch_end(stats)
-            sent.append(signum)
-            if swallowed:
-                _SignalsWhenCollected(signum)
-            else:
-                signal.raise_signal(signum)
+    def send() -> None:
+        sent.append(signum)
+        if swallowed:
+            _SignalsWhenCollected(signum)
+        else:
+            signal.raise_signal(signum)
 
-        return real_train(*args, on_epoch_end=signal_at_first_epoch, **kwargs)
-
-    monkeypatch.setattr(retrain, "train", train_then_signal)
+    _send_after_each_report(monkeypatch, retrain, send)
     out_dir = tmp_path / "model"
     args = ["train", "--preset", "lenet5", "--epochs", "3", "--data-dir", str(tiny_data_dir), "--no-verify-data",
             "--device", "cpu", "--out", str(out_dir)]  # fmt: skip
