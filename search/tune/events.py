@@ -93,27 +93,25 @@ class CheckedLanes:
 
 
 class QueueObserver:
-    """A worker's :class:`~search.tune.objective.TrialObserver` that sends its events to the parent
-    (and stops the worker at the first of them after a signal)."""
+    """A worker's :class:`~search.tune.objective.TrialObserver` that sends its events to the parent.
+    The worker wraps it in a :class:`CheckedObserver`, which stops the worker at the first event after a
+    signal."""
 
-    def __init__(self, events: Any, lane: int, stop: StopRequest) -> None:
-        self.events, self.lane, self.stop, self._last_step = events, lane, stop, 0.0
+    def __init__(self, events: Any, lane: int) -> None:
+        self.events, self.lane, self._last_step = events, lane, 0.0
         self.number: int | None = None  # the trial started and not yet ended
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        self.stop.check()
         self.number = number
         self.events.put(("start", self.lane, (number, params)))
 
     def step(self, done: int, total: int) -> None:
-        self.stop.check()
         now = time.monotonic()
         if now - self._last_step >= STEP_EVENT_EVERY_S or done == total:
             self._last_step = now
             self.events.put(("step", self.lane, (done, total)))
 
     def epoch_ended(self, number: int, stats: EpochStats) -> None:
-        self.stop.check()
         # The validation logits stay here: the display needs the numbers only.
         self.events.put(("epoch", self.lane, (number, dataclasses.replace(stats, val_logits=None))))
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from search.errors import FsearchError, signal_number
-from search.tune.events import Lanes, QueueObserver, Relay, StopRequest
+from search.tune.events import CheckedObserver, Lanes, QueueObserver, Relay, StopRequest
 from search.tune.session import (
     SearchOptions,
     Stage,
@@ -109,13 +109,13 @@ def _worker_main(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    relay = QueueObserver(events, lane, stop)
+    relay = QueueObserver(events, lane)
     study = None
     try:
         study, splits = join_study(opts, device_name=spec.device, sampler_seed=sampler_seed, parallel=True)
         optimize_here(
-            study, opts, splits, stage=stage, tickets=SharedTickets(tickets), observer=relay, on_trial_end=relay,
-            timeout=timeout,
+            study, opts, splits, stage=stage, tickets=SharedTickets(tickets), observer=CheckedObserver(relay, stop),
+            on_trial_end=relay, timeout=timeout,
         )  # fmt: skip
         stop.check()  # a signal after the last trial: still the exit code of one
     except KeyboardInterrupt as exc:
