@@ -62,8 +62,9 @@ class StopRequest:
 
 
 class CheckedObserver:
-    """An in-process :class:`~search.tune.objective.TrialObserver` whose every call first raises the
-    signal ``stop`` has recorded: the safe points of :class:`StopRequest`."""
+    """A :class:`~search.tune.objective.TrialObserver` whose every call first raises the signal ``stop`` has
+    recorded: the safe points of :class:`StopRequest`, around the in-process display's observer or a worker's
+    :class:`QueueObserver`."""
 
     def __init__(self, inner: TrialObserver, stop: StopRequest) -> None:
         self.inner, self.stop = inner, stop
