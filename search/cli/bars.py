@@ -26,8 +26,8 @@ class TrainingProgress:
     """Context manager rendering the retraining on ``console``. Each step and epoch first raises a signal ``stop``
     recorded (the safe points of :class:`~search.tune.events.StopRequest`)."""
 
-    def __init__(self, console: Console, stop: StopRequest | None = None) -> None:
-        self.console, self.stop = console, stop or StopRequest()
+    def __init__(self, console: Console, stop: StopRequest) -> None:
+        self.console, self.stop = console, stop
         self.progress = Progress(
             TextColumn("{task.description:>7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),

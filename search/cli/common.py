@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
 
 from search.defaults import GRAPH_FORMATS
+from search.errors import signal_number
 from search.tune.events import StopRequest
 
 StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
@@ -76,11 +78,13 @@ def command(app: typer.Typer, name: str | None = None, *, doc: str | None = None
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals(interrupted: str) -> Iterator[StopRequest]:
     """Ctrl+C and `kill` (SIGTERM) raised at once and recorded, so that the training's callbacks can raise them
-    again should the first raise be swallowed (:class:`~search.tune.events.StopRequest`); the caller's handlers
-    are put back after. SIGINT is left alone in a process started with it ignored (a background job of a
-    non-interactive shell): that choice of its parent's is kept, as Python itself keeps it."""
+    again should the first raise be swallowed (:class:`~search.tune.events.StopRequest`). Either ends the block
+    with the one line ``interrupted`` on stderr and the shell's exit code, 128 + the signal's number (130 for
+    Ctrl+C, 143 for SIGTERM). The caller's handlers are put back after. SIGINT is left alone in a process started
+    with it ignored (a background job of a non-interactive shell): that choice of its parent's is kept, as
+    Python itself keeps it."""
     stop = StopRequest(raise_at_once=True)
     handled = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -88,6 +92,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
     previous = {s: signal.signal(s, stop) for s in handled}
     try:
         yield stop
+    except KeyboardInterrupt as exc:
+        Console(stderr=True).print(interrupted, markup=False)
+        raise typer.Exit(128 + signal_number(exc)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -28,7 +28,6 @@ from search.cli.common import (
     command,
     stop_on_signals,
 )
-from search.errors import signal_number
 from search.paths import DEFAULT_MODEL, DEFAULT_STORAGE, DEFAULT_STUDY
 from space import PRESETS
 from space.presets import PRESET_EPOCHS
@@ -133,12 +132,9 @@ def _retrain(console: Console, json_out: bool, run_with: Callable[[Any], Any]) -
     from search.cli.bars import TrainingProgress
     from search.cli.render import print_report
 
-    try:
-        with stop_on_signals() as stop, TrainingProgress(console, stop) as bars:
-            report = run_with(bars)
-    except KeyboardInterrupt as exc:
-        Console(stderr=True).print("Interrupted: the retraining stopped; the model was not saved.", markup=False)
-        raise typer.Exit(128 + signal_number(exc)) from None
+    interrupted = "Interrupted: the retraining stopped; the model was not saved."
+    with stop_on_signals(interrupted) as stop, TrainingProgress(console, stop) as bars:
+        report = run_with(bars)
     if json_out:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -35,7 +35,7 @@ from search.defaults import (
     KNOWN_BEST_PRESET,
     WARM_START_PRESETS,
 )
-from search.errors import ConfigError, signal_number
+from search.errors import ConfigError
 from search.paths import DEFAULT_STORAGE, DEFAULT_STUDY
 from search.store.storage import GRACE_PERIOD_S, mask_url
 from search.tune.events import CheckedLanes, CheckedObserver
@@ -143,23 +143,18 @@ def run(
     header = f"fsearch · study {study} · {mask_url(storage)}"
     # `kill` (SIGTERM) ends a search like Ctrl+C: the running trial is failed and the study saved. Both are
     # raised at once and again at the observer's next call, should the first raise have been swallowed.
-    try:
-        with (
-            stop_on_signals() as stop,
-            SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display,
-        ):
-            report = run_search(
-                opts, observer=CheckedObserver(display, stop), on_trial_end=display, lanes=CheckedLanes(display, stop),
-                on_plan=display.show_plan,
-            )  # fmt: skip
-            stop.check()  # a signal the last trial's end swallowed: still the exit code of one
-    except KeyboardInterrupt as exc:
-        Console(stderr=True).print(
-            "Interrupted: the running trial was marked failed and the study is saved; "
-            "run the same command again to resume.", markup=False,
+    interrupted = (
+        "Interrupted: the running trial was marked failed and the study is saved; run the same command again to resume."
+    )
+    with (
+        stop_on_signals(interrupted) as stop,
+        SearchDisplay(console, total_trials=trials, max_epochs=opts.max_epochs, header=header) as display,
+    ):
+        report = run_search(
+            opts, observer=CheckedObserver(display, stop), on_trial_end=display, lanes=CheckedLanes(display, stop),
+            on_plan=display.show_plan,
         )  # fmt: skip
-        # The shell convention: 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
-        raise typer.Exit(128 + signal_number(exc)) from None
+        stop.check()  # a signal the last trial's end swallowed: still the exit code of one
     if json_out:
         from search.store.record import trial_record
 
