@@ -1,13 +1,14 @@
 """Which memory format trains an exported network faster on this machine: channels_last or contiguous.
 
     python -m benchmarks.memory_format --data-dir ../shared/data [--records docs/measurements/A.json ...]
-        [--presets fsearch-w1] [--timings 2] [--epochs 1] [--out results.json]
+        [--presets fsearch-w1] [--recipes recipes.json] [--timings 2] [--epochs 1] [--out results.json]
 
 ``export-best`` times the chosen configuration in both memory formats on the CPU and trains in the faster
 (:func:`search.speed.export_timing`). Per network, in one process, this takes that timing ``--timings`` times,
 then trains ``--epochs`` real export epochs (all 60,000 training images, all threads, no validation) in each
-format, so that the timing's choice is checked against whole epochs. The networks are the winners of the given
-headline records (``benchmarks/headline_record.py``) and the given presets.
+format, so that the timing's choice is checked against whole epochs (``--epochs 0``: the timings alone, to size
+candidates before training them). The networks are the winners of the given headline records
+(``benchmarks/headline_record.py``), the given presets and the configurations of a ``benchmarks.recipe`` file.
 """
 
 from __future__ import annotations
@@ -24,20 +25,29 @@ import torch
 
 from benchmarks.bench import commit, machine, write_json
 from benchmarks.derived import winner_row
+from benchmarks.recipe import recipe_config
 from search.data import Splits, load_splits
 from search.runtime import Runtime
 from search.speed import export_timing
 from search.throughput import EXPORT_IMAGES
 from search.train import seed_everything, train
-from space import TrialConfig, build_model, preset_config, replay
+from space import PRESETS, TrialConfig, build_model, replay
 from space.model import model_size
 
 
-def measure(splits: Splits, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
+def measure(splits: Splits | None, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
     """The export's timings of ``cfg`` in both formats, then its trained epochs in each on ``splits`` (all the
-    training images, on this machine's CPU)."""
+    training images, on this machine's CPU; none when ``cfg`` trains 0 epochs)."""
     device = torch.device("cpu")
     timed = [export_timing(cfg, Runtime(device=device)) for _ in range(timings)]
+    row = {
+        "network": name, "mmacs": round(model_size(cfg.arch).macs / 1e6, 2),
+        "filters": [b.filters for b in cfg.arch.blocks], "batch_norm": cfg.arch.batch_norm,
+        "timed_epoch_s": [{f: round(EXPORT_IMAGES * s, 1) for f, s in t.by_format.items()} for t in timed],
+        "chosen": [t.memory_format for t in timed],
+    }  # fmt: skip
+    if splits is None or cfg.train.epochs == 0:  # timings only
+        return row
     trained: dict[str, list[float]] = {}
     for channels_last in (True, False):
         runtime = Runtime(device=device, channels_last=channels_last)
@@ -45,13 +55,35 @@ def measure(splits: Splits, name: str, cfg: TrialConfig, *, timings: int) -> dic
         result = train(build_model(cfg.arch), cfg.train, splits, runtime=runtime, seed=0)
         trained[runtime.memory_format] = [round(stats.seconds, 1) for stats in result.history]
     mean = {fmt: statistics.fmean(s) for fmt, s in trained.items()}
-    return {
-        "network": name, "mmacs": round(model_size(cfg.arch).macs / 1e6, 2),
-        "filters": [b.filters for b in cfg.arch.blocks], "batch_norm": cfg.arch.batch_norm,
-        "timed_epoch_s": [{f: round(EXPORT_IMAGES * s, 1) for f, s in t.by_format.items()} for t in timed],
-        "chosen": [t.memory_format for t in timed], "trained_epoch_s": trained,
+    return row | {
+        "trained_epoch_s": trained,
         "contiguous_over_channels_last": round(mean["contiguous"] / mean["channels_last"], 3),
-    }  # fmt: skip
+    }
+
+
+def gather(
+    records: list[Path], presets: list[str], recipes: Path | None, *, epochs: int
+) -> list[tuple[str, TrialConfig]]:
+    """The networks to time, named: the given presets, the winners of headline records and the configurations of
+    a ``benchmarks.recipe`` file, each to train ``epochs``. Raises ValueError naming what cannot be read."""
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+    networks = [(p, recipe_config({"preset": p, "epochs": epochs})[1]) for p in presets]
+    for path in records:
+        try:
+            winner = winner_row(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            winner = None
+        if winner is None:
+            raise ValueError(f"{path}: a headline record with an export and its trials is needed")
+        networks.append((f"{path.stem} trial {winner['number']}", replay(winner["params"], epochs=epochs)))
+    try:
+        listed = json.loads(recipes.read_text(encoding="utf-8")) if recipes else []
+        networks += [(r.get("name", ""), recipe_config(r | {"epochs": epochs})[1]) for r in listed]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{recipes}: not a benchmarks.recipe file ({exc})") from None
+    return networks
 
 
 def main() -> None:
@@ -59,20 +91,17 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--records", type=Path, nargs="*", default=[])
     parser.add_argument("--presets", nargs="*", default=["fsearch-w1"])
+    parser.add_argument("--recipes", type=Path, help="a benchmarks.recipe file: time each recipe's configuration")
     parser.add_argument("--timings", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="trained epochs per format (0: the timings alone)")
     parser.add_argument("--out", type=Path, default=Path("studies/memory-format.json"))
     args = parser.parse_args()
-    networks = [(p, preset_config(p, epochs=args.epochs)) for p in args.presets]
-    for path in args.records:
-        try:
-            winner = winner_row(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            winner = None
-        if winner is None:
-            parser.error(f"{path}: a headline record with an export and its trials is needed")
-        networks.append((f"{path.stem} trial {winner['number']}", replay(winner["params"], epochs=args.epochs)))
-    splits = load_splits(args.data_dir, device=torch.device("cpu"), val_size=0, seed=0)  # once, for every network
+    try:
+        networks = gather(args.records, args.presets, args.recipes, epochs=args.epochs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # Loaded once, for every network; the timings alone run on random images.
+    splits = load_splits(args.data_dir, device=torch.device("cpu"), val_size=0, seed=0) if args.epochs else None
     rows = []
     for name, cfg in networks:
         rows.append(measure(splits, name, cfg, timings=args.timings))

@@ -121,3 +121,19 @@ def test_worker_format_times_the_trials_that_trained_in_the_screen(tmp_path: Pat
     assert [name for name, _ in found] == ["staged-60-seed0-x trial 0", "staged-60-seed0-x trial 2"]
     assert [cfg.arch.blocks[0].filters for _, cfg in found] == [32, 24]
     assert all(cfg.train.epochs == 1 for _, cfg in found)
+
+
+def test_memory_format_times_a_recipe_files_configurations(tmp_path: Path) -> None:
+    from benchmarks.memory_format import gather
+
+    recipes = tmp_path / "recipes.json"
+    recipes.write_text(json.dumps([{"name": "wide", "preset": "fsearch-w1", "override": {"b1_filters": 96}}]))
+    found = gather([], ["cnn3"], recipes, epochs=0)
+    assert [name for name, _ in found] == ["cnn3", "wide"]
+    assert [cfg.arch.blocks[-1].filters for _, cfg in found] == [128, 96]
+    assert all(cfg.train.epochs == 0 for _, cfg in found)  # 0: the timings alone, nothing trained
+    recipes.write_text(json.dumps({"name": "not a list"}))
+    with pytest.raises(ValueError, match="not a benchmarks.recipe file"):
+        gather([], [], recipes, epochs=0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        gather([], ["nope"], None, epochs=1)
