@@ -13,6 +13,7 @@ import pytest
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
+from search.defaults import FIXED_IN_DRAWS
 from search.store.record import OVER_BUDGET
 from search.tune.samplers import (
     FLOOR_PRIOR,
@@ -205,3 +206,26 @@ def test_every_draw_is_valid_for_the_space(mode: str | None) -> None:
 def test_without_a_prior_tpe_starts_at_random() -> None:
     assert isinstance(make_sampler("tpe", seed=0), RandomUntilTrained)
     assert not isinstance(make_sampler("random", seed=0, prior=W1), PriorBandSampler)
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])
+@pytest.mark.parametrize("prior", [W1, None])
+def test_every_drawn_trial_flips_and_a_queued_one_keeps_its_own(name: str, prior: Mapping[str, Any] | None) -> None:
+    """``FIXED_IN_DRAWS``: whatever the sampler and its mode (random start, prior, incumbent, TPE), a drawn trial
+    flips; a queued trial (a reference preset, a finalist) keeps the value it was queued with."""
+    study = _study(make_sampler(name, seed=0, prior=prior))
+    study.enqueue_trial(PRESETS["cnn3"])  # a reference: no flips
+    for number in range(24):  # past TPE's random start
+        trial = study.ask()
+        suggest(trial, epochs=1)
+        assert trial.params["flip"] is (number > 0), (name, number)
+        study.tell(trial, 0.5 + 0.01 * trial.params["n_blocks"] - 0.001 * number)
+    assert dict(FIXED_IN_DRAWS) == {"flip": True}
+    free = _study(make_sampler(name, seed=0, prior=prior, fixed={}))  # nothing fixed: both are drawn
+    flips = set()
+    for _ in range(24):
+        trial = free.ask()
+        suggest(trial, epochs=1)
+        flips.add(trial.params["flip"])
+        free.tell(trial, 0.5)
+    assert flips == {True, False}

@@ -73,7 +73,9 @@ def run(
     storage: StorageOpt = DEFAULT_STORAGE,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
-    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = DEFAULT_SAMPLER,
+    sampler: Annotated[
+        str, typer.Option(help=f"One of {', '.join(SAMPLERS)}. Every drawn trial flips its images.")
+    ] = DEFAULT_SAMPLER,
     pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = DEFAULT_PRUNER,
     max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = (
         DEFAULT_MAX_EPOCHS

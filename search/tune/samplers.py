@@ -4,7 +4,7 @@
 have trained, then multivariate, grouped TPE (the space is conditional). Why the start is
 counted in trained trials, and why it is stopped early, is in ``docs/defaults.md``. Given a
 prior (a known good configuration), ``tpe`` is :class:`PriorBandSampler` instead: the prior is
-where the search starts looking, not an answer it keeps.
+where the search starts looking, not an answer it keeps. Every sampler draws ``FIXED_IN_DRAWS`` as given.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.defaults import FIXED_IN_DRAWS
 from search.errors import ConfigError
 from search.store.record import TrialRecord
 
@@ -46,35 +47,33 @@ def check_sampler(name: str) -> None:
 
 
 def make_sampler(
-    name: str, *, seed: int | None, parallel: bool = False, prior: Mapping[str, Any] | None = None
-) -> optuna.samplers.BaseSampler:
+    name: str, *, seed: int | None, parallel: bool = False, prior: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] = FIXED_IN_DRAWS,
+) -> optuna.samplers.BaseSampler:  # fmt: skip
     """A sampler by name; TPE is multivariate and grouped because the space is conditional.
 
     ``parallel``: other workers run trials of the same study at the same time; TPE then counts
     their running trials as bad ("constant liar") so that workers do not all sample one region.
     ``prior``: a full parameter dict (a preset); ``tpe`` then searches around it and its incumbent
-    (:class:`PriorBandSampler`). The other samplers do not use it.
-    """
-    if name == "tpe":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    (:class:`PriorBandSampler`). The other samplers do not use it. ``fixed``: parameters every drawn trial
+    takes as given, whatever the sampler (queued trials keep their own values)."""
+    check_sampler(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        random = optuna.samplers.RandomSampler(seed=seed)
+        if name == "tpe":
             tpe = optuna.samplers.TPESampler(
                 multivariate=True, group=True, n_startup_trials=0, seed=seed, constant_liar=parallel
             )
-        if prior is not None:
-            return PriorBandSampler(tpe, optuna.samplers.RandomSampler(seed=seed), prior=prior, seed=seed)
-        return RandomUntilTrained(tpe, optuna.samplers.RandomSampler(seed=seed), n_trained=TPE_STARTUP_TRAINED)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES handles the numeric parameters; categorical/conditional ones fall back to random.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed)
-    check_sampler(name)
-    raise AssertionError("unreachable")
+            if prior is not None:
+                return PriorBandSampler(tpe, random, prior=prior, seed=seed, fixed=fixed)
+            return RandomUntilTrained(tpe, random, n_trained=TPE_STARTUP_TRAINED, fixed=fixed)
+        base: optuna.samplers.BaseSampler = random
+        if name == "cmaes":  # CMA-ES handles the numeric parameters; categorical/conditional ones fall back to random
+            base = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        elif name == "gp":
+            base = optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.PartialFixedSampler(dict(fixed), base) if fixed else base
 
 
 def _finished(study: optuna.Study) -> list[FrozenTrial]:
@@ -90,8 +89,12 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
     random trials are ranked by their accuracy. Queued trials (fixed parameters) never explore.
     """
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler) -> None:
+    def __init__(
+        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.sampler, self.random = sampler, random
+        self.fixed = dict(fixed or {})  # parameters every drawn trial takes as given (make_sampler's ``fixed``)
         self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
         self._fixed: set[int] = set()  # queued trials (fixed parameters) running now: not random draws
 
@@ -107,7 +110,8 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, optuna.distributions.BaseDistribution]:
-        return self._for(study, trial).infer_relative_search_space(study, trial)
+        space = self._for(study, trial).infer_relative_search_space(study, trial)
+        return {name: dist for name, dist in space.items() if name not in self.fixed}
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
@@ -118,6 +122,8 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: optuna.distributions.BaseDistribution,
     ) -> Any:  # fmt: skip
+        if param_name in self.fixed:
+            return self.fixed[param_name]
         return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -152,9 +158,10 @@ class RandomUntilTrained(OneSamplerPerTrial):
     """
 
     def __init__(
-        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int
-    ) -> None:
-        super().__init__(sampler, random)
+        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(sampler, random, fixed=fixed)
         self.n_trained = n_trained
 
     def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
@@ -244,8 +251,9 @@ class PriorBandSampler(OneSamplerPerTrial):
     def __init__(
         self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *,
         prior: Mapping[str, Any], seed: int | None, weights: Callable[[int], Mapping[Mode, float]] = mode_weights,
+        fixed: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        super().__init__(sampler, random)
+        super().__init__(sampler, random, fixed=fixed)
         self.prior, self.weights = dict(prior), weights
         self._seed_rngs(seed)
         self._modes: dict[int, Mode] = {}  # by trial number, the mode that drew it (none for queued trials)
