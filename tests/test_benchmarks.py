@@ -133,7 +133,7 @@ def test_memory_format_times_a_recipe_files_configurations(tmp_path: Path) -> No
     assert [cfg.arch.blocks[-1].filters for _, cfg in found] == [128, 96]
     assert all(cfg.train.epochs == 0 for _, cfg in found)  # 0: the timings alone, nothing trained
     recipes.write_text(json.dumps({"name": "not a list"}))
-    with pytest.raises(ValueError, match="not a benchmarks.recipe file"):
+    with pytest.raises(ValueError, match=r"not a benchmarks\.recipe file"):
         gather([], [], recipes, epochs=0)
     with pytest.raises(ValueError, match="unknown preset"):
         gather([], ["nope"], None, epochs=1)
