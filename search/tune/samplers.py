@@ -94,7 +94,7 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         fixed: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.sampler, self.random = sampler, random
-        self.fixed = dict(fixed or {})  # parameters every drawn trial takes as given (make_sampler's ``fixed``)
+        self.given = dict(fixed or {})  # parameters every drawn trial takes as given (make_sampler's ``fixed``)
         self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
         self._fixed: set[int] = set()  # queued trials (fixed parameters) running now: not random draws
 
@@ -111,7 +111,7 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, optuna.distributions.BaseDistribution]:
         space = self._for(study, trial).infer_relative_search_space(study, trial)
-        return {name: dist for name, dist in space.items() if name not in self.fixed}
+        return {name: dist for name, dist in space.items() if name not in self.given}
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
@@ -122,8 +122,8 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: optuna.distributions.BaseDistribution,
     ) -> Any:  # fmt: skip
-        if param_name in self.fixed:
-            return self.fixed[param_name]
+        if param_name in self.given:
+            return self.given[param_name]
         return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
