@@ -1,10 +1,9 @@
 """Samplers by name, the random start that TPE learns from, and PriorBand around a known configuration.
 
-``tpe`` (the default) is TPE behind :class:`RandomUntilTrained`: random draws until ten trials
-have trained, then multivariate, grouped TPE (the space is conditional). Why the start is
-counted in trained trials, and why it is stopped early, is in ``docs/defaults.md``. Given a
-prior (a known good configuration), ``tpe`` is :class:`PriorBandSampler` instead: the prior is
-where the search starts looking, not an answer it keeps. Every sampler draws ``FIXED_IN_DRAWS`` as given.
+``tpe`` (the default) is TPE behind :class:`RandomUntilTrained`: random draws until ten trials have trained, then
+multivariate, grouped TPE (the space is conditional). Why the start counts trained trials and stops early:
+``docs/defaults.md``. Given a prior (a known good configuration), ``tpe`` is :class:`PriorBandSampler` instead: the
+prior is where the search starts looking, not an answer it keeps. Every sampler draws ``FIXED_IN_DRAWS`` as given.
 """
 
 from __future__ import annotations
@@ -55,8 +54,9 @@ def make_sampler(
     ``parallel``: other workers run trials of the same study at the same time; TPE then counts
     their running trials as bad ("constant liar") so that workers do not all sample one region.
     ``prior``: a full parameter dict (a preset); ``tpe`` then searches around it and its incumbent
-    (:class:`PriorBandSampler`). The other samplers do not use it. ``fixed``: parameters every drawn trial
-    takes as given, whatever the sampler (queued trials keep their own values)."""
+    (:class:`PriorBandSampler`). The other samplers do not use it. ``fixed``: parameters every drawn trial takes as
+    given (queued trials keep theirs). TPE's wrappers apply them themselves: wrapped again in a PartialFixedSampler
+    they would be hidden from the objective, which asks them how each trial was drawn."""
     check_sampler(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -94,9 +94,9 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         fixed: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.sampler, self.random = sampler, random
-        self.given = dict(fixed or {})  # parameters every drawn trial takes as given (make_sampler's ``fixed``)
+        self.fixed = dict(fixed or {})  # parameters every drawn trial takes as given (make_sampler's ``fixed``)
         self._picked: dict[int, optuna.samplers.BaseSampler] = {}  # by trial number, chosen in before_trial
-        self._fixed: set[int] = set()  # queued trials (fixed parameters) running now: not random draws
+        self._queued: set[int] = set()  # queued trials running now: not random draws
 
     def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
@@ -111,7 +111,7 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, optuna.distributions.BaseDistribution]:
         space = self._for(study, trial).infer_relative_search_space(study, trial)
-        return {name: dist for name, dist in space.items() if name not in self.given}
+        return {name: dist for name, dist in space.items() if name not in self.fixed}
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
@@ -122,26 +122,26 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: optuna.distributions.BaseDistribution,
     ) -> Any:  # fmt: skip
-        if param_name in self.given:
-            return self.given[param_name]
+        if param_name in self.fixed:
+            return self.fixed[param_name]
         return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Queued trials (fixed parameters) are not random draws, whichever sampler is chosen.
         if "fixed_params" in trial.system_attrs:
-            self._fixed.add(trial.number)
+            self._queued.add(trial.number)
         self._picked[trial.number] = self._choose(study, trial)
         self.sampler.before_trial(study, trial)
 
     def explores(self, number: int) -> bool:
         """Whether running trial ``number`` was drawn at random (an exploring trial), not by a model or by hand."""
-        return self._picked.get(number) is self.random and number not in self._fixed
+        return self._picked.get(number) is self.random and number not in self._queued
 
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._picked.pop(trial.number, None)
-        self._fixed.discard(trial.number)
+        self._queued.discard(trial.number)
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -264,7 +264,7 @@ class PriorBandSampler(OneSamplerPerTrial):
         self._mode_rng, self._draw_rng = np.random.default_rng(mode_seed), np.random.default_rng(draw_seed)
 
     def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        if trial.number in self._fixed:
+        if trial.number in self._queued:
             return self.random  # only for parameters the queued dict lacks; not an exploring trial
         finished = [t for t in _finished(study) if TrialRecord(t).trained]
         weights = self.weights(len(finished))
