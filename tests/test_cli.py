@@ -111,6 +111,7 @@ def test_run_then_studies_then_show(
     shown = json.loads(out)
     assert shown[0]["number"] == report["best"]["number"]
     assert all("parameters" in t["user_attrs"] for t in shown)
+    assert all(t["origin"].startswith("sampled") for t in shown)  # --no-known-best: every trial is a draw
 
     code, _, err = fsearch(["show", "--storage", f"sqlite:///{db}", "--study", "other"], capsys, monkeypatch)
     assert code == 2

@@ -238,6 +238,7 @@ def test_export_best_writes_every_file_and_records_the_result_on_the_study(
     meta = json.loads((folder / "config.json").read_text())
     prov = meta["provenance"]
     assert (prov["study"], prov["trial"], prov["params"], prov["epochs"]) == ("tiny", best.number, best.params, 2)
+    assert prov["origin"].startswith("sampled")  # the study queued no preset: its answer is a draw, and says so
     assert prov["seed"] == best.user_attrs["seed"] == report["seed"]
     assert set(prov["versions"]) >= {"torch", "torchvision", "optuna"} and prov["device"].startswith("cpu")
     assert prov["epochs_rule"]["epochs_run"] == 2 and meta["train_images"] == 300 and meta["epochs"] == 2
