@@ -44,7 +44,7 @@ import torch
 from benchmarks.derived import spearman
 from benchmarks.loop_vs_dataloader import FORMATS, fsearch_loop, gains, plain_loop
 from search.data import ensure_files
-from search.store.record import PLAN, TrialRecord
+from search.store.record import FINALS_PASSED_OVER, PLAN, TrialRecord
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.tune.pruners import make_pruner
@@ -231,7 +231,7 @@ def stages_of(storage: str, study_name: str) -> dict[str, Any]:
     return {
         "trials_by_stage": by_stage, "finalists": finals,
         "spearman_screen_vs_final": spearman([f["screen_val"] for f in finals], [f["final_val"] for f in finals]),
-        "plan": study.user_attrs.get(PLAN),
+        "plan": study.user_attrs.get(PLAN), "finals_passed_over": study.user_attrs.get(FINALS_PASSED_OVER),
     }  # fmt: skip
 
 

@@ -83,6 +83,8 @@ def summary(headline: dict[str, Any], plans: list[str]) -> dict[str, Any]:
         "trials_by_stage": stages["trials_by_stage"], "export_epochs": export["epochs"],
         "test_accuracy": export["test_accuracy"], "test_time_augmentation": export.get("test_time_augmentation"),
         "plain_test_accuracy": export.get("plain_test_accuracy"), "tta_decision": export.get("tta_decision"),
+        # Recorded since the finals can pass a trial over; an older record lacks it, and its summary stays as it was.
+        **({"finals_passed_over": stages["finals_passed_over"]} if "finals_passed_over" in stages else {}),
     }  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.store.study import top_trials
 from search.throughput import EXPORT_IMAGES, Throughput, measured_throughput
-from search.tune.finals import choose_finalists, distance, enqueue_finals
+from search.tune.finals import choose_affordable, choose_finalists, distance, enqueue_finals
 from search.tune.session import SearchOptions, Stage
 from space import PRESETS, replay, suggest
 from space.model import model_size
@@ -345,6 +345,36 @@ def test_finalists_are_the_best_then_the_best_different_ones() -> None:
     assert distance(trials[0], trials[1]) == 0
     assert [t.number for t in choose_finalists(trials, 2)] == [0, 2]
     assert [t.number for t in choose_finalists(trials, 4)] == [0, 2, 3, 1]  # when none is far enough: the best left
+
+
+def test_a_finalist_too_slow_for_the_time_left_is_passed_over_for_the_next() -> None:
+    plan = _plan(60)
+    elapsed = plan.screen_s + 30
+    base = {"a": 1, "b": 1, "c": 1, "d": 1, "lr": 0.01}
+    trials = [
+        _trial(0, base, [0.5, 0.9]),  # the best, and slow: four times its MACs' speed
+        _trial(1, {"a": 2, "b": 2, "c": 2, "d": 2, "lr": 0.1}, [0.5, 0.88]),
+        _trial(2, {"a": 3, "b": 3, "c": 3, "d": 3, "lr": 0.001}, [0.5, 0.87]),
+    ]
+    costs = {0: 80.0, 1: 19.1, 2: 10.0}  # million MACs as each one's measured speed implies
+
+    def fits(chosen: list[optuna.trial.FrozenTrial]) -> bool:
+        mmacs = [costs[t.number] for t in chosen]
+        return replan(plan, elapsed_s=elapsed, throughput=plan.throughput, finals_mmacs=mmacs).finalists > 0
+
+    def choose(**kw: Any) -> tuple[list[int], list[int]]:
+        chosen, passed = choose_affordable(trials, 2, **({"cost": lambda t: costs[t.number], "fits": fits} | kw))
+        return [t.number for t in chosen], [t.number for t in passed]
+
+    assert not fits(trials[:2]) and fits(trials[1:])
+    assert choose(assumed=19.1) == ([1, 2], [0])  # the leader's finals do not fit: the next two instead
+    # Finals that fit are chosen as choose_finalists chooses them: nothing passed over.
+    costs[0] = 19.1
+    assert choose(assumed=19.1) == ([0, 1], [])
+    # When the time left is what is short (no finalist costlier than the plan assumed), nothing is passed over.
+    costs[0] = 80.0
+    assert choose(assumed=80.0) == ([0, 1], [])
+    assert choose(assumed=19.1, fits=lambda chosen: False) == ([1, 2], [0])  # then the rest, as they are
 
 
 def _space_trial(number: int, params: dict[str, Any], value: float, epochs: float = 5) -> optuna.trial.FrozenTrial:

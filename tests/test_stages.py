@@ -18,9 +18,11 @@ from search.plan import TAIL_S, Plan
 from search.runtime import Runtime
 from search.speed import ExportTiming, export_seconds_per_image, export_timing
 from search.store import record
+from search.store.notes import study_note
 from search.store.record import TrialRecord
 from search.throughput import Throughput
 from search.tune import runner
+from search.tune.finals import candidates
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
 from space import PRESETS, preset_config
@@ -79,6 +81,30 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
         assert TrialRecord(final).reports_per_epoch == 1 and len(final.intermediate_values) == 3
     assert report.best is not None and TrialRecord(report.best).stage == "final"
     assert report.study.user_attrs[record.PLAN]["finalists"] == 2
+
+
+def test_a_leader_too_slow_for_the_finals_is_passed_over_and_the_run_says_so(
+    tiny_data_dir: Path, tmp_path: Path, fast_machine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = _opts(tiny_data_dir, tmp_path)
+    lenet_sgd = PRESETS["lenet5"] | {"optimizer": "sgd", "sgd_lr": 0.05, "weight_decay": 1e-4, "batch_size": 128}
+    lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
+    _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
+    leader: list[int] = []  # the screen's best, as the finals rank them; measured as far too slow to train again
+    real_choose = runner.choose_affordable
+
+    def spy(trials: list[Any], k: int, **kw: Any) -> Any:
+        leader.append(candidates(trials)[0].number)
+        return real_choose(trials, k, **kw)
+
+    monkeypatch.setattr(runner, "choose_affordable", spy)
+    monkeypatch.setattr(TrialRecord, "effective_mmacs", lambda rec, _: 1e9 if rec.trial.number in leader else 1.0)
+    report = run_search(opts)
+    finals = [t for t in report.study.trials if TrialRecord(t).stage == "final"]
+    assert leader and report.passed_over == (leader[0],) and len(finals) == 2
+    assert leader[0] not in {TrialRecord(t).parent for t in finals}
+    assert report.study.user_attrs[record.FINALS_PASSED_OVER] == [leader[0]]
+    assert f"passed over trial {leader[0]}" in study_note(report.study)
 
 
 def test_without_finals_the_replan_at_the_screens_end_is_not_shown(

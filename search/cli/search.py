@@ -163,6 +163,7 @@ def run(
         out = {
             "study": study, "storage": mask_url(storage), "device": report.device, "wall_seconds": report.wall_seconds,
             "workers": report.workers, "this_run": report.counts, "stage_seconds": report.stage_seconds,
+            "finals_passed_over": list(report.passed_over),
             "plan": report.plan.as_dict() if report.plan else None,
             "best": trial_record(report.best) if report.best else None,
         }  # fmt: skip
@@ -196,6 +197,9 @@ def _print_summary(console: Console, report: Any) -> None:
     )
     table = trials_table("Best trials of the study", top_trials(report.study, 5), speed=True)
     console.print(table)
+    if report.passed_over:
+        numbers = ", ".join(map(str, report.passed_over))
+        console.print(f"Passed over as finalists (too slow, as measured, for the finals' time left): trial {numbers}")
     if report.best is None and c["skipped"] and not (c["complete"] + c["pruned"] + c["fail"]):
         console.print(
             "[yellow]Every architecture drawn was over the cost cap; raise --max-mmacs (0 = no cap) or --budget.[/]"

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import save_note
 
-from search.store.record import TrialRecord, best_trial, exports
+from search.store.record import FINALS_PASSED_OVER, TrialRecord, best_trial, exports
 from search.store.record import trained as trained_trials
 
 # Documented test accuracies on Fashion-MNIST (../shared/REFERENCES.md), to put an export beside.
@@ -93,6 +93,11 @@ def _search_section(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]
         )
         params = ", ".join(f"`{k}`={_fmt(v)}" for k, v in best.params.items())
         lines.append(f"| best parameters | {params} |")
+    if passed := study.user_attrs.get(FINALS_PASSED_OVER):
+        lines.append(
+            f"| finals | passed over {', '.join(f'trial {n}' for n in passed)}: too slow, at the speed its screen "
+            "measured, for the finals' time left |"
+        )
     starts = [t.datetime_start for t in trained if t.datetime_start]
     ends = [t.datetime_complete for t in trained if t.datetime_complete]
     train_s = sum(TrialRecord(t).train_seconds for t in trained)

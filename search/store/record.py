@@ -49,6 +49,8 @@ DRAWN_BY = "drawn_by"  # how the sampler drew the trial: prior, incumbent, tpe o
 # Study attributes.
 SPACE_VERSION_ATTR = "space_version"  # the search-space version the study's trials were drawn from
 EXPORT_PREFIX = "export:"  # "export:<trial>": what export-best measured for that trial
+# Screen trials that run's finals passed over: too costly, at their measured speed, for the time left (study attribute)
+FINALS_PASSED_OVER = "finals_passed_over"
 PLAN = "plan"  # the time plan of the latest run (search.plan.Plan.as_dict): export-best follows it
 
 

@@ -6,11 +6,13 @@ the top of one ranking: after the best screen trial, each next finalist is the b
 differs from every finalist already chosen in at least ``MIN_DISTANCE`` parameters. And while no
 finalist trains with geometric augmentation (rotation, crop or flip: the kind that ranks low after
 5 epochs and high after 15 and 30), the next one is the best screen trial that does, if one trained
-as far as the best.
+as far as the best. A finalist too costly for the time left, at the speed its screen trial measured, is passed
+over (:func:`choose_affordable`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -95,6 +97,30 @@ def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
         chosen.append(pick)
         ranked = [t for t in ranked if t.number != pick.number and t.params != pick.params]
     return chosen
+
+
+def choose_affordable(
+    trials: list[FrozenTrial], k: int, *, cost: Callable[[FrozenTrial], float],
+    fits: Callable[[list[FrozenTrial]], bool], assumed: float,
+) -> tuple[list[FrozenTrial], list[FrozenTrial]]:  # fmt: skip
+    """The finalists (:func:`choose_finalists`), and the screen trials passed over for their cost, best first.
+
+    While the finals of those chosen do not ``fit`` the time left and the costliest of them (``cost``: million
+    MACs as its measured speed implies) is costlier than the plan ``assumed``, they are chosen again without it.
+    Without this, one slow leader cost a run its finals, and its export then trained that 5-epoch leader for fewer
+    epochs than the plan's (docs/runs.md). When the finals do not fit though none is costlier than assumed, the
+    time left is what is short: the chosen are returned as they are, and the plan has no finals."""
+    passed: list[FrozenTrial] = []
+    pool = list(trials)
+    while True:
+        chosen = choose_finalists(pool, k)
+        if not chosen or fits(chosen):
+            return chosen, passed
+        costliest = max(chosen, key=cost)
+        if cost(costliest) <= assumed:
+            return chosen, passed
+        passed.append(costliest)
+        pool = [t for t in pool if t.number != costliest.number]
 
 
 def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:

@@ -25,13 +25,13 @@ from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
 from search.plan import START_S, Plan, make_plan, replan
 from search.store.notes import name_objective
-from search.store.record import PLAN, PRESET, TrialRecord, best_trial
+from search.store.record import FINALS_PASSED_OVER, PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.throughput import Throughput, measured_throughput
 from search.tune.calibrate import calibrate
 from search.tune.events import Lanes
-from search.tune.finals import choose_finalists, enqueue_finals
+from search.tune.finals import choose_affordable, enqueue_finals
 from search.tune.objective import TrialObserver
 from search.tune.samplers import make_sampler
 from search.tune.session import (
@@ -64,6 +64,8 @@ class SearchReport:
     problems: tuple[str, ...] = ()  # one line per worker that did not end cleanly
     plan: Plan | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time of the screen and the finals
+    # Screen trials passed over as finalists: too costly, at their measured speed, for the finals' time left
+    passed_over: tuple[int, ...] = ()
 
 
 def _sampler_seed(seed: int, already: int, lane: int) -> int:
@@ -187,15 +189,28 @@ def run_search(
     runner.run(Stage.screen(opts, deadline=screen_end, plan=plan), timeout=timeout)
     stage_seconds["screen"] = time.perf_counter() - t0
     finalists: list[FrozenTrial] = []
+    passed_over: tuple[int, ...] = ()
     if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen
-        finalists = choose_finalists(_without_finals(study.get_trials(deepcopy=False)), plan.finalists)
         measured = _screen_throughput(study, earlier, plan)
-        plan = replan(
-            plan, elapsed_s=time.time() - started_wall, throughput=measured,
-            finals_mmacs=[TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs for t in finalists],
+        screened, elapsed_s = plan, time.time() - started_wall
+
+        def cost(t: FrozenTrial) -> float:
+            return TrialRecord(t).effective_mmacs(measured) or screened.reference_mmacs
+
+        def replanned(chosen: list[FrozenTrial]) -> Plan:
+            mmacs = [cost(t) for t in chosen]
+            return replan(screened, elapsed_s=elapsed_s, throughput=measured, finals_mmacs=mmacs)
+
+        finalists, passed = choose_affordable(
+            _without_finals(study.get_trials(deepcopy=False)), plan.finalists, cost=cost,
+            fits=lambda chosen: replanned(chosen).finalists > 0, assumed=plan.reference_mmacs,
         )  # fmt: skip
+        plan = replanned(finalists)
         finalists = finalists[: plan.finalists]
+        passed_over = tuple(t.number for t in passed)
         _save_plan(study, plan)
+        with contextlib.suppress(optuna.exceptions.StorageInternalError):  # as _save_plan: the latest run's
+            study.set_user_attr(FINALS_PASSED_OVER, list(passed_over))
     if plan is not None and finalists and not runner.problems:
         show(plan)  # the finals' share, replanned; without finals the plan shown next says all that is left
         enqueue_finals(study, finalists)
@@ -226,6 +241,7 @@ def run_search(
         problems=tuple(runner.problems),
         plan=plan,
         stage_seconds={k: round(v, 1) for k, v in stage_seconds.items()},
+        passed_over=passed_over,
     )
 
 
