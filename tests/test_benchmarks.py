@@ -10,6 +10,7 @@ import pytest
 from benchmarks import export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
+from benchmarks.finals_replay import replay_of
 from benchmarks.side_by_side import ratio_of
 from space import PRESETS
 
@@ -61,6 +62,24 @@ def test_pooling_counts_a_configuration_once_when_asked() -> None:
     assert distinct["pairs"] == 3  # a=1's second pair is left out
     assert distinct["spearman"] == 1.0
     assert json.dumps(distinct)  # plain JSON for the record
+
+
+def test_the_finals_replay_passes_over_a_leader_too_slow_for_the_time_left_and_keeps_finals_that_fit() -> None:
+    def replay(name: str) -> dict:
+        found = replay_of(json.loads((Path("docs/measurements") / name).read_text()))
+        assert found is not None and found["replayed"], found
+        return found
+
+    # The --no-known-best run at f5006a0 had no finals: its leader, trial 60, trained at a quarter of its MACs'
+    # peers' speed. Today's rule passes it over and trains the next two.
+    slow = replay("staged-60-nkb-seed0-f5006a0-xeon.json")
+    assert slow["finalists"] == [] and slow["now"]["passed_over"] == [60]
+    assert slow["now"]["finalists"] == [49, 58] and "2 finalists" in slow["now"]["plan"]
+    # The default run of seed 0 at f5006a0: finals that fit are chosen as the run chose them, replanned as it was.
+    kept = replay("staged-60-seed0-f5006a0-xeon.json")
+    assert kept["as_recorded"] and kept["replan_as_shown"] and kept["now"]["passed_over"] == []
+    # A run whose first plan had no finals is not a finals replay.
+    assert replay_of(json.loads(Path("docs/measurements/staged-15-seed0-f5006a0-xeon.json").read_text())) is None
 
 
 def test_side_by_side_reads_the_calibration_the_plan_kept() -> None:

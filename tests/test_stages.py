@@ -21,6 +21,7 @@ from search.store import record
 from search.store.notes import study_note
 from search.store.record import TrialRecord
 from search.throughput import Throughput
+from search.tune import finals as finals_module
 from search.tune import runner
 from search.tune.finals import candidates
 from search.tune.runner import run_search
@@ -91,13 +92,13 @@ def test_a_leader_too_slow_for_the_finals_is_passed_over_and_the_run_says_so(
     lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
     _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
     leader: list[int] = []  # the screen's best, as the finals rank them; measured as far too slow to train again
-    real_choose = runner.choose_affordable
+    real_choose = finals_module.choose_affordable
 
     def spy(trials: list[Any], k: int, **kw: Any) -> Any:
         leader.append(candidates(trials)[0].number)
         return real_choose(trials, k, **kw)
 
-    monkeypatch.setattr(runner, "choose_affordable", spy)
+    monkeypatch.setattr(finals_module, "choose_affordable", spy)
     monkeypatch.setattr(TrialRecord, "effective_mmacs", lambda rec, _: 1e9 if rec.trial.number in leader else 1.0)
     report = run_search(opts)
     finals = [t for t in report.study.trials if TrialRecord(t).stage == "final"]

@@ -19,8 +19,10 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.plan import Plan, replan
 from search.store import record
 from search.store.record import TrialRecord
+from search.throughput import Throughput
 from space import SpaceMismatch, replay
 
 MIN_DISTANCE = 4  # parameters in which a finalist must differ from each one chosen before it
@@ -121,6 +123,27 @@ def choose_affordable(
             return chosen, passed
         passed.append(costliest)
         pool = [t for t in pool if t.number != costliest.number]
+
+
+def plan_finals(
+    trials: list[FrozenTrial], plan: Plan, *, elapsed_s: float, measured: Throughput
+) -> tuple[list[FrozenTrial], list[FrozenTrial], Plan]:
+    """After the screen: the finalists among ``trials`` (:func:`choose_affordable`, each at the size its measured
+    speed implies), the screen trials passed over, and the plan for what is left (``replan`` at ``measured``, the
+    screen ended ``elapsed_s`` after the run's start), which may have no finals."""
+
+    def cost(t: FrozenTrial) -> float:
+        return TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs
+
+    def replanned(chosen: list[FrozenTrial]) -> Plan:
+        return replan(plan, elapsed_s=elapsed_s, throughput=measured, finals_mmacs=[cost(t) for t in chosen])
+
+    finalists, passed = choose_affordable(
+        trials, plan.finalists, cost=cost, fits=lambda chosen: replanned(chosen).finalists > 0,
+        assumed=plan.reference_mmacs,
+    )  # fmt: skip
+    done = replanned(finalists)
+    return finalists[: done.finalists], passed, done
 
 
 def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data import Splits
 from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
-from search.plan import START_S, Plan, make_plan, replan
+from search.plan import START_S, Plan, make_plan
 from search.store.notes import name_objective
 from search.store.record import FINALS_PASSED_OVER, PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
@@ -31,7 +31,7 @@ from search.store.study import create_or_resume
 from search.throughput import Throughput, measured_throughput
 from search.tune.calibrate import calibrate
 from search.tune.events import Lanes
-from search.tune.finals import choose_affordable, enqueue_finals
+from search.tune.finals import enqueue_finals, plan_finals
 from search.tune.objective import TrialObserver
 from search.tune.samplers import make_sampler
 from search.tune.session import (
@@ -192,21 +192,8 @@ def run_search(
     passed_over: tuple[int, ...] = ()
     if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen
         measured = _screen_throughput(study, earlier, plan)
-        screened, elapsed_s = plan, time.time() - started_wall
-
-        def cost(t: FrozenTrial) -> float:
-            return TrialRecord(t).effective_mmacs(measured) or screened.reference_mmacs
-
-        def replanned(chosen: list[FrozenTrial]) -> Plan:
-            mmacs = [cost(t) for t in chosen]
-            return replan(screened, elapsed_s=elapsed_s, throughput=measured, finals_mmacs=mmacs)
-
-        finalists, passed = choose_affordable(
-            _without_finals(study.get_trials(deepcopy=False)), plan.finalists, cost=cost,
-            fits=lambda chosen: replanned(chosen).finalists > 0, assumed=plan.reference_mmacs,
-        )  # fmt: skip
-        plan = replanned(finalists)
-        finalists = finalists[: plan.finalists]
+        screen = _without_finals(study.get_trials(deepcopy=False))
+        finalists, passed, plan = plan_finals(screen, plan, elapsed_s=time.time() - started_wall, measured=measured)
         passed_over = tuple(t.number for t in passed)
         _save_plan(study, plan)
         with contextlib.suppress(optuna.exceptions.StorageInternalError):  # as _save_plan: the latest run's
