@@ -108,10 +108,10 @@ def choose_affordable(
     """The finalists (:func:`choose_finalists`), and the screen trials passed over for their cost, best first.
 
     While the finals of those chosen do not ``fit`` the time left and the costliest of them (``cost``: million
-    MACs as its measured speed implies) is costlier than the plan ``assumed``, they are chosen again without it.
-    Without this, one slow leader cost a run its finals, and its export then trained that 5-epoch leader for fewer
-    epochs than the plan's (docs/runs.md). When the finals do not fit though none is costlier than assumed, the
-    time left is what is short: the chosen are returned as they are, and the plan has no finals."""
+    MACs as its measured speed implies) is costlier than the plan ``assumed``, they are chosen again without it: a
+    leader too slow for the finals would otherwise cost the run its finals (docs/defaults.md, the finals). When the
+    finals do not fit though none is costlier than assumed, the time left is what is short: the chosen are returned
+    as they are, and the plan has no finals."""
     passed: list[FrozenTrial] = []
     pool = list(trials)
     while True:
