@@ -14,6 +14,8 @@ from benchmarks.finals_replay import replay_of
 from benchmarks.side_by_side import ratio_of
 from space import PRESETS
 
+RECORDS = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+
 
 def test_spearman_of_two_pairs_says_whether_the_order_held() -> None:
     assert spearman([0.93, 0.92], [0.946, 0.943]) == 1.0
@@ -66,7 +68,7 @@ def test_pooling_counts_a_configuration_once_when_asked() -> None:
 
 def test_the_finals_replay_passes_over_a_leader_too_slow_for_the_time_left_and_keeps_finals_that_fit() -> None:
     def replay(name: str) -> dict:
-        found = replay_of(json.loads((Path("docs/measurements") / name).read_text()))
+        found = replay_of(json.loads((RECORDS / name).read_text()))
         assert found is not None and found["replayed"], found
         return found
 
@@ -79,7 +81,7 @@ def test_the_finals_replay_passes_over_a_leader_too_slow_for_the_time_left_and_k
     kept = replay("staged-60-seed0-f5006a0-xeon.json")
     assert kept["as_recorded"] and kept["replan_as_shown"] and kept["now"]["passed_over"] == []
     # A run whose first plan had no finals is not a finals replay.
-    assert replay_of(json.loads(Path("docs/measurements/staged-15-seed0-f5006a0-xeon.json").read_text())) is None
+    assert replay_of(json.loads((RECORDS / "staged-15-seed0-f5006a0-xeon.json").read_text())) is None
 
 
 def test_side_by_side_reads_the_calibration_the_plan_kept() -> None:
