@@ -21,7 +21,6 @@ from search.tune.samplers import (
     NEAR_CHANGE,
     NEAR_STD,
     PriorBandSampler,
-    RandomUntilTrained,
     make_sampler,
     mode_weights,
 )
@@ -31,7 +30,7 @@ from space.sample import suggest
 W1 = PRESETS["fsearch-w1"]
 
 
-def _forced(mode: str, *, seed: int = 0, prior: Mapping[str, Any] = W1) -> PriorBandSampler:
+def _forced(mode: str, *, seed: int = 0, prior: Mapping[str, Any] | None = W1) -> PriorBandSampler:
     """A PriorBand sampler that always picks ``mode``."""
     tpe = optuna.samplers.TPESampler(multivariate=True, group=True, n_startup_trials=0, seed=seed)
     random = optuna.samplers.RandomSampler(seed=seed)
@@ -203,9 +202,47 @@ def test_every_draw_is_valid_for_the_space(mode: str | None) -> None:
         study.tell(trial, 0.5 + 0.01 * number)
 
 
-def test_without_a_prior_tpe_starts_at_random() -> None:
-    assert isinstance(make_sampler("tpe", seed=0), RandomUntilTrained)
+def test_without_a_prior_the_incumbent_takes_the_priors_share() -> None:
+    sampler = make_sampler("tpe", seed=0)
+    assert isinstance(sampler, PriorBandSampler) and sampler.prior is None
     assert not isinstance(make_sampler("random", seed=0, prior=W1), PriorBandSampler)
+    for trained in range(0, 61, 5):
+        with_prior, without = mode_weights(trained), mode_weights(trained, prior=False)
+        assert math.isclose(sum(without.values()), 1.0) and without["prior"] == 0.0
+        assert without["random"] == with_prior["random"] and without["tpe"] == with_prior["tpe"]
+        assert math.isclose(without["incumbent"], with_prior["incumbent"] + with_prior["prior"])
+    assert sampler.weights(0) == mode_weights(0, prior=False)
+
+
+def test_without_a_prior_incumbent_draws_follow_the_leader_else_are_random() -> None:
+    lenet5, w1 = PRESETS["lenet5"], PRESETS["fsearch-w1"]
+    sampler = _forced("incumbent", prior=None)
+    study = _study(sampler)
+    # Nothing trained yet: a random draw, recorded and stopped early as one.
+    first = _ask(study, over_budget=True)
+    assert first.user_attrs["drawn_by"] == "random" and sampler.explores(study.ask().number)
+    # No trial completed: near the trial ahead at the furthest epoch reported (random draws stop at 2 epochs).
+    for preset, curve in (("fsearch-w1", {1: 0.80, 2: 0.86}), ("lenet5", {1: 0.84}), ("cnn2", {1: 0.70, 2: 0.82})):
+        study.enqueue_trial(PRESETS[preset])
+        trial = study.ask()
+        suggest(trial, epochs=1)
+        for step, value in curve.items():
+            trial.report(value, step)
+        study.tell(trial, state=TrialState.PRUNED)
+    near_w1 = [_ask(study) for _ in range(30)]
+    assert {t.user_attrs["drawn_by"] for t in near_w1} == {"incumbent"}
+    assert not any(sampler.explores(t.number) for t in near_w1)
+    assert _share_close(near_w1, w1, categorical=True) > 0.7 > 0.5 > _share_close(near_w1, lenet5, categorical=True)
+    # A completed trial outranks every pruned one, whatever their curves.
+    study.enqueue_trial(lenet5)
+    _ask(study, value=0.5)
+    near_lenet5 = [_ask(study) for _ in range(30)]
+    assert (
+        _share_close(near_lenet5, lenet5, categorical=True)
+        > 0.7
+        > 0.5
+        > _share_close(near_lenet5, w1, categorical=True)
+    )
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])

@@ -16,7 +16,7 @@ from search.train import DivergedError, EpochStats
 from search.tune import objective, session
 from search.tune.objective import Objective, ObjectiveSettings, trial_seed
 from search.tune.runner import run_search
-from search.tune.samplers import RandomUntilTrained
+from search.tune.samplers import OneSamplerPerTrial
 from search.tune.session import SearchOptions
 from space import PRESETS
 
@@ -98,8 +98,11 @@ def _objective(tiny_splits: data.Splits, **kw: Any) -> Objective:
     return Objective(splits=tiny_splits, settings=ObjectiveSettings(max_epochs=3, seed=0, **kw))
 
 
-class _FirstIsRandom(RandomUntilTrained):
-    """The start-up sampler, told that trial 0 was a random draw (the parameters are queued presets)."""
+class _FirstIsRandom(OneSamplerPerTrial):
+    """A sampler that says trial 0 was a random draw (the parameters are queued presets)."""
+
+    def _choose(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self.random
 
     def explores(self, number: int) -> bool:
         return number == 0
@@ -107,7 +110,7 @@ class _FirstIsRandom(RandomUntilTrained):
 
 def test_a_random_start_up_trial_is_measured_to_its_rung_then_stopped(tiny_splits: data.Splits) -> None:
     random = optuna.samplers.RandomSampler(seed=0)
-    study = optuna.create_study(direction="maximize", sampler=_FirstIsRandom(random, random, n_trained=1))
+    study = optuna.create_study(direction="maximize", sampler=_FirstIsRandom(random, random))
     study.enqueue_trial(PRESETS["lenet5"])
     study.enqueue_trial(PRESETS["lenet5"])
     study.optimize(_objective(tiny_splits, explore_epochs=2.0), n_trials=2)

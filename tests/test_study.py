@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from search.errors import ConfigError, StorageError
 from search.store.storage import open_storage
 from search.store.study import create_or_resume, load_study, study_summaries
 from search.tune.pruners import PRUNERS, make_pruner
-from search.tune.samplers import SAMPLERS, RandomUntilTrained, make_sampler
+from search.tune.samplers import SAMPLERS, PriorBandSampler, make_sampler
 
 
 def _url(tmp_path: Path) -> str:
@@ -36,24 +37,26 @@ def test_a_trial_far_behind_the_others_is_pruned(name: str) -> None:
     assert laggard.should_prune()
 
 
-def test_tpe_draws_at_random_until_ten_trials_have_trained() -> None:
+def test_tpe_without_a_prior_draws_at_random_until_trials_have_trained() -> None:
     sampler = make_sampler("tpe", seed=0)
-    assert isinstance(sampler, RandomUntilTrained)
+    assert isinstance(sampler, PriorBandSampler) and sampler.prior is None
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    # Over-budget draws (pruned at once, flagged) do not count as trained ones.
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    # Over-budget draws (pruned at once, flagged) do not count as trained ones: nothing to draw near yet.
     for _ in range(30):
         study.enqueue_trial({"x": 0.5}, user_attrs={"over_budget": True})
-        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    assert sampler._current(study) is sampler.random
-    # Random draws are told apart for the objective to stop early; queued (fixed) ones are not.
-    assert sampler.explores(study.ask().number)
-    study.enqueue_trial({"x": 0.2})
+        study.tell(study.ask(x), state=optuna.trial.TrialState.PRUNED)
+    for _ in range(10):  # random draws, told apart for the objective to stop early
+        trial = study.ask(x)
+        assert sampler.mode(trial.number) == "random" and sampler.explores(trial.number)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # failed: not a trained trial
+    study.enqueue_trial({"x": 0.2})  # queued trials are not random draws
     assert not sampler.explores(study.ask().number)
     for _ in range(10):
-        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
-    assert sampler._current(study) is sampler.sampler
-    assert not sampler.explores(study.ask().number)
+        study.tell(study.ask(x), 0.5)
+    modes = Counter(sampler.mode(n) for n in (study.ask(x).number for _ in range(100)))
+    assert modes["incumbent"] > 20 and modes["tpe"] > 5 and modes["random"] > 5 and "prior" not in modes
+    assert all(sampler.explores(t.number) == (sampler.mode(t.number) == "random") for t in study.trials[-100:])
 
 
 def test_the_none_pruner_never_prunes() -> None:

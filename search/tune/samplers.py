@@ -1,9 +1,10 @@
 """Samplers by name, the random start that TPE learns from, and PriorBand around a known configuration.
 
-``tpe`` (the default) is TPE behind :class:`RandomUntilTrained`: random draws until ten trials have trained, then
-multivariate, grouped TPE (the space is conditional). Why the start counts trained trials and stops early:
-``docs/defaults.md``. Given a prior (a known good configuration), ``tpe`` is :class:`PriorBandSampler` instead: the
-prior is where the search starts looking, not an answer it keeps. Every sampler draws ``FIXED_IN_DRAWS`` as given.
+``tpe`` (the default) is :class:`PriorBandSampler`: per trial, a draw at random, near a known good configuration (the
+prior, if there is one), near the best trial so far (the incumbent) or from multivariate, grouped TPE (the space is
+conditional). The prior is where the search starts looking, not an answer it keeps; without one, the incumbent takes
+its place. Why random draws stop early and the stage counts trained trials: ``docs/defaults.md``. Every sampler
+draws ``FIXED_IN_DRAWS`` as given.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from search.errors import ConfigError
 from search.store.record import TrialRecord
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-TPE_STARTUP_TRAINED = 10  # random trials that train before TPE takes over (over-budget draws not counted)
+TPE_STARTUP_TRAINED = 10  # trained trials before TPE draws any (over-budget draws not counted)
 
 Mode = Literal["prior", "incumbent", "tpe", "random"]
 MODES: tuple[Mode, ...] = ("prior", "incumbent", "tpe", "random")
@@ -53,10 +54,11 @@ def make_sampler(
 
     ``parallel``: other workers run trials of the same study at the same time; TPE then counts
     their running trials as bad ("constant liar") so that workers do not all sample one region.
-    ``prior``: a full parameter dict (a preset); ``tpe`` then searches around it and its incumbent
-    (:class:`PriorBandSampler`). The other samplers do not use it. ``fixed``: parameters every drawn trial takes as
-    given (queued trials keep theirs). TPE's wrappers apply them themselves: wrapped again in a PartialFixedSampler
-    they would be hidden from the objective, which asks them how each trial was drawn."""
+    ``prior``: a full parameter dict (a preset) that ``tpe`` (:class:`PriorBandSampler`) searches around as well as
+    around its incumbent; without it, around the incumbent alone. The other samplers do not use it. ``fixed``:
+    parameters every drawn trial takes as given (queued trials keep theirs). TPE's wrapper applies them itself:
+    wrapped again in a PartialFixedSampler they would be hidden from the objective, which asks how each trial was
+    drawn."""
     check_sampler(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -65,9 +67,7 @@ def make_sampler(
             tpe = optuna.samplers.TPESampler(
                 multivariate=True, group=True, n_startup_trials=0, seed=seed, constant_liar=parallel
             )
-            if prior is not None:
-                return PriorBandSampler(tpe, random, prior=prior, seed=seed, fixed=fixed)
-            return RandomUntilTrained(tpe, random, n_trained=TPE_STARTUP_TRAINED, fixed=fixed)
+            return PriorBandSampler(tpe, random, prior=prior, seed=seed, fixed=fixed)
         base: optuna.samplers.BaseSampler = random
         if name == "cmaes":  # CMA-ES handles the numeric parameters; categorical/conditional ones fall back to random
             base = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
@@ -149,30 +149,7 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
         self.random.reseed_rng()
 
 
-class RandomUntilTrained(OneSamplerPerTrial):
-    """``random`` until ``n_trained`` trials have trained, then ``sampler`` (TPE).
-
-    Optuna's own ``n_startup_trials`` counts every finished trial, and over-budget draws (recorded
-    as pruned in milliseconds) would use it up after a few trials had trained; counting trained
-    trials only gives TPE truly random ones to learn from.
-    """
-
-    def __init__(
-        self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *, n_trained: int,
-        fixed: Mapping[str, Any] | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(sampler, random, fixed=fixed)
-        self.n_trained = n_trained
-
-    def _current(self, study: optuna.Study) -> optuna.samplers.BaseSampler:
-        trained = sum(TrialRecord(t).trained for t in _finished(study))
-        return self.random if trained < self.n_trained else self.sampler
-
-    def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        return self._current(study)
-
-
-def mode_weights(trained: int) -> dict[Mode, float]:
+def mode_weights(trained: int, *, prior: bool = True) -> dict[Mode, float]:
     """How likely each mode of :class:`PriorBandSampler` is once ``trained`` trials have trained.
 
     PriorBand (Mallik et al. 2023, "PriorBand: Practical Hyperparameter Optimization in the Age of
@@ -180,15 +157,18 @@ def mode_weights(trained: int) -> dict[Mode, float]:
     incumbent as evidence comes in; piBO (Hvarfner et al. 2022) likewise lets the prior's weight
     decay with the trials seen. fsearch has no brackets to measure the stage by, so the stage is the
     trained trials: the random and prior shares decay from START to FLOOR with a half-life of
-    HALF_LIFE trials, and what they give up goes to mutations of the incumbent and, once it has as
-    many trained trials to learn from as the plain ``tpe`` start gives it, half of it to TPE.
+    HALF_LIFE trials, and what they give up goes to mutations of the incumbent and, from
+    TPE_STARTUP_TRAINED trained trials on, half of it to TPE. Without a ``prior``, the best configuration known is
+    the incumbent, and the prior's share is the incumbent's (docs/defaults.md says why).
     """
     decay = 0.5 ** (trained / HALF_LIFE)
     random = FLOOR_RANDOM + (START_RANDOM - FLOOR_RANDOM) * decay
-    prior = FLOOR_PRIOR + (START_PRIOR - FLOOR_PRIOR) * decay
-    earned = 1.0 - random - prior
+    near_prior = FLOOR_PRIOR + (START_PRIOR - FLOOR_PRIOR) * decay
+    earned = 1.0 - random - near_prior
     tpe = earned / 2 if trained >= TPE_STARTUP_TRAINED else 0.0
-    return {"prior": prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
+    if not prior:
+        return {"prior": 0.0, "incumbent": earned - tpe + near_prior, "tpe": tpe, "random": random}
+    return {"prior": near_prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
 
 
 def draw_near(
@@ -239,22 +219,37 @@ class NearSampler(optuna.samplers.BaseSampler):
         return draw_near(self.base[param_name], param_distribution, self.rng, std=self.std, change=self.change)
 
 
+def _incumbent(study: optuna.Study, trained: list[FrozenTrial], *, completed_only: bool) -> FrozenTrial | None:
+    """The best completed trial of ``trained``; if none has completed (and not ``completed_only``), the one ahead
+    at the furthest epoch any has reported (the random draws stop at 2 epochs: their leader, at first)."""
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    completed = [t for t in trained if t.state == TrialState.COMPLETE and t.value is not None]
+    if completed:
+        return max(completed, key=lambda t: sign * cast(float, t.value))
+    reported = [(max(curve), sign * curve[max(curve)], t) for t in trained if (curve := TrialRecord(t).curve())]
+    if completed_only or not reported:
+        return None
+    return max(reported, key=lambda r: r[:2])[2]
+
+
 class PriorBandSampler(OneSamplerPerTrial):
     """PriorBand's sampling around a known configuration, per trial one mode of :data:`MODES`.
 
-    ``prior`` draws near the prior, ``incumbent`` near the best completed trial that trained (near
-    the prior while there is none), ``tpe`` from ``sampler`` and ``random`` from ``random``; how
-    likely each is depends on the stage of the search (``weights``, :func:`mode_weights`). Only
-    ``random`` trials explore (are stopped early); the others train like any other trial.
+    ``prior`` draws near the prior, ``incumbent`` near the best completed trial that trained (while there is none:
+    near the prior, or without a prior near the trial ahead at the furthest epoch any has reported, else at random),
+    ``tpe`` from ``sampler`` and ``random`` from ``random``; how likely each is depends on the stage of the search
+    (``weights``, :func:`mode_weights`). Only ``random`` trials explore (are stopped early); the others train like
+    any other trial.
     """
 
     def __init__(
         self, sampler: optuna.samplers.BaseSampler, random: optuna.samplers.BaseSampler, *,
-        prior: Mapping[str, Any], seed: int | None, weights: Callable[[int], Mapping[Mode, float]] = mode_weights,
-        fixed: Mapping[str, Any] | None = None,
+        prior: Mapping[str, Any] | None, seed: int | None,
+        weights: Callable[[int], Mapping[Mode, float]] | None = None, fixed: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(sampler, random, fixed=fixed)
-        self.prior, self.weights = dict(prior), weights
+        self.prior = None if prior is None else dict(prior)
+        self.weights = weights or (lambda trained: mode_weights(trained, prior=prior is not None))
         self._seed_rngs(seed)
         self._modes: dict[int, Mode] = {}  # by trial number, the mode that drew it (none for queued trials)
 
@@ -272,16 +267,15 @@ class PriorBandSampler(OneSamplerPerTrial):
         mode = MODES[int(self._mode_rng.choice(len(MODES), p=p / p.sum()))]
         base = self.prior
         if mode == "incumbent":
-            completed = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
-            if completed:
-                sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-                base = max(completed, key=lambda t: sign * cast(float, t.value)).params
+            incumbent = _incumbent(study, finished, completed_only=self.prior is not None)
+            if incumbent is not None:
+                base = incumbent.params
             else:
-                mode = "prior"
+                mode = "prior" if self.prior is not None else "random"
         self._modes[trial.number] = mode
         if mode == "tpe":
             return self.sampler
-        if mode == "random":
+        if mode == "random" or base is None:
             return self.random
         return NearSampler(base, rng=self._draw_rng, missing=self.random)
 
