@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import export_speed
+from benchmarks import draw_modes, export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.finals_replay import replay_of
@@ -158,3 +158,40 @@ def test_memory_format_times_a_recipe_files_configurations(tmp_path: Path) -> No
         gather([], [], recipes, epochs=0)
     with pytest.raises(ValueError, match="unknown preset"):
         gather([], ["nope"], None, epochs=1)
+
+
+def _screen(trials: list[tuple[str | None, str, float | None, float | None]]) -> dict:
+    """A headline record whose screen trials are (drawn_by, state, epochs run, value); a None mode is a preset's."""
+    return {
+        "commit": "abc1234", "seed": 0,
+        "trials_of_the_study": [{"number": n, "stage": "screen", "drawn_by": m, "preset": None if m else "fsearch-w1",
+                                 "state": s, "epochs_run": e, "value": v} for n, (m, s, e, v) in enumerate(trials)]
+        + [{"number": 99, "stage": "final", "drawn_by": None, "preset": None, "state": "complete", "epochs_run": 15.0,
+            "value": 0.99}],
+    }  # fmt: skip
+
+
+def test_draw_modes_counts_who_drew_a_screens_best_trials_at_its_full_epochs() -> None:
+    record = _screen([
+        (None, "complete", 5.0, 0.92), ("random", "pruned", 2.0, 0.95), ("prior", "complete", 5.0, 0.93),
+        ("incumbent", "complete", 5.0, 0.94), ("tpe", "complete", 3.0, 0.97), ("tpe", "pruned", None, None),
+        ("tpe", "complete", 5.0, 0.90),
+    ])  # fmt: skip
+    screen = draw_modes.screen_of(record)
+    assert screen is not None
+    assert screen["draws"] == {"preset": 1, "random": 1, "prior": 1, "incumbent": 1, "tpe": 3}
+    assert screen["trained"]["tpe"] == 2  # the over-budget draw never trained
+    # The best three at 5 epochs (a random draw stopped at 2, or a trial cut at 3, is not among them):
+    assert screen["top"] == {"incumbent": 1, "prior": 1, "preset": 1} and screen["leader"] == "incumbent"
+    assert draw_modes.screen_of(_screen([(None, "complete", 5.0, 0.9)])) is None  # no modes recorded
+    kept = draw_modes.distinct([draw_modes.screen_of(record), draw_modes.screen_of(record)])  # type: ignore[list-item]
+    assert len(kept) == 1
+    modes = draw_modes.by_mode(kept)
+    assert modes["tpe"] == {"draws": 3, "trained": 2, "top3": 0, "leaders": 0, "top3_per_trained": 0.0}
+    assert modes["incumbent"]["top3_per_trained"] == 1.0
+
+
+def test_draw_modes_reads_a_committed_record() -> None:
+    record = json.loads((RECORDS / "staged-60-seed0-bd982df-xeon.json").read_text())
+    screen = draw_modes.screen_of(record)
+    assert screen is not None and screen["leader"] == "incumbent" and screen["leader_val"] == 0.9324
