@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import draw_modes, export_speed
+from benchmarks import cost_fit, draw_modes, export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.finals_replay import replay_of
@@ -195,3 +195,25 @@ def test_draw_modes_reads_a_committed_record() -> None:
     record = json.loads((RECORDS / "staged-60-seed0-bd982df-xeon.json").read_text())
     screen = draw_modes.screen_of(record)
     assert screen is not None and screen["leader"] == "incumbent" and screen["leader_val"] == 0.9324
+
+
+def test_cost_fit_finds_the_parameters_share_of_a_trials_time() -> None:
+    # Times made of MACs and parameters per batch image: the fit with parameters recovers them exactly, the fit on
+    # MACs alone does not, and under it the parameter-heavy trials take longer than predicted.
+    sizes = [(mmacs, mparams) for mmacs in (2.0, 8.0, 15.0, 25.0) for mparams in (0.1, 0.5, 4.0, 8.0)]
+    samples = [{"mmacs": m, "mparams": p, "batch_size": 128, "ms_per_image": 0.02 * m + 10 * p / 128 + 0.2}
+               for m, p in sizes]  # fmt: skip
+    both = cost_fit.fit(samples, with_params=True)
+    assert both["r2"] == 1.0 and both["median_relative_error"] == 0.0
+    assert both["coefficients"] == {"ms_per_mmac": 0.02, "ms_per_mparam_per_batch_image": 10.0, "ms_constant": 0.2}
+    macs_only = cost_fit.fit(samples, with_params=False)
+    assert macs_only["r2"] < 1.0 and macs_only["heavy_measured_over_predicted"] > 1.0
+
+
+def test_cost_fit_reads_a_committed_records_screen_trials() -> None:
+    name = "staged-60-nkb-seed0-57951be-xeon.json"
+    samples = cost_fit.samples_of(json.loads((RECORDS / name).read_text()), name)
+    leader = next(s for s in samples if s["trial"] == 48)
+    assert leader["mparams"] > cost_fit.HEAVY_MPARAMS and leader["batch_size"] == 128
+    assert leader["ms_per_image"] == pytest.approx(1e3 / 694, rel=0.01)
+    assert all(s["cpu"].startswith("Intel") for s in samples)
