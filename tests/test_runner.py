@@ -117,7 +117,7 @@ def test_a_random_start_up_trial_is_measured_to_its_rung_then_stopped(tiny_split
     explored, full = study.trials
     assert explored.state == TrialState.PRUNED and explored.user_attrs["epochs_run"] == 2
     assert explored.user_attrs["explore"] is True
-    assert explored.user_attrs["pruned_reason"].startswith("random start-up trial: measured to epoch 2")
+    assert explored.user_attrs["pruned_reason"].startswith("random draw: measured to epoch 2")
     assert full.state == TrialState.COMPLETE and full.user_attrs["epochs_run"] == 3
     assert "explore" not in full.user_attrs
 

@@ -64,7 +64,7 @@ class ObjectiveSettings:
     max_mmacs: float | None = None  # configurations above this many mega-MACs per image are skipped
     cap_source: str = "--max-mmacs"  # where that cap comes from, for the skipped trial's reason
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
-    explore_epochs: float | None = None  # a random start-up trial stops here (search.tune.pruners.explore_epochs)
+    explore_epochs: float | None = None  # a random draw stops here (search.tune.pruners.explore_epochs)
     stage: str = "screen"  # recorded on each trial (search.tune.session.Stage)
     deadline: float | None = None  # wall clock (time.time()): a trial still training then stops at its next report
     artifacts: Path | None = None  # artifact store folder: a completed trial uploads its val confusion matrix
@@ -138,7 +138,7 @@ class Objective:
             save_note(trial, summary_markdown(model, cfg.arch, title=f"Trial {trial.number}: architecture"))
 
         spent = {"seconds": 0.0, "images": 0}
-        # A random start-up trial is stopped at the pruner's second rung (None: trained like any other).
+        # A random draw is stopped at the pruner's second rung (None: trained like any other).
         explore_until = settings.explore_epochs if _explores(trial) else None
         if explore_until is not None:
             set_attr(trial, record.EXPLORE, True)
@@ -159,7 +159,7 @@ class Objective:
             if trial.should_prune():
                 _prune(trial, f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others")
             if explore_until is not None and explore_until <= epochs < settings.max_epochs:
-                _prune(trial, f"random start-up trial: measured to epoch {epochs:g} for the sampler, then stopped")
+                _prune(trial, f"random draw: measured to epoch {epochs:g} for the sampler, then stopped")
             if settings.deadline is not None and time.time() > settings.deadline and epochs < settings.max_epochs:
                 # Not pruned: the trial completes with what it measured, so a stage cut short still has an answer.
                 set_attr(trial, record.CUT_SHORT, f"stopped at epoch {epochs:g}: the {settings.stage}'s time was up")
@@ -239,7 +239,7 @@ def _prune(trial: optuna.Trial, reason: str, *, cause: BaseException | None = No
 
 
 def _explores(trial: optuna.Trial) -> bool:
-    """Whether the sampler drew this trial at random as a start-up trial (stopped at the second rung)."""
+    """Whether the sampler drew this trial at random (the `random` mode: stopped at the second rung)."""
     sampler = trial.study.sampler
     return isinstance(sampler, OneSamplerPerTrial) and sampler.explores(trial.number)
 

@@ -19,7 +19,7 @@ from search.store.record import TrialRecord
 PRUNERS = ("hyperband", "median", "sha", "none")
 SHA_MIN_RESOURCE = 1  # reports before the first rung
 SHA_REDUCTION = 4  # a quarter of the trials goes on at each rung
-# The random start-up trials are measured up to the successive-halving pruner's second rung (report
+# The random draws are measured up to the successive-halving pruner's second rung (report
 # 4) and then stopped, so that the sampler ranks them all at the same step (search.tune.samplers).
 EXPLORE_REPORTS = SHA_MIN_RESOURCE * SHA_REDUCTION
 
@@ -79,5 +79,5 @@ def make_pruner(name: str, *, max_resource: int) -> optuna.pruners.BasePruner:
 
 
 def explore_epochs(evals_per_epoch: int) -> float:
-    """Epochs after which a random start-up trial is stopped: the pruner's second rung in epochs."""
+    """Epochs after which a random draw is stopped: the pruner's second rung in epochs."""
     return EXPLORE_REPORTS / evals_per_epoch
