@@ -1,4 +1,4 @@
-"""Samplers by name, the random start that TPE learns from, and PriorBand around a known configuration.
+"""Samplers by name, and PriorBand around a known configuration (the prior) or the best trial so far.
 
 ``tpe`` (the default) is :class:`PriorBandSampler`: per trial, a draw at random, near a known good configuration (the
 prior, if there is one), near the best trial so far (the incumbent) or from multivariate, grouped TPE (the space is
