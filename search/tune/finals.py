@@ -53,7 +53,7 @@ def distance(a: FrozenTrial, b: FrozenTrial) -> int:
     )  # fmt: skip
 
 
-def _rank_key(t: FrozenTrial) -> tuple[float, float]:
+def rank_key(t: FrozenTrial) -> tuple[float, float]:
     """Screen trials by how far they got (a completed trial beats one pruned earlier), then by accuracy."""
     steps = t.intermediate_values
     last = max(steps) if steps else 0
@@ -68,7 +68,7 @@ def candidates(trials: list[FrozenTrial]) -> list[FrozenTrial]:
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.intermediate_values
         and (r := TrialRecord(t)).trained and r.stage == "screen"
     ]  # fmt: skip
-    return sorted(screened, key=_rank_key, reverse=True)
+    return sorted(screened, key=rank_key, reverse=True)
 
 
 def geometric(t: FrozenTrial) -> bool:
@@ -85,14 +85,14 @@ def choose_finalists(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     and when none is far enough, the best remaining. While no finalist has geometric augmentation, the
     next is the best one that has, among those that trained as far as the best (if any)."""
     ranked = candidates(trials)
-    furthest = _rank_key(ranked[0])[0] if ranked else 0.0
+    furthest = rank_key(ranked[0])[0] if ranked else 0.0
     moves = {t.number: geometric(t) for t in ranked}  # replayed once per candidate, not once per pick
     chosen: list[FrozenTrial] = []
     while ranked and len(chosen) < k:
         far = [t for t in ranked if all(distance(t, c) >= MIN_DISTANCE for c in chosen)]
         pool = far or ranked
         if chosen and not any(moves[c.number] for c in chosen):
-            moved = [t for t in ranked if _rank_key(t)[0] == furthest and moves[t.number]]
+            moved = [t for t in ranked if rank_key(t)[0] == furthest and moves[t.number]]
             in_pool = {t.number for t in pool}
             pool = [t for t in moved if t.number in in_pool] or moved or pool
         pick = pool[0]

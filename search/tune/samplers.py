@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.defaults import FIXED_IN_DRAWS
 from search.errors import ConfigError
 from search.store.record import TrialRecord
+from search.tune.finals import rank_key
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 TPE_STARTUP_TRAINED = 10  # trained trials before TPE draws any (over-budget draws not counted)
@@ -226,10 +227,10 @@ def _incumbent(study: optuna.Study, trained: list[FrozenTrial], *, completed_onl
     completed = [t for t in trained if t.state == TrialState.COMPLETE and t.value is not None]
     if completed:
         return max(completed, key=lambda t: sign * cast(float, t.value))
-    reported = [(max(curve), sign * curve[max(curve)], t) for t in trained if (curve := TrialRecord(t).curve())]
+    reported = [t for t in trained if t.intermediate_values]
     if completed_only or not reported:
         return None
-    return max(reported, key=lambda r: r[:2])[2]
+    return max(reported, key=rank_key)  # the finals' ranking: furthest report, then its accuracy
 
 
 class PriorBandSampler(OneSamplerPerTrial):
