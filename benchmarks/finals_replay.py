@@ -8,8 +8,11 @@ calibrated speed; a record whose first plan, as shown, today's rules no longer m
 takes the replan's inputs from the stored plan (the screen's end, ``screen_s``, and the speed the screen measured,
 ``throughput``) and the screen trials from ``trials_of_the_study`` (parameters, learning curve, measured images/s),
 and asks :func:`search.tune.finals.plan_finals` what it chooses now: the finalists, those passed over as too slow
-for the time left (``choose_affordable``), and the replan. Beside it, what the run did (its finalists' parents, its
-plans). A record whose parameters the space of today no longer takes is listed as such. Trains nothing.
+for the time left (``choose_affordable``), and the replan; and where the screen's end rule of today
+(:func:`search.tune.finals.screen_end`) would have ended that screen, given all its trials and the speed it measured
+(the moves it would have made after each trial, with the trials then, a record cannot replay). Beside it, what the
+run did (its finalists' parents, its plans). A record whose parameters the space of today no longer takes is listed
+as such. Trains nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.derived import options, report, rows_of
-from search.plan import make_plan
+from search.plan import START_S, make_plan
 from search.store import record
 from search.throughput import Throughput
-from search.tune.finals import plan_finals
+from search.tune.finals import plan_finals, screen_end
 from space import suggest
 
 
@@ -83,8 +86,12 @@ def replay_of(rec: dict[str, Any]) -> dict[str, Any] | None:
         return then | {"replayed": False, "why": f"{type(exc).__name__}: {exc}"}
     measured = Throughput(**stored["throughput"])
     finalists, passed, plan = plan_finals(trials, first, elapsed_s=stored["screen_s"], measured=measured)
+    planned_end = START_S + first.screen_s
     return then | {
         "replayed": True,
+        # Seconds from the start: the first plan's screen end, where the screen ended, and where screen_end puts it.
+        "screen_end": {"planned": round(planned_end), "ended": round(stored["screen_s"]),
+                       "rule": round(screen_end(trials, first, measured=measured))},
         "now": {"finalists": [t.number for t in finalists], "passed_over": [t.number for t in passed],
                 "plan": plan.describe()},
         "as_recorded": [t.number for t in finalists] == then["finalists"],
@@ -103,6 +110,11 @@ def main() -> None:
         # The rule of today chose the run's own finalists (where not, older rules chose them, or it passed one over).
         "as_recorded": [r["record"] for r in replayed if r["as_recorded"]],
         "passed_over": {r["record"]: r["now"]["passed_over"] for r in replayed if r["now"]["passed_over"]},
+        # Runs whose screen the end rule of today would have ended a minute or more before it ended (minutes).
+        "screen_ended_earlier": {
+            r["record"]: round((r["screen_end"]["ended"] - r["screen_end"]["rule"]) / 60, 1)
+            for r in replayed if r["screen_end"]["ended"] - r["screen_end"]["rule"] >= 60
+        },
     }  # fmt: skip
     what = "The finalists each committed run chose, and those the finals' rule of today (choose_affordable) chooses"
     report(args, module="finals_replay", what=what, summary=summary, rows={"runs": runs})

@@ -32,7 +32,9 @@ SOURCE = (
 STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s")
 # A plan's message, up to the next plan's: the console leaves out the stamp of a message logged in the same second
 # as the one before, so two plans can read as one message.
-PLAN_LINE = re.compile(r"plan for \d+ min: .*?(?= plan for \d+ min: |$)")
+PLAN_LINE = re.compile(r"plan for \d+ min: .*?(?= plan for \d+ min: | the screen now ends by |$)")
+# The display's line when the screen's end moves (search/cli/display.py, screen_moved), up to the next such line.
+MOVE_LINE = re.compile(r"the screen now ends by \d\d:\d\d: .*?(?= plan for \d+ min: | the screen now ends by |$)")
 
 
 class RecordError(ValueError):
@@ -57,6 +59,11 @@ def plan_lines(text: str) -> list[str]:
     return [match.group(0) for m in log_messages(text) for match in PLAN_LINE.finditer(m)]
 
 
+def screen_moves(text: str) -> list[str]:
+    """Each move of the screen's end the run's log shows, in order."""
+    return [match.group(0) for m in log_messages(text) for match in MOVE_LINE.finditer(m)]
+
+
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
     """One trial as the records keep it: its stage, provenance, size (MACs and parameters), measured speed (training
     images/s, and per second of the whole training call, evaluation included: what a cost model is fitted to; 0 for
@@ -72,8 +79,9 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def summary(headline: dict[str, Any], plans: list[str]) -> dict[str, Any]:
-    """The figures a reader wants first: stages' wall time, plans, winner, finalists, export and test accuracy."""
+def summary(headline: dict[str, Any], plans: list[str], moves: list[str] | None = None) -> dict[str, Any]:
+    """The figures a reader wants first: stages' wall time, plans (and ``moves`` of the screen's end, where it moved),
+    winner, finalists, export and test accuracy."""
     search, stages, export = headline["search"], headline["stages"], headline["export_best"]
     return {
         "total_wall_seconds": headline["total_wall_seconds"], "search_wall_seconds": search["wall_seconds"],
@@ -85,6 +93,7 @@ def summary(headline: dict[str, Any], plans: list[str]) -> dict[str, Any]:
         "plain_test_accuracy": export.get("plain_test_accuracy"), "tta_decision": export.get("tta_decision"),
         # Recorded since the finals can pass a trial over; an older record lacks it, and its summary stays as it was.
         **({"finals_passed_over": stages["finals_passed_over"]} if "finals_passed_over" in stages else {}),
+        **({"screen_end_moves": moves} if moves else {}),
     }  # fmt: skip
 
 
@@ -128,7 +137,8 @@ def build(
     return {
         "what": what, "command": command, "commit": commit, "machine": machine_text(bench, cpu_note),
         "seed": headline["search"]["seed"], "concurrent": concurrent, "source": SOURCE,
-        "summary": summary(headline, plan_lines(paths["log.txt"].read_text())), "bench": bench,
+        "summary": summary(headline, plan_lines(log := paths["log.txt"].read_text()), screen_moves(log)),
+        "bench": bench,
         "trials_of_the_study": [trial_row(t) for t in study.get_trials(deepcopy=False)],
     }  # fmt: skip
 

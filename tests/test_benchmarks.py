@@ -80,6 +80,12 @@ def test_the_finals_replay_passes_over_a_leader_too_slow_for_the_time_left_and_k
     # The default run of seed 0 at f5006a0: finals that fit are chosen as the run chose them, replanned as it was.
     kept = replay("staged-60-seed0-f5006a0-xeon.json")
     assert kept["as_recorded"] and kept["replan_as_shown"] and kept["now"]["passed_over"] == []
+    # Where the screen's end rule of today would have ended those screens, given all their trials: at f5006a0's
+    # default seed 0 the screen ended (its trials done) before the rule's end; at 57951be (--no-known-best) the
+    # screen ran 37 s past its planned end, and lost its finals: the rule ends it 45 s before that end instead.
+    assert kept["screen_end"]["ended"] < kept["screen_end"]["rule"] <= kept["screen_end"]["planned"]
+    over = replay("staged-60-nkb-seed0-57951be-xeon.json")["screen_end"]
+    assert over["ended"] > over["planned"] > over["rule"] >= over["planned"] - 120
     # A run whose first plan had no finals is not a finals replay.
     assert replay_of(json.loads((RECORDS / "staged-15-seed0-f5006a0-xeon.json").read_text())) is None
 

@@ -155,6 +155,29 @@ def test_the_live_display_counts_skipped_draws_and_names_worker_lanes() -> None:
     assert "worker 1 · trial 7: conv 32x2 64x2 · fc 256 · gelu bn · sgd 0.05 cosine bs128 ·…" in shown
 
 
+def test_the_live_display_logs_a_move_of_the_screens_end_and_shows_it_in_the_plan_line() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from search.cli.display import SearchDisplay, _clock
+    from search.plan import make_plan
+    from search.throughput import Throughput
+
+    console = Console(file=io.StringIO(), width=200)
+    display = SearchDisplay(console, total_trials=50, max_epochs=5, header="fsearch · study s")
+    plan = make_plan(
+        budget_s=3600, workers=2, train_images=50_000, reference_mmacs=19.1,
+        throughput=Throughput(worker=5.7e-5, export=2.8e-5), screen_epochs=5,
+    )  # fmt: skip
+    display.show_plan(plan)
+    end = time.time() + 600
+    display.screen_moved(end, "the finals of its leaders need the time")
+    assert f"the screen now ends by {_clock(end)}: the finals of its leaders need the time" in console.file.getvalue()
+    assert display.plan_line.startswith(f"screen by {_clock(end)} · 2 finalists x 15 epochs")
+
+
 @pytest.mark.parametrize(
     ("preset", "line"),
     [

@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from benchmarks.headline_record import RecordError, build, plan_lines, summary
+from benchmarks.headline_record import RecordError, build, plan_lines, screen_moves, summary
 
 RECORDS = Path(__file__).resolve().parent.parent / "docs" / "measurements"
 # Records written by the script this module replaced: rebuilding their summary from their raw JSON must agree.
@@ -22,6 +22,8 @@ LOG = """\
            (12 min), export 30 epochs (19 min)                                  
 [13:01:32] trial 1 pruned: random start-up trial: measured to epoch 2 for the   
            sampler, then stopped (28s)                                          
+[13:20:05] the screen now ends by 13:27: the finals of its leaders need the time
+           the screen now ends by 13:26: the finals of its leaders need the time
 [13:30:00] plan for 60 min: screen 25 min at 5 epochs, 2 finalists x 15 epochs (14 min), export 30 epochs (21 min)
            plan for 60 min: screen 25 min at 5 epochs, no finals (0 min),        
            export of the winner, the epochs its time holds (35 min)             
@@ -87,6 +89,14 @@ def test_plan_lines_join_what_the_console_wrapped() -> None:
     ]
 
 
+def test_the_screens_moves_are_read_apart_from_the_plans() -> None:
+    assert screen_moves(LOG) == [
+        "the screen now ends by 13:27: the finals of its leaders need the time",
+        "the screen now ends by 13:26: the finals of its leaders need the time",
+    ]
+    assert len(plan_lines(LOG)) == 3 and all("screen now" not in line for line in plan_lines(LOG))
+
+
 def test_a_record_keeps_the_raw_json_the_plans_and_every_trial(run_folder: Path) -> None:
     record = build(run_folder, what="a test run", concurrent="nothing")
     assert record["bench"] == json.loads((run_folder / "bench.json").read_text())
@@ -98,6 +108,7 @@ def test_a_record_keeps_the_raw_json_the_plans_and_every_trial(run_folder: Path)
     assert "calibrated export speed 2.5e-05 s/image/MMAC" in record["machine"]
     s = record["summary"]
     assert len(s["plans"]) == 3 and s["plans"][0].endswith("export 30 epochs (19 min)")
+    assert s["screen_end_moves"] == screen_moves(LOG)
     assert (s["winner"], s["test_accuracy"], s["export_wall_seconds"]) == (
         {"trial": 2, "origin": "sampled (tpe)", "val_accuracy": 0.91}, 0.9, 50.0
     )  # fmt: skip

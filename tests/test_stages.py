@@ -23,6 +23,7 @@ from search.store.record import TrialRecord
 from search.throughput import Throughput
 from search.tune import finals as finals_module
 from search.tune import runner
+from search.tune.clock import Deadline
 from search.tune.finals import candidates
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
@@ -226,7 +227,7 @@ def test_a_trial_still_training_at_the_deadline_completes_with_what_it_measured(
 
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(PRESETS["lenet5"])
-    settings = ObjectiveSettings(max_epochs=3, seed=0, deadline=time.time() - 1)
+    settings = ObjectiveSettings(max_epochs=3, seed=0, deadline=Deadline(time.time() - 1))
     study.optimize(Objective(splits=tiny_splits, settings=settings), n_trials=1)
     [t] = study.trials
     assert t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1

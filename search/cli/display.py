@@ -125,6 +125,7 @@ class SearchDisplay:
         self.skipped = 0  # over-budget draws: counted, not logged
         self.plan_started: float | None = None
         self.plan_line = ""
+        self.shown_plan: tuple[Plan, float] | None = None  # the plan shown last, and when its finals end
         self.best: tuple[float, int] | None = None
         self.trials = Progress(
             TextColumn("[bold]trials"), BarColumn(bar_width=None), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -168,12 +169,25 @@ class SearchDisplay:
             self.plan_started = now
         screen_end = self.plan_started + plan.screen_s
         finals_end = max(now, screen_end) + plan.finals_s
+        self.shown_plan = (plan, finals_end)
+        self._plan_line(screen_end)
+        self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
+
+    def screen_moved(self, end: float, why: str) -> None:
+        """The screen's end moved (``run_search``'s ``on_screen_end``, wall clock): a log line, and the status
+        line's screen time; the finals and the export keep their planned ends (the move gives the finals time)."""
+        self.console.log(f"the screen now ends by {_clock(end)}: {why}")
+        self._plan_line(end)
+
+    def _plan_line(self, screen_end: float) -> None:
+        if self.shown_plan is None:
+            return
+        plan, finals_end = self.shown_plan
         export_end = finals_end + plan.export_expected_s()
         self.plan_line = (
             f"screen by {_clock(screen_end)} · {plan.finalists} finalists x {plan.final_epochs} epochs to "
             f"{_clock(finals_end)} · then export-best, {plan.export_words()} to {_clock(export_end)}"
         )
-        self.trials.update(self.trials_task, total=self.total_trials + plan.finalists)
         self.refresh()
 
     def refresh(self) -> None:

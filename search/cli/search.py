@@ -154,7 +154,7 @@ def run(
     ):
         report = run_search(
             opts, observer=CheckedObserver(display, stop), on_trial_end=display, lanes=CheckedLanes(display, stop),
-            on_plan=display.show_plan,
+            on_plan=display.show_plan, on_screen_end=display.screen_moved,
         )  # fmt: skip
         stop.check()  # a signal the last trial's end swallowed: still the exit code of one
     if json_out:

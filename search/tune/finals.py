@@ -12,6 +12,7 @@ over (:func:`choose_affordable`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.plan import Plan, replan
+from search.plan import MIN_SCREEN_SHARE, OVERHEAD_S, START_S, Plan, replan
 from search.store import record
 from search.store.record import TrialRecord
 from search.throughput import Throughput
@@ -146,8 +147,54 @@ def plan_finals(
     return finalists[: done.finalists], passed, done
 
 
+def screen_end(trials: list[FrozenTrial], plan: Plan, *, measured: Throughput) -> float:
+    """When the screen should end, in seconds from the run's start: the plan's end, or earlier when the finals of
+    the finalists chosen among ``trials`` so far (:func:`choose_finalists`), at the speed their screen trials
+    measured, would not fit the time that end leaves, less an epoch of the slowest of them for the screen's
+    overrun (``replan``: all the planned finalists, for at least twice the screen's epochs). Then the latest end
+    at which they fit, if one after the screen's least share (``MIN_SCREEN_SHARE``) does; if none does, the plan's
+    end, and :func:`choose_affordable` passes them over.
+
+    A leader costlier than the plan assumed thus takes its finals' time from the screen rather than cost the run
+    its finals: without them the export is picked at the screen's fidelity, whose order is known to invert
+    (docs/defaults.md, the finals). Where the finals fit, however few their epochs, nothing moves."""
+    planned = START_S + plan.screen_s
+    chosen = choose_finalists(trials, plan.finalists)
+    if not plan.finalists or len(chosen) < plan.finalists:
+        return planned
+    mmacs = [TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs for t in chosen]
+    # The screen ends late by up to a report of the trials still training then (each stops at its next one): the
+    # finals must fit an epoch of the slowest finalist later (57951be's screen ran 37 s over and lost its finals).
+    late = max(plan.train_images / ips for t in chosen if (ips := TrialRecord(t).images_per_wall_second) > 0)
+
+    def fits(end: float) -> bool:
+        done = replan(plan, elapsed_s=end + late, throughput=measured, finals_mmacs=mmacs)
+        return done.finalists == plan.finalists
+
+    earliest = START_S + min(plan.screen_s, MIN_SCREEN_SHARE * max(0.0, plan.budget_s - OVERHEAD_S))
+    if fits(planned) or not fits(earliest):
+        return planned
+    lo, hi = earliest, planned  # they fit at lo, not at hi: bisect to the second
+    while hi - lo > 1.0:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:
-    """Queue each finalist as a new trial with its screen trial's parameters and provenance."""
+    """Queue each finalist as a new trial with its screen trial's parameters and provenance.
+
+    A trial still queued for the screen (a preset the screen ended before it started) would be taken first, and
+    trained as a finalist: each is failed, with its reason, and queued again behind the finalists, for the next
+    run's screen."""
+    left = []
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        with warnings.catch_warnings():  # told at once: no heartbeat needed (optuna warns of it outside optimize)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = study.ask()  # the queue's first: this one
+        trial.set_user_attr(record.FAIL_REASON, "the screen ended before it started: queued again after the finals")
+        study.tell(trial, state=TrialState.FAIL)
+        left.append((waiting.system_attrs.get("fixed_params", {}), waiting.user_attrs))
     for parent in finalists:
         rec = TrialRecord(parent)
         attrs: dict[str, Any] = {record.STAGE: "final", record.PARENT: parent.number}
@@ -156,3 +203,5 @@ def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:
         if rec.drawn_by:
             attrs[record.DRAWN_BY] = rec.drawn_by
         study.enqueue_trial(parent.params, user_attrs=attrs, skip_if_exists=False)
+    for params, attrs in left:
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)

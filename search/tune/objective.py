@@ -30,6 +30,7 @@ from search.runtime import Runtime
 from search.store import record
 from search.store.record import set_attr
 from search.train import DivergedError, EpochStats, TrainResult, evaluate, seed_everything, train
+from search.tune.clock import Deadline
 from search.tune.samplers import OneSamplerPerTrial, PriorBandSampler
 from space import build_model, suggest, summary_markdown
 from space.model import feature_shape, model_size
@@ -66,7 +67,7 @@ class ObjectiveSettings:
     evals_per_epoch: int = 1  # validation reports per epoch: the pruner's resource unit
     explore_epochs: float | None = None  # a random draw stops here (search.tune.pruners.explore_epochs)
     stage: str = "screen"  # recorded on each trial (search.tune.session.Stage)
-    deadline: float | None = None  # wall clock (time.time()): a trial still training then stops at its next report
+    deadline: Deadline | None = None  # a trial still training when it passes stops at its next report
     artifacts: Path | None = None  # artifact store folder: a completed trial uploads its val confusion matrix
     notes: bool = True  # save each trial's architecture as an optuna-dashboard note
 
@@ -160,7 +161,7 @@ class Objective:
                 _prune(trial, f"pruned at epoch {epochs:.1f}: val acc {stats.val_acc:.4f} behind the others")
             if explore_until is not None and explore_until <= epochs < settings.max_epochs:
                 _prune(trial, f"random draw: measured to epoch {epochs:g} for the sampler, then stopped")
-            if settings.deadline is not None and time.time() > settings.deadline and epochs < settings.max_epochs:
+            if settings.deadline is not None and settings.deadline.passed() and epochs < settings.max_epochs:
                 # Not pruned: the trial completes with what it measured, so a stage cut short still has an answer.
                 set_attr(trial, record.CUT_SHORT, f"stopped at epoch {epochs:g}: the {settings.stage}'s time was up")
                 raise _TimeUp

@@ -30,8 +30,9 @@ from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.throughput import Throughput, measured_throughput
 from search.tune.calibrate import calibrate
+from search.tune.clock import Deadline
 from search.tune.events import Lanes
-from search.tune.finals import enqueue_finals, plan_finals
+from search.tune.finals import enqueue_finals, plan_finals, screen_end
 from search.tune.objective import TrialObserver
 from search.tune.samplers import make_sampler
 from search.tune.session import (
@@ -129,13 +130,15 @@ class _Runner:
 def run_search(
     opts: SearchOptions, *, observer: TrialObserver | None = None, on_trial_end: TrialEndCallback | None = None,
     lanes: Lanes | None = None, on_plan: Callable[[Plan], None] | None = None,
+    on_screen_end: Callable[[float, str], None] | None = None,
 ) -> SearchReport:  # fmt: skip
     """Run a screen of up to ``opts.trials`` more trials of ``opts.study``, then its finals; a
     KeyboardInterrupt fails the running trial(s).
 
     One worker runs here, with ``observer``; several run as processes (:mod:`search.tune.workers`), each
     shown in its own lane of ``lanes``. ``on_trial_end`` is called here for every trial either way, and
-    ``on_plan`` with the time plan once it is made.
+    ``on_plan`` with the time plan once it is made, and ``on_screen_end`` with the screen's end (wall clock) and
+    why each time it moves.
     """
     opts.validate()
     started, started_wall = time.perf_counter(), time.time()
@@ -181,12 +184,16 @@ def run_search(
         opts, study, specs, splits if len(specs) == 1 else None, already, observer, on_trial_end, lanes
     )  # fmt: skip
     del splits  # workers load their own copy on their own device
-    # The screen stops starting trials at the plan's screen time (or --timeout) and stops a running one there.
-    screen_end = None if plan is None else started_wall + START_S + plan.screen_s
-    timeout = _earliest(opts.timeout, None if screen_end is None else max(1.0, screen_end - time.time()))
+    # The screen stops starting trials at the plan's screen time (or --timeout) and stops a running one there; that
+    # time moves earlier while the finals of its leaders need more than the plan assumed (finals.screen_end).
+    deadline = None if plan is None else Deadline(started_wall + START_S + plan.screen_s)
+    timeout = _earliest(opts.timeout, None if deadline is None else max(1.0, deadline.at - time.time()))
+    if plan is not None and deadline is not None:
+        runner.on_trial_end = _moving(deadline, plan, started_wall, earlier, on_trial_end, on_screen_end)
     stage_seconds = {}
     t0 = time.perf_counter()
-    runner.run(Stage.screen(opts, deadline=screen_end, plan=plan), timeout=timeout)
+    runner.run(Stage.screen(opts, deadline=deadline, plan=plan), timeout=timeout)
+    runner.on_trial_end = on_trial_end
     stage_seconds["screen"] = time.perf_counter() - t0
     finalists: list[FrozenTrial] = []
     passed_over: tuple[int, ...] = ()
@@ -235,6 +242,30 @@ def run_search(
 def _earliest(*limits: float | None) -> float | None:
     found = [x for x in limits if x is not None]
     return min(found) if found else None
+
+
+def _moving(
+    deadline: Deadline, plan: Plan, started_wall: float, earlier: set[int], on_trial_end: TrialEndCallback | None,
+    on_screen_end: Callable[[float, str], None] | None,
+) -> TrialEndCallback:  # fmt: skip
+    """A screen's trial-end callback: ``on_trial_end``, then the screen's end moved to where the finals of the
+    leaders so far, at their measured speed, still fit after it (:func:`~search.tune.finals.screen_end`)."""
+
+    def moved(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_trial_end is not None:
+            on_trial_end(study, trial)
+        if deadline.passed() or TrialRecord(trial).over_budget:
+            return
+        measured = _screen_throughput(study, earlier, plan)
+        end = started_wall + screen_end(_without_finals(study.get_trials(deepcopy=False)), plan, measured=measured)
+        if abs(end - deadline.at) >= 1.0:
+            deadline.move_to(end)
+            if on_screen_end is not None:
+                planned = started_wall + START_S + plan.screen_s
+                why = "back to the plan's" if end >= planned else "the finals of its leaders need the time"
+                on_screen_end(end, why)
+
+    return moved
 
 
 def _without_finals(trials: list[FrozenTrial]) -> list[FrozenTrial]:

@@ -40,6 +40,7 @@ from search.store.artifacts import artifact_dir
 from search.store.notes import save_study_note
 from search.store.record import TrialRecord
 from search.store.storage import GRACE_PERIOD_S, check_grace_period, check_storage, open_storage
+from search.tune.clock import Deadline, StopAtDeadline
 from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
 from search.tune.pruners import check_pruner, explore_epochs, make_pruner
 from search.tune.samplers import check_sampler, make_sampler
@@ -206,14 +207,14 @@ class Stage:
     max_epochs: int
     trials: int  # the stage's tickets: trials that train
     prune: bool = True
-    deadline: float | None = None  # wall clock (time.time()) after which a trial stops at its next report
+    deadline: Deadline | None = None  # after it a trial stops at its next report, and no new one starts
     # The cost rule: a draw (or a queued preset) over this many million MACs per image is skipped untrained;
     # cap_source says where the cap comes from, in the skipped trial's reason. None: no cap.
     max_mmacs: float | None = None
     cap_source: str = "--max-mmacs"
 
     @classmethod
-    def screen(cls, opts: SearchOptions, *, deadline: float | None = None, plan: Plan | None = None) -> Stage:
+    def screen(cls, opts: SearchOptions, *, deadline: Deadline | None = None, plan: Plan | None = None) -> Stage:
         """The screen, its cost cap ``--max-mmacs``, lowered to what the plan's export can train for its fewest
         epochs when that is less (:meth:`~search.plan.Plan.screen_cap`). Finals have no cap of their
         own: they are screen trials that passed it."""
@@ -280,7 +281,9 @@ def optimize_here(
     objective = Objective(splits=splits, settings=settings, observer=observer)
     callbacks: list[TrialEndCallback] = [_StopAfterTrained(tickets, stage.trials), _update_study_note]
     if on_trial_end is not None:
-        callbacks.append(on_trial_end)
+        callbacks.append(on_trial_end)  # in a lone process it may move the deadline: the check comes after it
+    if stage.deadline is not None:
+        callbacks.append(StopAtDeadline(stage.deadline))
     if not tickets.take():
         return
     with survivors_frozen() as freeze:
