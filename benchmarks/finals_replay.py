@@ -116,7 +116,10 @@ def main() -> None:
             for r in replayed if r["screen_end"]["ended"] - r["screen_end"]["rule"] >= 60
         },
     }  # fmt: skip
-    what = "The finalists each committed run chose, and those the finals' rule of today (choose_affordable) chooses"
+    what = (
+        "The finalists each committed run chose, those the finals' rule of today (choose_affordable) chooses, and "
+        "where the screen's end rule of today (screen_end) ends each screen"
+    )
     report(args, module="finals_replay", what=what, summary=summary, rows={"runs": runs})
 
 
