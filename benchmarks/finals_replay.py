@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.derived import options, report, rows_of
-from search.plan import START_S, make_plan
+from search.plan import make_plan
 from search.store import record
 from search.throughput import Throughput
 from search.tune.finals import plan_finals, screen_end
@@ -86,11 +86,10 @@ def replay_of(rec: dict[str, Any]) -> dict[str, Any] | None:
         return then | {"replayed": False, "why": f"{type(exc).__name__}: {exc}"}
     measured = Throughput(**stored["throughput"])
     finalists, passed, plan = plan_finals(trials, first, elapsed_s=stored["screen_s"], measured=measured)
-    planned_end = START_S + first.screen_s
     return then | {
         "replayed": True,
         # Seconds from the start: the first plan's screen end, where the screen ended, and where screen_end puts it.
-        "screen_end": {"planned": round(planned_end), "ended": round(stored["screen_s"]),
+        "screen_end": {"planned": round(first.screen_end_s()), "ended": round(stored["screen_s"]),
                        "rule": round(screen_end(trials, first, measured=measured))},
         "now": {"finalists": [t.number for t in finalists], "passed_over": [t.number for t in passed],
                 "plan": plan.describe()},

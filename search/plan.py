@@ -7,16 +7,14 @@ image per million MACs, ``calibrate``), then plans three stages:
    pruned by successive halving; it stops at its deadline whatever is left of ``--trials``, or before it when
    they are done (on a GPU, in a minute or two of an hour's plan); it skips networks too large for the export
    to train ``MIN_EXPORT_EPOCHS`` in its time, or the reference's size if larger (``Plan.screen_cap``);
-2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same
-   parameters on the same split at a longer fidelity (``final_epochs``), whose ranking matches
-   that of the export's training better than the screen's does;
-3. the **export** (``fsearch export-best``): the best finalist retrained on all training images
-   for ``export_epochs`` epochs, fewer when the winner is costlier than the plan assumed, more (up to
-   ``MAX_EXPORT_EPOCHS``) when it is cheaper.
+2. the **finals**: the best few screen trials, chosen for diversity, trained again with the same parameters on the same
+   split at a longer fidelity (``final_epochs``), whose ranking matches the export's training better than the screen's;
+3. the **export** (``fsearch export-best``): the best finalist retrained on all training images for ``export_epochs``
+   epochs, fewer when the winner is costlier than the plan assumed, more (up to ``MAX_EXPORT_EPOCHS``) when cheaper.
 
-Optuna cannot pause a trial and resume it later at a longer fidelity, so a finalist is a new
-trial with its screen trial's parameters (user attributes ``stage=final``, ``parent=<number>``).
-The plan is stored on the study (user attribute ``plan``) so that ``export-best`` follows it.
+Optuna cannot pause a trial and resume it later at a longer fidelity, so a finalist is a new trial with its screen
+trial's parameters (user attributes ``stage=final``, ``parent=<number>``). The plan is stored on the study (user
+attribute ``plan``) so that ``export-best`` follows it.
 """
 
 from __future__ import annotations
@@ -98,6 +96,10 @@ class Plan:
             "throughput": Throughput(**data["throughput"]),
             "calibrated": Throughput(**calibrated) if calibrated is not None else None,
         }))  # fmt: skip
+
+    def screen_end_s(self) -> float:
+        """The screen's end in seconds from the start of ``fsearch run``: ``START_S``, then the screen's time."""
+        return START_S + self.screen_s
 
     def export_epochs_for(self, mmacs: float) -> int:
         """The export's epochs for a winner of ``mmacs`` at the calibrated speed (``export_epochs_within``)."""

@@ -158,14 +158,16 @@ def screen_end(trials: list[FrozenTrial], plan: Plan, *, measured: Throughput) -
     A leader costlier than the plan assumed thus takes its finals' time from the screen rather than cost the run
     its finals: without them the export is picked at the screen's fidelity, whose order is known to invert
     (docs/defaults.md, the finals). Where the finals fit, however few their epochs, nothing moves."""
-    planned = START_S + plan.screen_s
+    planned = plan.screen_end_s()
     chosen = choose_finalists(trials, plan.finalists)
     if not plan.finalists or len(chosen) < plan.finalists:
         return planned
     mmacs = [TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs for t in chosen]
     # The screen ends late by up to a report of the trials still training then (each stops at its next one): the
     # finals must fit an epoch of the slowest finalist later (57951be's screen ran 37 s over and lost its finals).
-    late = max(plan.train_images / ips for t in chosen if (ips := TrialRecord(t).images_per_wall_second) > 0)
+    late = max(
+        (plan.train_images / ips for t in chosen if (ips := TrialRecord(t).images_per_wall_second) > 0), default=0.0
+    )
 
     def fits(end: float) -> bool:
         done = replan(plan, elapsed_s=end + late, throughput=measured, finals_mmacs=mmacs)

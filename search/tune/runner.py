@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.data import Splits
 from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
-from search.plan import START_S, Plan, make_plan
+from search.plan import Plan, make_plan
 from search.store.notes import name_objective
 from search.store.record import FINALS_PASSED_OVER, PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
@@ -109,21 +109,20 @@ class _Runner:
     splits: Splits | None  # None when the workers load their own
     already: int  # trials the study had before this run
     observer: TrialObserver | None
-    on_trial_end: TrialEndCallback | None
     lanes: Lanes | None
     problems: list[str] = field(default_factory=list)
 
-    def run(self, stage: Stage, *, timeout: float | None) -> None:
+    def run(self, stage: Stage, *, timeout: float | None, on_trial_end: TrialEndCallback | None) -> None:
         if self.splits is not None:
             optimize_here(
                 self.study, self.opts, self.splits, stage=stage, tickets=LocalTickets(stage.trials),
-                observer=self.observer, on_trial_end=self.on_trial_end, timeout=timeout,
+                observer=self.observer, on_trial_end=on_trial_end, timeout=timeout,
             )  # fmt: skip
             return
         self.problems += run_workers(
             self.opts, self.specs, stage=stage, study=self.study,
             sampler_seeds=[_sampler_seed(self.opts.seed, self.already, i) for i in range(len(self.specs))],
-            timeout=timeout, lanes=self.lanes, on_trial_end=self.on_trial_end,
+            timeout=timeout, lanes=self.lanes, on_trial_end=on_trial_end,
         )  # fmt: skip
 
 
@@ -181,26 +180,28 @@ def run_search(
     if len(specs) == 1 and already:  # a resumed study must not replay the random draws of the first run
         study.sampler = make_sampler(opts.sampler, seed=_sampler_seed(opts.seed, already, 0), prior=prior_of(opts))
     runner = _Runner(
-        opts, study, specs, splits if len(specs) == 1 else None, already, observer, on_trial_end, lanes
+        opts, study, specs, splits if len(specs) == 1 else None, already, observer, lanes
     )  # fmt: skip
     del splits  # workers load their own copy on their own device
     # The screen stops starting trials at the plan's screen time (or --timeout) and stops a running one there; that
     # time moves earlier while the finals of its leaders need more than the plan assumed (finals.screen_end).
-    deadline = None if plan is None else Deadline(started_wall + START_S + plan.screen_s)
-    timeout = _earliest(opts.timeout, None if deadline is None else max(1.0, deadline.at - time.time()))
-    if plan is not None and deadline is not None:
-        runner.on_trial_end = _moving(deadline, plan, started_wall, earlier, on_trial_end, on_screen_end)
+    deadline, screen_trial_end, timeout = None, on_trial_end, opts.timeout
+    if plan is not None:
+        deadline = Deadline(started_wall + plan.screen_end_s())
+        screen_trial_end = _moving(deadline, plan, started_wall, earlier, on_trial_end, on_screen_end)
+        timeout = _earliest(timeout, max(1.0, deadline.at - time.time()))
     stage_seconds = {}
     t0 = time.perf_counter()
-    runner.run(Stage.screen(opts, deadline=deadline, plan=plan), timeout=timeout)
-    runner.on_trial_end = on_trial_end
+    runner.run(Stage.screen(opts, deadline=deadline, plan=plan), timeout=timeout, on_trial_end=screen_trial_end)
     stage_seconds["screen"] = time.perf_counter() - t0
     finalists: list[FrozenTrial] = []
     passed_over: tuple[int, ...] = ()
     if plan is not None:  # what is left, at the speed the screen's trials showed, for the finalists chosen
-        measured = _screen_throughput(study, earlier, plan)
-        screen = _without_finals(study.get_trials(deepcopy=False))
-        finalists, passed, plan = plan_finals(screen, plan, elapsed_s=time.time() - started_wall, measured=measured)
+        trials = study.get_trials(deepcopy=False)
+        measured = _screen_throughput(trials, earlier, plan)
+        finalists, passed, plan = plan_finals(
+            _without_finals(trials), plan, elapsed_s=time.time() - started_wall, measured=measured
+        )
         passed_over = tuple(t.number for t in passed)
         _save_plan(study, plan)
         with contextlib.suppress(optuna.exceptions.StorageInternalError):  # as _save_plan: the latest run's
@@ -210,7 +211,7 @@ def run_search(
         enqueue_finals(study, finalists)
         t0 = time.perf_counter()
         stage = Stage(name="final", max_epochs=plan.final_epochs, trials=len(finalists), prune=False)
-        runner.run(stage, timeout=None)
+        runner.run(stage, timeout=None, on_trial_end=on_trial_end)
         stage_seconds["final"] = time.perf_counter() - t0
     if plan is not None:  # the export gets the time the search left, the finals' slack included
         ended = plan.after_search(time.time() - started_wall)
@@ -256,12 +257,14 @@ def _moving(
             on_trial_end(study, trial)
         if deadline.passed() or TrialRecord(trial).over_budget:
             return
-        measured = _screen_throughput(study, earlier, plan)
-        end = started_wall + screen_end(_without_finals(study.get_trials(deepcopy=False)), plan, measured=measured)
+        trials = study.get_trials(deepcopy=False)  # read once for the speed and the leaders
+        end = started_wall + screen_end(
+            _without_finals(trials), plan, measured=_screen_throughput(trials, earlier, plan)
+        )
         if abs(end - deadline.at) >= 1.0:
             deadline.move_to(end)
             if on_screen_end is not None:
-                planned = started_wall + START_S + plan.screen_s
+                planned = started_wall + plan.screen_end_s()
                 why = "back to the plan's" if end >= planned else "the finals of its leaders need the time"
                 on_screen_end(end, why)
 
@@ -274,11 +277,11 @@ def _without_finals(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.number not in parents]
 
 
-def _screen_throughput(study: optuna.Study, earlier: set[int], plan: Plan) -> Throughput:
-    """The throughput this run's screen trials showed (those that trained at least a second): images per
-    second of each trial's whole training, evaluation included, with the other workers busy beside it."""
+def _screen_throughput(trials: list[FrozenTrial], earlier: set[int], plan: Plan) -> Throughput:
+    """The throughput this run's screen trials (among ``trials``) showed (those that trained at least a second):
+    images per second of each trial's whole training, evaluation included, with the other workers busy beside it."""
     samples = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         rec = TrialRecord(t)
         if t.number not in earlier and rec.stage == "screen" and rec.wall_seconds >= 1.0:
             samples.append((rec.images_per_wall_second, rec.macs / 1e6))
