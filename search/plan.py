@@ -30,9 +30,8 @@ from search.throughput import Throughput
 FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
 EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time for: twice the finals' (docs/defaults.md)
 # A winner whose export's time holds more epochs than that (one smaller than the reference, or a search that ended
-# early) trains up to this many in the same time: fsearch-w1 still gained from 30 to 45 epochs on validation, where
-# the hour's runs of smaller winners stopped at 30 with minutes unused (docs/defaults.md, how export-best picks its
-# epochs). The plan does not take time from the screen for them.
+# early) trains up to this many in the same time (docs/defaults.md, how export-best picks its epochs). The plan does
+# not take time from the screen for them.
 MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
@@ -51,16 +50,12 @@ MIN_SCREEN_SHARE = 0.3  # the screen keeps at least this share of the budget (fi
 START_S = 30.0
 TAIL_S = 90.0
 OVERHEAD_S = START_S + TAIL_S
-# Workers side by side train slower than the calibration, which times one worker with the other cores idle: in
-# the 18 runs of the 2-core CPU whose first plan had finals, the screen's trials trained at 1.07-1.54 times
-# (median 1.27) the calibrated seconds per image per million MACs (docs/defaults.md, the time plan). The first
-# plan counts the finals at this much slower; replan then uses the speed the screen measured.
+# Workers side by side train slower than the calibration, which times one worker with the other cores idle (they
+# share memory bandwidth and caches): the first plan counts the finals this much slower, and replan then uses the
+# speed the screen measured. The evidence, and why it stays: docs/defaults.md, the time plan.
 SIDE_BY_SIDE = 1.3
-# The export trains slower than its calibration (fsearch-w1, a few thousand images, all the threads) says: in the
-# 42 committed runs on the 2-core CPU with an export of 2 epochs or more, an export epoch took 0.70-2.60 times
-# (median 1.21) the calibrated seconds per image per million MACs at the winner's MACs (its augmentation, its layer
-# shapes, and a sustained run against a short one; benchmarks/export_speed.py, docs/defaults.md, the time plan).
-# The plan counts the export this much slower; export-best then times the chosen network itself.
+# The export trains slower than its calibration (fsearch-w1, a few thousand images, all the threads) says: the plan
+# counts it this much slower, and export-best then times the chosen network itself (docs/defaults.md, the time plan).
 EXPORT_SLOWER = 1.2
 
 
@@ -204,6 +199,11 @@ def _fewest_export_epochs(screen_epochs: int) -> int:
     return max(screen_epochs, MIN_EXPORT_EPOCHS)
 
 
+def least_screen_s(budget_s: float) -> float:
+    """The screen's least time in a plan of ``budget_s``: ``MIN_SCREEN_SHARE`` of the usable time."""
+    return MIN_SCREEN_SHARE * max(0.0, budget_s - OVERHEAD_S)
+
+
 def _whole(epochs: float) -> int:
     """Whole epochs that fit (a quotient a rounding error short of an integer counts as that integer)."""
     return math.floor(epochs + 1e-9)
@@ -270,7 +270,7 @@ def make_plan(
     if workers > 1:  # the screen's workers share memory bandwidth and caches, which calibration cannot see
         throughput = dataclasses.replace(throughput, worker=throughput.worker * SIDE_BY_SIDE)
     usable = max(0.0, budget_s - OVERHEAD_S)
-    keep_for_screen = MIN_SCREEN_SHARE * usable
+    keep_for_screen = least_screen_s(budget_s)
     export_epoch_s = throughput.export_epoch_s(reference_mmacs)
     # The export may take half of what the screen keeps back, or more, up to all of it, where that is what
     # MIN_EXPORT_EPOCHS of the reference take (a slow machine or a short budget); its epochs shrink to fit.

@@ -38,6 +38,16 @@ def test_readers_see_what_the_objective_wrote() -> None:
     assert trial_record(queued)["origin"] == "preset fsearch-w1"
 
 
+def test_queued_params_are_read_before_the_trial_runs() -> None:
+    """What enqueue_finals re-queues and the sampler tells from a draw: a queued trial's parameters, while it waits."""
+    study = _study()
+    study.enqueue_trial({"x": 0.3})
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert record.queued_params(waiting) == {"x": 0.3} and waiting.params == {}  # nothing else has them yet
+    queued, _, sampled = study.trials[:3]
+    assert record.queued_params(queued) == {"x": 0.1} and record.queued_params(sampled) is None
+
+
 def test_exports_are_read_newest_first_and_other_attributes_ignored() -> None:
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(f"{record.EXPORT_PREFIX}3", {"test_accuracy": 0.9, "exported_at": "2026-01-01T00:00:00"})

@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.plan import MIN_SCREEN_SHARE, OVERHEAD_S, START_S, Plan, make_plan, replan
+from search.plan import START_S, Plan, least_screen_s, make_plan, replan
 from search.store import record
 from search.store.record import TrialRecord
 from search.throughput import Throughput
@@ -76,7 +76,7 @@ def test_costlier_leaders_take_their_finals_time_from_the_screen_to_the_second()
     end = screen_end(trials, plan, measured=measured)
     planned = START_S + plan.screen_s
     assert not _fits(plan, planned, trials[:2], measured)  # at the planned end there would be no finals
-    assert START_S + MIN_SCREEN_SHARE * (plan.budget_s - OVERHEAD_S) < end < planned - 60
+    assert START_S + least_screen_s(plan.budget_s) < end < planned - 60
     assert _fits(plan, end, trials[:2], measured) and not _fits(plan, end + 2.0, trials[:2], measured)
     # Leaders a little costlier than planned, whose finals still fit (with fewer epochs), move nothing.
     cheaper = [_screen_trial(i, 0.9 - i / 100, costs=1.4 * plan.reference_mmacs, measured=measured) for i in range(3)]

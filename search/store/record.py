@@ -54,6 +54,12 @@ FINALS_PASSED_OVER = "finals_passed_over"
 PLAN = "plan"  # the time plan of the latest run (search.plan.Plan.as_dict): export-best follows it
 
 
+def queued_params(t: FrozenTrial) -> dict[str, Any] | None:
+    """The parameters a queued trial (``study.enqueue_trial``) was given, or None for one a sampler drew. Optuna keeps
+    them in a system attribute: no public API gives a trial's queued parameters before it runs."""
+    return t.system_attrs.get("fixed_params")
+
+
 def set_attr(trial: optuna.Trial, name: str, value: Any) -> None:
     """Write one record field of a running trial (``name`` is one of this module's constants)."""
     trial.set_user_attr(name, value)

@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.plan import MIN_SCREEN_SHARE, OVERHEAD_S, START_S, Plan, replan
+from search.plan import START_S, Plan, least_screen_s, replan
 from search.store import record
 from search.store.record import TrialRecord
 from search.throughput import Throughput
@@ -173,7 +173,7 @@ def screen_end(trials: list[FrozenTrial], plan: Plan, *, measured: Throughput) -
         done = replan(plan, elapsed_s=end + late, throughput=measured, finals_mmacs=mmacs)
         return done.finalists == plan.finalists
 
-    earliest = START_S + min(plan.screen_s, MIN_SCREEN_SHARE * max(0.0, plan.budget_s - OVERHEAD_S))
+    earliest = START_S + min(plan.screen_s, least_screen_s(plan.budget_s))
     if fits(planned) or not fits(earliest):
         return planned
     lo, hi = earliest, planned  # they fit at lo, not at hi: bisect to the second
@@ -196,7 +196,7 @@ def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:
             trial = study.ask()  # the queue's first: this one
         trial.set_user_attr(record.FAIL_REASON, "the screen ended before it started: queued again after the finals")
         study.tell(trial, state=TrialState.FAIL)
-        left.append((waiting.system_attrs.get("fixed_params", {}), waiting.user_attrs))
+        left.append((record.queued_params(waiting) or {}, waiting.user_attrs))
     for parent in finalists:
         rec = TrialRecord(parent)
         attrs: dict[str, Any] = {record.STAGE: "final", record.PARENT: parent.number}

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.defaults import FIXED_IN_DRAWS
 from search.errors import ConfigError
-from search.store.record import TrialRecord
+from search.store.record import TrialRecord, queued_params
 from search.tune.finals import rank_key
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
@@ -129,7 +129,7 @@ class OneSamplerPerTrial(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         # Queued trials (fixed parameters) are not random draws, whichever sampler is chosen.
-        if "fixed_params" in trial.system_attrs:
+        if queued_params(trial) is not None:
             self._queued.add(trial.number)
         self._picked[trial.number] = self._choose(study, trial)
         self.sampler.before_trial(study, trial)
