@@ -162,12 +162,11 @@ def screen_end(trials: list[FrozenTrial], plan: Plan, *, measured: Throughput) -
     chosen = choose_finalists(trials, plan.finalists)
     if not plan.finalists or len(chosen) < plan.finalists:
         return planned
-    mmacs = [TrialRecord(t).effective_mmacs(measured) or plan.reference_mmacs for t in chosen]
+    records = [TrialRecord(t) for t in chosen]
+    mmacs = [rec.effective_mmacs(measured) or plan.reference_mmacs for rec in records]
     # The screen ends late by up to a report of the trials still training then (each stops at its next one): the
     # finals must fit an epoch of the slowest finalist later (57951be's screen ran 37 s over and lost its finals).
-    late = max(
-        (plan.train_images / ips for t in chosen if (ips := TrialRecord(t).images_per_wall_second) > 0), default=0.0
-    )
+    late = max((plan.train_images / ips for rec in records if (ips := rec.images_per_wall_second) > 0), default=0.0)
 
     def fits(end: float) -> bool:
         done = replan(plan, elapsed_s=end + late, throughput=measured, finals_mmacs=mmacs)
