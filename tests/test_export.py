@@ -165,6 +165,17 @@ def test_the_epochs_rule_reads_a_dip_against_the_trials_own_validation_size() ->
     assert (got, rule["still_rising"]) == (30, True)
 
 
+def test_a_trial_the_deadline_cut_short_is_retrained_for_the_epochs_it_was_to_run() -> None:
+    # A screen trial cut short at 2.5 of its 5 epochs, still rising (docs/defaults.md, the export's epochs).
+    curve = {1: 0.8817, 2: 0.8957, 3: 0.9055, 4: 0.9123, 5: 0.9185}  # two reports an epoch
+    attrs = {"reports_per_epoch": 2, "epochs_run": 2.5, "max_epochs": 5}
+    assert default_epochs(_finished(curve, **attrs))[0] == 15  # without the deadline's mark: 6 x the 2.5 it ran
+    got, rule = default_epochs(_finished(curve, cut_short="stopped at epoch 2.5: the screen's time was up", **attrs))
+    assert (got, rule["cut_short"], rule["scheduled_epochs"], rule["epochs_run"]) == (30, True, 5.0, 2.5)
+    peaked = curve | {5: 0.8900}  # a drop is still a peak, cut short or not: 2 x its best epoch (2), clamped to 5
+    assert default_epochs(_finished(peaked, cut_short="stopped", **attrs))[0] == 5
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_a_model_shipped_with_flip_tta_predicts_evaluates_and_exports_the_average(tiny_data_dir: Path) -> None:
     cfg = dataclasses.replace(SMALL, train=dataclasses.replace(SMALL.train, augment=Augment(flip=True)))

@@ -19,8 +19,10 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
 
     The search trained the trial for ``epochs_run`` epochs on the training split.
     If its validation accuracy had not dropped from its best by the end, it could have used more:
-    retrain for 6x the epochs it ran. If it had dropped, it peaked at ``best_epoch``: retrain for
-    2x that. The result is clamped to [5, 45] (``MAX_EXPORT_EPOCHS``).
+    retrain for 6x the epochs it ran, or, for a trial its stage's deadline cut short (``cut_short``), 6x the
+    epochs it was to run (``max_epochs``), as for the trials that completed them: the deadline stopped it, not its
+    curve. If it had dropped, it peaked at ``best_epoch``: retrain for 2x that. The result is clamped to [5, 45]
+    (``MAX_EXPORT_EPOCHS``).
 
     "Dropped" means by more than one standard error of an accuracy measured on the validation
     images (binomial: sqrt(p (1 - p) / n), 0.26 points at 93% on 10,000 images): a cosine
@@ -37,15 +39,17 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
         still_rising = best_value - curve[max(curve)] <= noise
     else:  # no curve recorded: treat it as still rising
         best_epoch, still_rising = rec.best_epoch or epochs_run, True
-    raw = RISING_FACTOR * epochs_run if still_rising else PLATEAU_FACTOR * best_epoch
+    scheduled = rec.max_epochs if rec.cut_short and rec.max_epochs else epochs_run
+    raw = RISING_FACTOR * scheduled if still_rising else PLATEAU_FACTOR * best_epoch
     epochs = min(max(round(raw), MIN_EPOCHS), MAX_EPOCHS)
     # Images per search epoch, for the record (the search does not store its --train-subset).
     seen = round(rec.images_per_second * rec.train_seconds / epochs_run) if rec.train_seconds else None
     rule = {
-        "rule": f"{RISING_FACTOR}x epochs_run unless the last report is more than one standard error below the "
-        f"best (then {PLATEAU_FACTOR}x best_epoch), "
+        "rule": f"{RISING_FACTOR}x epochs_run (max_epochs if the deadline cut it short) unless the last report is "
+        f"more than one standard error below the best (then {PLATEAU_FACTOR}x best_epoch), "
         f"clamped to [{MIN_EPOCHS}, {MAX_EPOCHS}]",
-        "epochs_run": epochs_run, "best_epoch": best_epoch, "still_rising": still_rising,
+        "epochs_run": epochs_run, "cut_short": rec.cut_short is not None, "scheduled_epochs": scheduled,
+        "best_epoch": best_epoch, "still_rising": still_rising,
         "val_curve": {f"{k:g}": v for k, v in curve.items()}, "search_images_per_epoch": seen,
         "retrain_images_per_epoch": TRAIN_IMAGES, "epochs": epochs,
     }  # fmt: skip

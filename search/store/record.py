@@ -122,6 +122,12 @@ class TrialRecord:
         return float(value) if value is not None else None
 
     @property
+    def cut_short(self) -> str | None:
+        """Why the trial completed before its ``max_epochs`` (its stage's time was up), None if it did not."""
+        value = self._get(CUT_SHORT)
+        return str(value) if value is not None else None
+
+    @property
     def train_seconds(self) -> float:
         return float(self._get(TRAIN_SECONDS, 0.0))
 
