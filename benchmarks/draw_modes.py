@@ -25,14 +25,19 @@ def _mode(trial: dict[str, Any]) -> str:
     return trial.get("drawn_by") or ("preset" if trial.get("preset") else "unknown")
 
 
+def screen_best(screen: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+    """The screen's full epochs (the most any completed trial ran) and its best ``TOP`` trials completed at them."""
+    completed = [t for t in screen if t.get("state") == "complete" and t.get("value") is not None]
+    full = max((t.get("epochs_run") or 0.0 for t in completed), default=0.0)
+    return full, sorted((t for t in completed if (t.get("epochs_run") or 0.0) == full), key=lambda t: -t["value"])[:TOP]
+
+
 def screen_of(record: dict[str, Any]) -> dict[str, Any] | None:
     """One screen's draws, trained draws, top-``TOP`` trials and leader per mode; None without recorded modes."""
     screen = [t for t in record.get("trials_of_the_study") or [] if t.get("stage") == "screen"]
     if not any(t.get("drawn_by") for t in screen):
         return None
-    completed = [t for t in screen if t.get("state") == "complete" and t.get("value") is not None]
-    full = max((t.get("epochs_run") or 0.0 for t in completed), default=0.0)
-    best = sorted((t for t in completed if (t.get("epochs_run") or 0.0) == full), key=lambda t: -t["value"])[:TOP]
+    _, best = screen_best(screen)
     return {
         "commit": record.get("commit"), "seed": record.get("seed"),
         "key": [[t["number"], t.get("value")] for t in screen],

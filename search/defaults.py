@@ -18,5 +18,6 @@ KNOWN_BEST_PRESET = "fsearch-w1"  # --known-best: a new study's first trial, and
 WARM_START_PRESETS = ("cnn3", "cnn2", "lenet5")  # --warm-start: the references, queued first
 # Parameters every sampled trial takes as given, whichever sampler draws it (queued trials, presets and finalists keep
 # their own): flips pay at the export's length and rank low at the screen's, so a 5-epoch screen would learn to
-# drop them (docs/defaults.md, "Why every sampled trial flips").
-FIXED_IN_DRAWS = MappingProxyType({"flip": True})
+# drop them (docs/defaults.md, "Why every sampled trial flips"); draws without batch norm or with a global-average
+# head never reached a screen's best 3, so they only spent its time ("Choices no screen kept").
+FIXED_IN_DRAWS = MappingProxyType({"flip": True, "batch_norm": True, "head": "flatten"})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import cost_fit, draw_modes, export_speed
+from benchmarks import cost_fit, dead_choices, draw_modes, export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.finals_replay import replay_of
@@ -223,3 +223,35 @@ def test_cost_fit_reads_a_committed_records_screen_trials() -> None:
     assert leader["mparams"] > cost_fit.HEAVY_MPARAMS and leader["batch_size"] == 128
     assert leader["ms_per_image"] == pytest.approx(1e3 / 694, rel=0.01)
     assert all(s["cpu"].startswith("Intel") for s in samples)
+
+
+def test_dead_choices_counts_the_draws_no_screen_kept_and_their_seconds() -> None:
+    def trial(number: int, preset: str | None, state: str, epochs: float | None, value: float | None,
+              batch_norm: bool, head: str = "flatten") -> dict:  # fmt: skip
+        return {
+            "number": number,
+            "stage": "screen",
+            "preset": preset,
+            "state": state,
+            "epochs_run": epochs,
+            "value": value,
+            "images_per_second": 1000.0,
+            "params": {"batch_norm": batch_norm, "head": head},
+        }
+
+    record = {"trials_of_the_study": [
+        trial(0, "fsearch-w1", "complete", 5.0, 0.93, True),  # a preset: in the top 3, counted in no choice
+        trial(1, None, "complete", 5.0, 0.92, True),
+        trial(2, None, "pruned", 0.5, 0.70, False),  # no batch norm: never kept, 25 s
+        trial(3, None, "pruned", 0.5, 0.60, True, "gap"),  # a global-average head: never kept, 25 s
+        trial(4, None, "complete", 5.0, 0.91, False),  # no batch norm but in the top 3: kept once
+        trial(5, None, "pruned", None, None, True),  # over the cost cap: never trained, not a draw that trained
+    ]}  # fmt: skip
+    screen = dead_choices.screen_of(record)
+    assert screen is not None and len(screen["draws"]) == 4 and screen["seconds"] == 800.0
+    kept = dead_choices.distinct([screen, dead_choices.screen_of(record)])  # type: ignore[list-item]
+    choices = dead_choices.by_choice(kept)
+    assert choices["batch_norm=False"] == {"trained": 2, "full": 1, "best": 0.91, "top3": 1, "seconds": 0.344}
+    assert choices["head=gap"] == {"trained": 1, "full": 0, "best": None, "top3": 0, "seconds": 0.031}
+    total = dead_choices.never_kept([{"record": "r"} | s for s in kept])["total"]
+    assert total["draws"] == 3 and total["of_trained"] == 4 and total["share_of_seconds"] == round(300 / 800, 3)

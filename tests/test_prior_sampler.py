@@ -247,22 +247,29 @@ def test_without_a_prior_incumbent_draws_follow_the_leader_else_are_random() -> 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])
 @pytest.mark.parametrize("prior", [W1, None])
-def test_every_drawn_trial_flips_and_a_queued_one_keeps_its_own(name: str, prior: Mapping[str, Any] | None) -> None:
+def test_every_drawn_trial_takes_the_fixed_choices_and_a_queued_one_keeps_its_own(
+    name: str, prior: Mapping[str, Any] | None
+) -> None:
     """``FIXED_IN_DRAWS``: whatever the sampler and its mode (random start, prior, incumbent, TPE), a drawn trial
-    flips; a queued trial (a reference preset, a finalist) keeps the value it was queued with."""
+    flips, has batch norm and a flatten head; a queued trial (a reference preset, a finalist) keeps the values it
+    was queued with."""
+    assert dict(FIXED_IN_DRAWS) == {"flip": True, "batch_norm": True, "head": "flatten"}
     study = _study(make_sampler(name, seed=0, prior=prior))
-    study.enqueue_trial(PRESETS["cnn3"])  # a reference: no flips
+    study.enqueue_trial(PRESETS["cnn3"])  # a reference: no flips, no batch norm
     for number in range(24):  # past TPE's random start
         trial = study.ask()
         suggest(trial, epochs=1)
-        assert trial.params["flip"] is (number > 0), (name, number)
+        drawn = number > 0
+        assert trial.params["flip"] is drawn, (name, number)
+        assert trial.params["batch_norm"] is drawn, (name, number)
+        assert trial.params["head"] == "flatten", (name, number)
         study.tell(trial, 0.5 + 0.01 * trial.params["n_blocks"] - 0.001 * number)
-    assert dict(FIXED_IN_DRAWS) == {"flip": True}
-    free = _study(make_sampler(name, seed=0, prior=prior, fixed={}))  # nothing fixed: both are drawn
-    flips = set()
-    for _ in range(24):
+    free = _study(make_sampler(name, seed=0, prior=prior, fixed={}))  # nothing fixed: every choice is drawn
+    seen: dict[str, set[Any]] = {key: set() for key in FIXED_IN_DRAWS}
+    for _ in range(40):
         trial = free.ask()
         suggest(trial, epochs=1)
-        flips.add(trial.params["flip"])
+        for key in seen:
+            seen[key].add(trial.params[key])
         free.tell(trial, 0.5)
-    assert flips == {True, False}
+    assert seen == {"flip": {True, False}, "batch_norm": {True, False}, "head": {"flatten", "gap"}}

@@ -32,6 +32,7 @@ from search.defaults import (
     DEFAULT_TRAIN_SUBSET,
     DEFAULT_TRIALS,
     DEFAULT_VAL_SIZE,
+    FIXED_IN_DRAWS,
     KNOWN_BEST_PRESET,
     WARM_START_PRESETS,
 )
@@ -43,6 +44,7 @@ from search.tune.pruners import PRUNERS
 from search.tune.samplers import SAMPLERS
 
 commands = typer.Typer()
+_FIXED = ", ".join(f"{name}={str(value).lower()}" for name, value in FIXED_IN_DRAWS.items())  # the --sampler help
 
 
 def _names(presets: tuple[str, ...]) -> str:
@@ -74,7 +76,7 @@ def run(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     sampler: Annotated[
-        str, typer.Option(help=f"One of {', '.join(SAMPLERS)}. Every drawn trial flips its images.")
+        str, typer.Option(help=f"One of {', '.join(SAMPLERS)}. Every drawn trial takes {_FIXED}.")
     ] = DEFAULT_SAMPLER,
     pruner: Annotated[str, typer.Option(help=f"One of {', '.join(PRUNERS)}.")] = DEFAULT_PRUNER,
     max_epochs: Annotated[int, typer.Option(help="Epochs a trial may train (the pruner's top rung).")] = (
