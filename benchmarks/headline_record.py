@@ -71,7 +71,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     r = TrialRecord(t)
     return {
         "number": t.number, "state": t.state.name.lower(), "stage": r.stage, "drawn_by": r.drawn_by,
-        "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2),
+        "near": r.near, "preset": r.preset, "parent": r.parent, "mmacs": round(r.macs / 1e6, 2),
         "mparams": round(r.parameters / 1e6, 3), "images_per_second": round(r.images_per_second, 1),
         "images_per_wall_second": round(r.images_per_wall_second, 1), "epochs_run": r.epochs_run,
         "value": t.value, "curve": [v for _, v in sorted(t.intermediate_values.items())], "reason": r.reason,

@@ -3,7 +3,7 @@
     python -m benchmarks.prior_draws [--draws 500] [--preset fsearch-w1] [--out studies/prior_draws.json]
 
 A ``prior`` (or ``incumbent``) draw perturbs every parameter of a configuration (``NearSampler`` in
-``search/tune/samplers.py``). For each (NEAR_STD, NEAR_CHANGE) pair this reports the draws' MACs, the
+``search/tune/near.py``). For each (NEAR_STD, NEAR_CHANGE) pair this reports the draws' MACs, the
 share that fits the default ``--max-mmacs``, and how many categorical choices (optimiser, activation,
 normalisation, head, ...) differ from the prior's: how near a "near" draw is. Seeded, so repeatable.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from search.defaults import DEFAULT_MAX_MMACS
-from search.tune.samplers import NearSampler
+from search.tune.near import NearSampler
 from space import PRESETS, suggest
 from space.model import model_size
 

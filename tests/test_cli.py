@@ -120,6 +120,23 @@ def test_run_then_studies_then_show(
     )
 
 
+def test_an_incumbent_draw_records_the_trial_it_was_drawn_near(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "s.db"
+    args = _tiny_run(tiny_data_dir, db, "--trials", "6")
+    args[args.index("random")] = "tpe"  # PriorBand without a prior: random and incumbent draws at first
+    code, _, err = fsearch(args, capsys, monkeypatch)
+    assert code == 0, err
+    code, out, _ = fsearch(["show", "--storage", f"sqlite:///{db}", "--study", "cli", "--json"], capsys, monkeypatch)
+    assert code == 0
+    shown = {t["number"]: t for t in json.loads(out)}
+    drawn_near = {n: t["user_attrs"]["near"] for n, t in shown.items() if t["origin"] == "sampled (incumbent)"}
+    assert drawn_near, "seed 0 draws some trials near a leader"
+    assert all(anchor < n and shown[anchor]["intermediate_values"] for n, anchor in drawn_near.items())
+    assert all("near" not in t["user_attrs"] for n, t in shown.items() if n not in drawn_near)
+
+
 def test_human_output_has_a_summary_table(
     tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

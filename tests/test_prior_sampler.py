@@ -15,11 +15,10 @@ from optuna.trial import TrialState
 
 from search.defaults import FIXED_IN_DRAWS
 from search.store.record import OVER_BUDGET
+from search.tune.near import NEAR_CHANGE, NEAR_STD
 from search.tune.samplers import (
     FLOOR_PRIOR,
     FLOOR_RANDOM,
-    NEAR_CHANGE,
-    NEAR_STD,
     PriorBandSampler,
     make_sampler,
     mode_weights,
@@ -44,12 +43,14 @@ def _study(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
 def _ask(study: optuna.Study, *, value: float | None = None, over_budget: bool = False) -> optuna.trial.FrozenTrial:
     """One trial of the real space: told ``value`` (or pruned, flagged over budget) or left running.
 
-    The mode that drew it is kept as the objective keeps it, in a user attribute (``drawn_by``).
+    The mode that drew it, and the trial an incumbent draw was near, are kept as the objective keeps them, in user
+    attributes (``drawn_by``, ``near``).
     """
     trial = study.ask()
     suggest(trial, epochs=1)
     assert isinstance(study.sampler, PriorBandSampler)
     trial.set_user_attr("drawn_by", study.sampler.mode(trial.number))
+    trial.set_user_attr("near", study.sampler.anchor(trial.number))
     if over_budget:
         trial.set_user_attr(OVER_BUDGET, True)
         study.tell(trial, state=TrialState.PRUNED)
@@ -214,35 +215,45 @@ def test_without_a_prior_the_incumbent_takes_the_priors_share() -> None:
     assert sampler.weights(0) == mode_weights(0, prior=False)
 
 
-def test_without_a_prior_incumbent_draws_follow_the_leader_else_are_random() -> None:
-    lenet5, w1 = PRESETS["lenet5"], PRESETS["fsearch-w1"]
+def _stopped(study: optuna.Study, preset: str, curve: Mapping[int, float]) -> int:
+    """Queue ``preset``, report ``curve`` and prune it (as the random draws are stopped); its trial number."""
+    study.enqueue_trial(PRESETS[preset])
+    trial = study.ask()
+    suggest(trial, epochs=1)
+    for step, value in curve.items():
+        trial.report(value, step)
+    study.tell(trial, state=TrialState.PRUNED)
+    return trial.number
+
+
+def test_without_a_prior_incumbent_draws_are_near_one_of_the_leaders_else_random() -> None:
     sampler = _forced("incumbent", prior=None)
     study = _study(sampler)
     # Nothing trained yet: a random draw, recorded and stopped early as one.
     first = _ask(study, over_budget=True)
     assert first.user_attrs["drawn_by"] == "random" and sampler.explores(study.ask().number)
-    # No trial completed: near the trial ahead at the furthest epoch reported (random draws stop at 2 epochs).
-    for preset, curve in (("fsearch-w1", {1: 0.80, 2: 0.86}), ("lenet5", {1: 0.84}), ("cnn2", {1: 0.70, 2: 0.82})):
-        study.enqueue_trial(PRESETS[preset])
-        trial = study.ask()
-        suggest(trial, epochs=1)
-        for step, value in curve.items():
-            trial.report(value, step)
-        study.tell(trial, state=TrialState.PRUNED)
-    near_w1 = [_ask(study) for _ in range(30)]
-    assert {t.user_attrs["drawn_by"] for t in near_w1} == {"incumbent"}
-    assert not any(sampler.explores(t.number) for t in near_w1)
-    assert _share_close(near_w1, w1, categorical=True) > 0.7 > 0.5 > _share_close(near_w1, lenet5, categorical=True)
-    # A completed trial outranks every pruned one, whatever their curves.
-    study.enqueue_trial(lenet5)
-    _ask(study, value=0.5)
-    near_lenet5 = [_ask(study) for _ in range(30)]
-    assert (
-        _share_close(near_lenet5, lenet5, categorical=True)
-        > 0.7
-        > 0.5
-        > _share_close(near_lenet5, w1, categorical=True)
-    )
+    assert sampler.anchor(first.number) is None
+    # Ranked as the finals rank: furthest report first, then accuracy. cnn3 is fourth, so never an anchor.
+    w1 = _stopped(study, "fsearch-w1", {1: 0.80, 2: 0.86})
+    lenet5 = _stopped(study, "lenet5", {1: 0.84})
+    cnn2 = _stopped(study, "cnn2", {1: 0.70, 2: 0.82})
+    _stopped(study, "cnn3", {1: 0.60})
+    draws = [_ask(study) for _ in range(60)]
+    assert {t.user_attrs["drawn_by"] for t in draws} == {"incumbent"}
+    assert not any(sampler.explores(t.number) for t in draws)
+    by_anchor = {n: [t for t in draws if t.user_attrs["near"] == n] for n in (w1, lenet5, cnn2)}
+    assert sum(map(len, by_anchor.values())) == 60  # each of the three leaders, and only they
+    assert min(map(len, by_anchor.values())) >= 10  # each as likely: 20 expected
+    for number, near in by_anchor.items():
+        base = study.trials[number].params
+        assert _share_close(near, base, categorical=True) > 0.7
+        assert _share_close(near, base, categorical=False) > 0.85
+    assert _share_close(by_anchor[w1], study.trials[lenet5].params, categorical=True) < 0.5
+    # A completed trial outranks every pruned one, whatever their curves: the third leader, lenet5, drops out.
+    study.enqueue_trial(PRESETS["cnn3"])
+    done = _ask(study, value=0.5).number
+    anchors = {_ask(study).user_attrs["near"] for _ in range(40)}
+    assert anchors == {done, w1, cnn2}
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes"])

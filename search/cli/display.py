@@ -75,10 +75,11 @@ def describe_params(params: Mapping[str, Any]) -> str:
 
 def describe_trial(trial: FrozenTrial) -> str:
     """:func:`describe_params`, led by where the trial came from: a finalist names its screen trial, a
-    trial queued by hand its preset, a sampled one how the sampler drew it (when it says)."""
+    trial queued by hand its preset, a sampled one how the sampler drew it (when it says) and near which trial."""
     r = TrialRecord(trial)
     lead = [f"final of {r.parent}"] if r.stage == "final" else []
-    lead += [f"preset {r.preset}"] if r.preset else [f"{r.drawn_by} draw"] if r.drawn_by else []
+    near = f" near {r.near}" if r.near is not None else ""
+    lead += [f"preset {r.preset}"] if r.preset else [f"{r.drawn_by} draw{near}"] if r.drawn_by else []
     return " · ".join([*lead, describe_params(trial.params)])
 
 

@@ -45,6 +45,7 @@ PARENT = "parent"  # a finalist's screen trial (same parameters)
 # and the images right only with / only without the average (no counts in trials recorded before them)
 FLIP_TTA = "flip_tta"
 DRAWN_BY = "drawn_by"  # how the sampler drew the trial: prior, incumbent, tpe or random (search.tune.samplers)
+NEAR = "near"  # the trial an incumbent draw was drawn near (its anchor)
 
 # Study attributes.
 SPACE_VERSION_ATTR = "space_version"  # the search-space version the study's trials were drawn from
@@ -109,6 +110,11 @@ class TrialRecord:
     def drawn_by(self) -> str | None:
         value = self._get(DRAWN_BY)
         return str(value) if value is not None else None
+
+    @property
+    def near(self) -> int | None:
+        value = self._get(NEAR)
+        return int(value) if value is not None else None
 
     @property
     def flip_tta(self) -> Any:

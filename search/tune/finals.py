@@ -203,6 +203,8 @@ def enqueue_finals(study: optuna.Study, finalists: list[FrozenTrial]) -> None:
             attrs[record.PRESET] = rec.preset
         if rec.drawn_by:
             attrs[record.DRAWN_BY] = rec.drawn_by
+        if rec.near is not None:
+            attrs[record.NEAR] = rec.near
         study.enqueue_trial(parent.params, user_attrs=attrs, skip_if_exists=False)
     for params, attrs in left:
         study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)

@@ -121,6 +121,8 @@ class Objective:
         set_attr(trial, record.STAGE, settings.stage)
         if (drawn_by := _drawn_by(trial)) is not None:
             set_attr(trial, record.DRAWN_BY, drawn_by)
+        if (near := _near(trial)) is not None:
+            set_attr(trial, record.NEAR, near)
         # One cost rule for every trial: a queued preset over the cap is skipped like a sampled draw.
         if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
             set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
@@ -249,6 +251,12 @@ def _drawn_by(trial: optuna.Trial) -> str | None:
     """How the sampler drew this trial (prior, incumbent, tpe, random), when it says."""
     sampler = trial.study.sampler
     return sampler.mode(trial.number) if isinstance(sampler, PriorBandSampler) else None
+
+
+def _near(trial: optuna.Trial) -> int | None:
+    """The trial an incumbent draw was drawn near, when the sampler says."""
+    sampler = trial.study.sampler
+    return sampler.anchor(trial.number) if isinstance(sampler, PriorBandSampler) else None
 
 
 def _release_memory(device: torch.device) -> None:

@@ -1,28 +1,28 @@
 """Samplers by name, and PriorBand around a known configuration (the prior) or the best trial so far.
 
 ``tpe`` (the default) is :class:`PriorBandSampler`: per trial, a draw at random, near a known good configuration (the
-prior, if there is one), near the best trial so far (the incumbent) or from multivariate, grouped TPE (the space is
-conditional). The prior is where the search starts looking, not an answer it keeps; without one, the incumbent takes
-its place. Why random draws stop early and the stage counts trained trials: ``docs/defaults.md``. Every sampler
-draws ``FIXED_IN_DRAWS`` as given.
+prior, if there is one), near the best trial so far (the incumbent; without a prior, one of the best few) or from
+multivariate, grouped TPE (the space is conditional). The prior is where the search starts looking, not an answer it
+keeps; without one, the incumbent takes its place. Why random draws stop early and the stage counts trained
+trials: ``docs/defaults.md``. Every sampler draws ``FIXED_IN_DRAWS`` as given. The draws near a configuration:
+:mod:`search.tune.near`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from search.defaults import FIXED_IN_DRAWS
 from search.errors import ConfigError
 from search.store.record import TrialRecord, queued_params
 from search.tune.finals import rank_key
+from search.tune.near import NearSampler
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 TPE_STARTUP_TRAINED = 10  # trained trials before TPE draws any (over-budget draws not counted)
@@ -34,12 +34,9 @@ MODES: tuple[Mode, ...] = ("prior", "incumbent", "tpe", "random")
 START_RANDOM = START_PRIOR = 0.5
 FLOOR_RANDOM = FLOOR_PRIOR = 0.1  # never less: a wrong prior or a lucky incumbent must not end the exploring
 HALF_LIFE = 10  # trained trials after which the start's surplus of random and prior draws has halved
-# A draw near a value (the prior's or the incumbent's): a Gaussian of this fraction of the parameter's range
-# (in log space for log parameters); a categorical parameter takes another choice with this probability.
-# At these, a draw near fsearch-w1 changes 1.25 of its categorical choices on average and 80% fit the
-# default --max-mmacs (at 0.15 / 0.2: 2.3 and 66%; docs/defaults.md, benchmarks/prior_draws.py).
-NEAR_STD = 0.1
-NEAR_CHANGE = 0.1
+# Without a prior, an incumbent draw is near one of this many leaders (by the finals' ranking), taken alike: not
+# only the first random draw to lead, whose neighbours then held the lead (docs/defaults.md).
+ANCHORS_WITHOUT_PRIOR = 3
 
 
 def check_sampler(name: str) -> None:
@@ -172,75 +169,29 @@ def mode_weights(trained: int, *, prior: bool = True) -> dict[Mode, float]:
     return {"prior": near_prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
 
 
-def draw_near(
-    value: Any, distribution: BaseDistribution, rng: np.random.Generator, *, std: float = NEAR_STD,
-    change: float = NEAR_CHANGE,
-) -> Any:  # fmt: skip
-    """A value of ``distribution`` near ``value``: PriorBand's draw from a prior centred on it (``std``: of the
-    parameter's range; ``change``: the chance a categorical takes another choice)."""
-    if isinstance(distribution, CategoricalDistribution):
-        others = [c for c in distribution.choices if c != value]
-        if len(others) < len(distribution.choices) and (not others or rng.random() >= change):
-            return value
-        return others[int(rng.integers(len(others)))]
-    assert isinstance(distribution, IntDistribution | FloatDistribution)
-    low, high, step, log = distribution.low, distribution.high, distribution.step, distribution.log
-    # Perturbed on the scale the parameter is uniform on (log for learning rates and widths).
-    lo, hi, centre = (math.log(v) if log else float(v) for v in (low, high, min(max(float(value), low), high)))
-    x = float(centre + rng.normal(0.0, std * (hi - lo)))
-    x = min(max(math.exp(x) if log else x, low), high)
-    if step is not None:
-        x = min(low + round((x - low) / step) * step, high)
-    return round(x) if isinstance(distribution, IntDistribution) else x
-
-
-class NearSampler(optuna.samplers.BaseSampler):
-    """Every parameter near ``base``'s (:func:`draw_near`); one that ``base`` lacks (a block it has not) from
-    ``missing``."""
-
-    def __init__(
-        self, base: Mapping[str, Any], *, rng: np.random.Generator, missing: optuna.samplers.BaseSampler,
-        std: float = NEAR_STD, change: float = NEAR_CHANGE,
-    ) -> None:  # fmt: skip
-        self.base, self.rng, self.missing, self.std, self.change = base, rng, missing, std, change
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        if param_name not in self.base:
-            return self.missing.sample_independent(study, trial, param_name, param_distribution)
-        return draw_near(self.base[param_name], param_distribution, self.rng, std=self.std, change=self.change)
-
-
-def _incumbent(study: optuna.Study, trained: list[FrozenTrial], *, completed_only: bool) -> FrozenTrial | None:
-    """The best completed trial of ``trained``; if none has completed (and not ``completed_only``), the one ahead
-    at the furthest epoch any has reported (the random draws stop at 2 epochs: their leader, at first)."""
+def _incumbent(study: optuna.Study, trained: list[FrozenTrial]) -> FrozenTrial | None:
+    """The best completed trial of ``trained``, None while none has completed."""
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     completed = [t for t in trained if t.state == TrialState.COMPLETE and t.value is not None]
-    if completed:
-        return max(completed, key=lambda t: sign * cast(float, t.value))
-    reported = [t for t in trained if t.intermediate_values]
-    if completed_only or not reported:
-        return None
-    return max(reported, key=rank_key)  # the finals' ranking: furthest report, then its accuracy
+    return max(completed, key=lambda t: sign * cast(float, t.value)) if completed else None
+
+
+def leaders(trained: list[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """The ``k`` trials of ``trained`` ahead: completed trials first, then those stopped at the furthest epoch (the
+    random draws stop at 2 epochs: at first, those), each by the finals' ranking (furthest report, then accuracy)."""
+    ranked = [t for t in trained if t.state == TrialState.COMPLETE or t.intermediate_values]
+    return sorted(ranked, key=lambda t: (t.state == TrialState.COMPLETE, *rank_key(t)), reverse=True)[:k]
 
 
 class PriorBandSampler(OneSamplerPerTrial):
     """PriorBand's sampling around a known configuration, per trial one mode of :data:`MODES`.
 
     ``prior`` draws near the prior, ``incumbent`` near the best completed trial that trained (while there is none:
-    near the prior, or without a prior near the trial ahead at the furthest epoch any has reported, else at random),
-    ``tpe`` from ``sampler`` and ``random`` from ``random``; how likely each is depends on the stage of the search
-    (``weights``, :func:`mode_weights`). Only ``random`` trials explore (are stopped early); the others train like
-    any other trial.
+    near the prior), ``tpe`` from ``sampler`` and ``random`` from ``random``; how likely each is depends on the stage
+    of the search (``weights``, :func:`mode_weights`). Without a prior, ``incumbent`` draws near one of the
+    ``ANCHORS_WITHOUT_PRIOR`` :func:`leaders` of the trials that reported, each as likely (at random while none
+    has). Only ``random`` trials explore (are stopped early); the others train like any other trial. :meth:`anchor`
+    says which trial an ``incumbent`` draw was near.
     """
 
     def __init__(
@@ -253,11 +204,15 @@ class PriorBandSampler(OneSamplerPerTrial):
         self.weights = weights or (lambda trained: mode_weights(trained, prior=prior is not None))
         self._seed_rngs(seed)
         self._modes: dict[int, Mode] = {}  # by trial number, the mode that drew it (none for queued trials)
+        self._anchors: dict[int, int] = {}  # by trial number, the trial an incumbent draw is near
 
     def _seed_rngs(self, seed: int | None) -> None:
-        # Two streams: which mode a trial gets does not depend on how many parameters earlier ones drew.
-        mode_seed, draw_seed = np.random.SeedSequence(seed).spawn(2)
+        # Three streams: which mode a trial gets, and which leader an incumbent draw is near, do not depend on how
+        # many parameters earlier trials drew (spawn's first two children are those of spawn(2): the same seed
+        # draws the same modes and parameters as before the anchor stream).
+        mode_seed, draw_seed, anchor_seed = np.random.SeedSequence(seed).spawn(3)
         self._mode_rng, self._draw_rng = np.random.default_rng(mode_seed), np.random.default_rng(draw_seed)
+        self._anchor_rng = np.random.default_rng(anchor_seed)
 
     def _choose(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
         if trial.number in self._queued:
@@ -268,9 +223,14 @@ class PriorBandSampler(OneSamplerPerTrial):
         mode = MODES[int(self._mode_rng.choice(len(MODES), p=p / p.sum()))]
         base = self.prior
         if mode == "incumbent":
-            incumbent = _incumbent(study, finished, completed_only=self.prior is not None)
+            if self.prior is not None:
+                incumbent = _incumbent(study, finished)
+            else:
+                ahead = leaders(finished, ANCHORS_WITHOUT_PRIOR)
+                incumbent = ahead[int(self._anchor_rng.integers(len(ahead)))] if ahead else None
             if incumbent is not None:
                 base = incumbent.params
+                self._anchors[trial.number] = incumbent.number
             else:
                 mode = "prior" if self.prior is not None else "random"
         self._modes[trial.number] = mode
@@ -284,10 +244,15 @@ class PriorBandSampler(OneSamplerPerTrial):
         """The mode that drew running trial ``number``; None for a queued trial (or one not running here)."""
         return self._modes.get(number)
 
+    def anchor(self, number: int) -> int | None:
+        """The trial that running trial ``number`` was drawn near, if the ``incumbent`` mode drew it."""
+        return self._anchors.get(number)
+
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
         self._modes.pop(trial.number, None)
+        self._anchors.pop(trial.number, None)
         super().after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
