@@ -119,10 +119,9 @@ class Objective:
         set_attr(trial, record.VAL_IMAGES, len(self.splits.val or ()))  # export-best's noise level of a report
         set_attr(trial, record.MAX_EPOCHS, settings.max_epochs)
         set_attr(trial, record.STAGE, settings.stage)
-        if (drawn_by := _drawn_by(trial)) is not None:
-            set_attr(trial, record.DRAWN_BY, drawn_by)
-        if (near := _near(trial)) is not None:
-            set_attr(trial, record.NEAR, near)
+        for key, value in _how_drawn(trial).items():
+            if value is not None:
+                set_attr(trial, key, value)
         # One cost rule for every trial: a queued preset over the cap is skipped like a sampled draw.
         if settings.max_mmacs is not None and macs > settings.max_mmacs * 1e6:
             set_attr(trial, record.OVER_BUDGET, True)  # not counted as one of the --trials
@@ -247,16 +246,13 @@ def _explores(trial: optuna.Trial) -> bool:
     return isinstance(sampler, OneSamplerPerTrial) and sampler.explores(trial.number)
 
 
-def _drawn_by(trial: optuna.Trial) -> str | None:
-    """How the sampler drew this trial (prior, incumbent, tpe, random), when it says."""
+def _how_drawn(trial: optuna.Trial) -> dict[str, Any]:
+    """How the sampler drew this trial (prior, incumbent, tpe, random) and, for an incumbent draw, near which trial,
+    when the sampler says (None where it does not)."""
     sampler = trial.study.sampler
-    return sampler.mode(trial.number) if isinstance(sampler, PriorBandSampler) else None
-
-
-def _near(trial: optuna.Trial) -> int | None:
-    """The trial an incumbent draw was drawn near, when the sampler says."""
-    sampler = trial.study.sampler
-    return sampler.anchor(trial.number) if isinstance(sampler, PriorBandSampler) else None
+    if not isinstance(sampler, PriorBandSampler):
+        return {}
+    return {record.DRAWN_BY: sampler.mode(trial.number), record.NEAR: sampler.anchor(trial.number)}
 
 
 def _release_memory(device: torch.device) -> None:
