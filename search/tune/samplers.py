@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -169,18 +169,17 @@ def mode_weights(trained: int, *, prior: bool = True) -> dict[Mode, float]:
     return {"prior": near_prior, "incumbent": earned - tpe, "tpe": tpe, "random": random}
 
 
-def _incumbent(study: optuna.Study, trained: list[FrozenTrial]) -> FrozenTrial | None:
-    """The best completed trial of ``trained``, None while none has completed."""
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-    completed = [t for t in trained if t.state == TrialState.COMPLETE and t.value is not None]
-    return max(completed, key=lambda t: sign * cast(float, t.value)) if completed else None
-
-
 def leaders(trained: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     """The ``k`` trials of ``trained`` ahead: completed trials first, then those stopped at the furthest epoch (the
     random draws stop at 2 epochs: at first, those), each by the finals' ranking (furthest report, then accuracy)."""
     ranked = [t for t in trained if t.state == TrialState.COMPLETE or t.intermediate_values]
     return sorted(ranked, key=lambda t: (t.state == TrialState.COMPLETE, *rank_key(t)), reverse=True)[:k]
+
+
+def _incumbent(trained: list[FrozenTrial]) -> FrozenTrial | None:
+    """The first of the :func:`leaders` if it completed (the best completed trial), None while none has."""
+    ahead = leaders(trained, 1)
+    return ahead[0] if ahead and ahead[0].state == TrialState.COMPLETE else None
 
 
 class PriorBandSampler(OneSamplerPerTrial):
@@ -224,7 +223,7 @@ class PriorBandSampler(OneSamplerPerTrial):
         base = self.prior
         if mode == "incumbent":
             if self.prior is not None:
-                incumbent = _incumbent(study, finished)
+                incumbent = _incumbent(finished)
             else:
                 ahead = leaders(finished, ANCHORS_WITHOUT_PRIOR)
                 incumbent = ahead[int(self._anchor_rng.integers(len(ahead)))] if ahead else None
