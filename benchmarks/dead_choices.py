@@ -17,13 +17,15 @@ from typing import Any
 
 from benchmarks.derived import options, report, rows_of
 from benchmarks.draw_modes import TOP, distinct, screen_best
+from search.defaults import DEFAULT_VAL_SIZE
+from search.throughput import EXPORT_IMAGES
 
 CHOICES = ("batch_norm", "head", "activation", "optimizer", "schedule", "batch_size", "n_blocks", "kernel",
            "dense_layers", "crop_pad", "rotate")  # fmt: skip
 # The choices that never took a place in a screen's best 3 and that FIXED_IN_DRAWS (search/defaults.py) now rules
 # out of the draws; the augmentation choices that never did either (crop 2, rotation 15) stay: docs/defaults.md.
 NEVER_KEPT = (("batch_norm", False), ("head", "gap"))
-TRAIN_IMAGES = 50_000  # a screen trial's training split (60,000 less the 10,000 validation images)
+TRAIN_IMAGES = EXPORT_IMAGES - DEFAULT_VAL_SIZE  # a screen trial's training split: all but the validation images
 
 
 def _seconds(trial: dict[str, Any]) -> float:

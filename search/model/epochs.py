@@ -8,9 +8,9 @@ from optuna.trial import FrozenTrial
 
 from search.plan import MAX_EXPORT_EPOCHS
 from search.store.record import TrialRecord
+from search.throughput import EXPORT_IMAGES
 
 MIN_EPOCHS, MAX_EPOCHS = 5, MAX_EXPORT_EPOCHS
-TRAIN_IMAGES = 60_000
 RISING_FACTOR, PLATEAU_FACTOR = 6, 2
 
 
@@ -51,6 +51,6 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
         "epochs_run": epochs_run, "cut_short": rec.cut_short is not None, "scheduled_epochs": scheduled,
         "best_epoch": best_epoch, "still_rising": still_rising,
         "val_curve": {f"{k:g}": v for k, v in curve.items()}, "search_images_per_epoch": seen,
-        "retrain_images_per_epoch": TRAIN_IMAGES, "epochs": epochs,
+        "retrain_images_per_epoch": EXPORT_IMAGES, "epochs": epochs,
     }  # fmt: skip
     return epochs, rule
