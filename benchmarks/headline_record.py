@@ -3,11 +3,12 @@
     python -m benchmarks.headline_record D --what TEXT --concurrent TEXT [--commit REV] [--cpu-note TEXT]
                                          --out FILE  (under docs/measurements/)
 
-``D`` is the ``--headline-dir`` of ``python -m benchmarks.bench --headline ... --out D/bench.json > D/log.txt``:
-the harness's JSON (kept whole under ``bench``), the plan lines of the run's log (the time plan at the start and
-each replan, which only the log shows), and every trial of the run's SQLite study (``trials_of_the_study``, the
-evidence the readers in ``benchmarks/`` derive from). What the run cannot know is given by hand: what the run was
-for (``--what``) and what else ran beside it (``--concurrent``).
+``D`` is the ``--headline-dir`` of ``python -m benchmarks.bench --headline ... --out D/bench.json > D/log.txt``: the
+harness's JSON (kept whole under ``bench``), the plan lines of the run's log (the time plan at the start and each
+replan, which only the log shows), the export's epochs rule from ``D/best/config.json`` (``export_epochs_rule``: its
+own timing of an epoch and the epochs the plan's time held; null without that file), and every trial of the run's
+SQLite study (``trials_of_the_study``, the evidence the readers in ``benchmarks/`` derive from). What the run cannot
+know is given by hand: what the run was for (``--what``) and what else ran beside it (``--concurrent``).
 """
 
 from __future__ import annotations
@@ -132,13 +133,17 @@ def build(
     except KeyError:
         raise RecordError(f"{paths['bench.db']} holds no study {STUDY!r}") from None
     headline = bench["headline"]
+    # The export's own epochs rule (its timing of an epoch, the plan's time, the epochs that time held), which only
+    # the exported model's config.json keeps: the harness's JSON has the epochs trained, not what was planned.
+    exported = folder / "best" / "config.json"
+    export_rule = json.loads(exported.read_text())["provenance"].get("epochs_rule") if exported.is_file() else None
     # The command as anyone would type it: the folder named D, the interpreter as `python`.
     command = re.sub(r"^\S*python3?(?=\s)", "python", bench["command"]).replace(str(folder), "D")
     return {
         "what": what, "command": command, "commit": commit, "machine": machine_text(bench, cpu_note),
         "seed": headline["search"]["seed"], "concurrent": concurrent, "source": SOURCE,
         "summary": summary(headline, plan_lines(log := paths["log.txt"].read_text()), screen_moves(log)),
-        "bench": bench,
+        "bench": bench, "export_epochs_rule": export_rule,
         "trials_of_the_study": [trial_row(t) for t in study.get_trials(deepcopy=False)],
     }  # fmt: skip
 

@@ -15,7 +15,7 @@ from benchmarks.headline_record import RecordError, build, plan_lines, screen_mo
 RECORDS = Path(__file__).resolve().parent.parent / "docs" / "measurements"
 # Records written by the script this module replaced: rebuilding their summary from their raw JSON must agree.
 REBUILT = ("staged-60-seed0-c6b998e.json", "staged-15-seed0-c6b998e.json", "staged-60-nkb-seed0-620771b.json")
-NEWEST = "staged-60-nkb-seed0-2476442-epyc.json"  # a record written since the rows gained the draws' anchors (near)
+NEWEST = "staged-60-seed0-29a0da6-epyc-avx2.json"  # a record written since it kept the export's epochs rule
 
 LOG = """\
 [13:01:01] plan for 60 min: screen 28 min at 5 epochs, 2 finalists x 15 epochs  
@@ -123,6 +123,14 @@ def test_a_record_keeps_the_raw_json_the_plans_and_every_trial(run_folder: Path)
                                                                                          None, 99.0)  # fmt: skip
     assert skipped["images_per_second"] == skipped["images_per_wall_second"] == 0.0  # never trained
     assert (final["stage"], final["parent"], final["flip_tta"]["flip"]) == ("final", 0, 0.912)
+
+
+def test_the_exports_epochs_rule_comes_from_the_exported_config_and_is_null_without_one(run_folder: Path) -> None:
+    assert build(run_folder, what="", concurrent="")["export_epochs_rule"] is None
+    rule = {"plan_export_seconds": 1600.0, "export_epoch_seconds_timed": 80.0, "plan_export_epochs": 24}
+    (run_folder / "best").mkdir()
+    (run_folder / "best" / "config.json").write_text(json.dumps({"provenance": {"epochs_rule": rule}}))
+    assert build(run_folder, what="", concurrent="")["export_epochs_rule"] == rule
 
 
 def test_the_rows_have_the_committed_records_fields(run_folder: Path) -> None:
