@@ -198,3 +198,10 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"needs a PostgreSQL server install (apt-get install postgresql): {why}")
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _short_export_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """export-best's timing of an epoch on 256 random images, not 2,048: the tiny networks' order and the plan's
+    arithmetic are what the tests check, and the tests that time networks against each other set their own."""
+    monkeypatch.setattr("search.speed.TIMED_IMAGES", 256)
