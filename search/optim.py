@@ -65,12 +65,20 @@ class Pace:
         self.total = total_steps
         self.limit_s = limit_s
         self.started = time.perf_counter()
+        self.elapsed = 0.0  # seconds from the start to the last advance (read only with a limit)
+
+    def seconds_left(self) -> float | None:
+        """Seconds the time limit left at the last :meth:`advance` (0 once past it); None without a limit."""
+        if self.limit_s is None:
+            return None
+        return max(0.0, self.limit_s - self.elapsed)
 
     def advance(self, steps_done: int) -> bool:
         """Bring the schedule to its position after ``steps_done`` steps; False once it is complete."""
         position = steps_done
         if self.limit_s is not None:
-            used = (time.perf_counter() - self.started) / self.limit_s
+            self.elapsed = time.perf_counter() - self.started
+            used = self.elapsed / self.limit_s
             position = max(position, math.floor(used * self.total))
         if position >= self.total:
             return False

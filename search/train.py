@@ -57,6 +57,8 @@ class EpochStats:
     images: int  # images trained on since the previous evaluation
     report: int = 0  # 1-based index of this evaluation in the run (= epoch when evals_per_epoch is 1)
     epochs_done: float = 0.0  # epochs trained so far, e.g. 1.5 (an int when whole)
+    # Seconds the run's time limit leaves at this evaluation (None without one): a display can say where it ends.
+    time_left_s: float | None = None
     # The validation logits (CPU) this evaluation computed anyway: a confusion matrix of the best report costs
     # nothing more. Not part of the stats' identity.
     val_logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -204,7 +206,7 @@ def train(
             if i + 1 in eval_after or not more:
                 stats = since.close(
                     model, splits, runtime, epoch=epoch, report=len(history) + 1,
-                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr,
+                    epochs_done=epoch - 1 + (i + 1) / steps_per_epoch, lr=lr, time_left_s=pace.seconds_left(),
                 )  # fmt: skip
                 history.append(stats)
                 if on_epoch_end is not None:
@@ -239,7 +241,7 @@ class _Window:
 
     def close(
         self, model: nn.Module, splits: Splits, runtime: Runtime, *, epoch: int, report: int, epochs_done: float,
-        lr: float,
+        lr: float, time_left_s: float | None = None,
     ) -> EpochStats:  # fmt: skip
         """Stop the clock, check the loss, validate; the stats of this window."""
         if self.device.type == "cuda":
@@ -253,5 +255,5 @@ class _Window:
             epoch=epoch, train_loss=train_loss, train_acc=self.correct.item() / self.seen,
             val_loss=val.loss if val else None, val_acc=val.accuracy if val else None, lr=lr,
             seconds=seconds, images=self.seen, report=report, epochs_done=_tidy(epochs_done),
-            val_logits=val.logits if val else None,
+            time_left_s=time_left_s, val_logits=val.logits if val else None,
         )  # fmt: skip

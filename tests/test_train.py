@@ -93,6 +93,10 @@ def test_a_run_that_keeps_its_time_limit_is_the_run_without_one(tiny_splits: Spl
         (s.train_loss, s.val_acc, s.lr) for s in runs[1].history
     ]
     assert not runs[0].time_limited and not runs[1].time_limited and runs[1].epochs_run == 2
+    # Each evaluation says what the limit leaves, for a display to say where it ends; nothing without one.
+    assert [s.time_left_s for s in runs[0].history] == [None, None]
+    left = [s.time_left_s for s in runs[1].history]
+    assert all(x is not None and 0 < x < 1e6 for x in left) and left[0] > left[1]  # type: ignore[operator]
 
 
 def test_a_run_behind_its_time_limit_anneals_sooner_and_ends_at_it(
@@ -107,6 +111,7 @@ def test_a_run_behind_its_time_limit_anneals_sooner_and_ends_at_it(
     rates = [s.lr / cfg.lr for s in result.history]  # the rate of each step (one evaluation a step)
     assert rates[0] == pytest.approx(1.0) and all(a > b for a, b in pairwise(rates))
     assert rates[-1] < 0.1  # the schedule ran on the clock: annealed by the limit, not cut off at its top
+    assert result.history[-1].time_left_s == 0.0  # the limit was used up: nothing left at the last evaluation
     with pytest.raises(ValueError, match="time_limit_s"):
         train(build_model(SMALL), cfg, tiny_splits, runtime=CPU, seed=0, time_limit_s=0)
 
@@ -214,3 +219,24 @@ def test_the_searchs_bf16_validation_agrees_with_fp32(tiny_splits: Splits, monke
     ]  # fmt: skip
     assert abs(scores[0].accuracy - scores[1].accuracy) <= 2 / len(tiny_splits.val)
     assert scores[1].logits.dtype == torch.float32 and not torch.equal(scores[0].logits, scores[1].logits)
+
+
+def test_the_progress_line_says_where_the_time_limit_ends_a_run_behind_its_plan() -> None:
+    import io
+
+    from rich.console import Console
+
+    from search.cli.bars import TrainingProgress
+    from search.tune.events import StopRequest
+
+    bars = TrainingProgress(Console(file=io.StringIO()), StopRequest())
+    bars.epochs = 22
+
+    def stats(left: float | None) -> EpochStats:
+        return EpochStats(epoch=6, train_loss=0.6, train_acc=0.9, val_loss=None, val_acc=None, lr=0.01,
+                          seconds=120.0, images=60_000, report=6, epochs_done=6, time_left_s=left)  # fmt: skip
+
+    # 840 s left at 120 s an epoch: 7 more, so near epoch 13 of the 22 planned.
+    assert bars.ends_near(stats(840.0)) == "; at this pace the time limit ends training near epoch 13"
+    assert bars.ends_near(stats(16 * 120.0)) == ""  # on pace for the 22 planned: nothing to say
+    assert bars.ends_near(stats(None)) == ""  # no time limit

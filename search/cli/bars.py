@@ -59,7 +59,18 @@ class TrainingProgress:
     def on_epoch_end(self, stats: EpochStats) -> None:
         self.stop.check()
         line = f"train loss {stats.train_loss:.4f} · train acc {stats.train_acc:.4f}"
-        self.console.log(f"epoch {stats.epoch}/{self.epochs}: {line} ({stats.seconds:.1f}s)")
+        self.console.log(f"epoch {stats.epoch}/{self.epochs}: {line} ({stats.seconds:.1f}s){self.ends_near(stats)}")
         if self.epoch_task is not None and self.step_task is not None:
             self.progress.update(self.epoch_task, completed=stats.epoch, last=line)
             self.progress.reset(self.step_task, total=1, last="")
+
+    def ends_near(self, stats: EpochStats) -> str:
+        """Where the time limit ends the run at this epoch's pace, when that is short of the epochs planned: the
+        schedule runs on the clock (:class:`~search.optim.Pace`), so on a machine slower than timed the count
+        planned is not the count trained, and the line says so ("" otherwise)."""
+        if stats.time_left_s is None or stats.seconds <= 0:
+            return ""
+        at_pace = stats.epochs_done + stats.time_left_s / stats.seconds
+        if at_pace >= self.epochs - 0.5:
+            return ""
+        return f"; at this pace the time limit ends training near epoch {max(at_pace, stats.epochs_done):.0f}"
