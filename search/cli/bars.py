@@ -73,4 +73,4 @@ class TrainingProgress:
         at_pace = stats.epochs_done + stats.time_left_s / stats.seconds
         if at_pace >= self.epochs - 0.5:
             return ""
-        return f"; at this pace the time limit ends training near epoch {max(at_pace, stats.epochs_done):.0f}"
+        return f"; at this pace the time limit ends training near epoch {at_pace:.0f}"
