@@ -1,133 +1,62 @@
-"""Shared fixtures and helpers: tiny IDX files written on the fly, the CLI run in-process, a small saved
-model, a pickle payload; the real data and a PostgreSQL server for the slow suite.
+"""Shared fixtures and hooks: tiny IDX files written on the fly, the test's own environment, the real data
+and a PostgreSQL server for the slow suite. The helpers are in tests/support.py.
 
-Test modules import the plain helpers from here (``from tests.conftest import fsearch``), never from
-one another.
+Nothing heavy is imported at the top: pytest-xdist's controller loads this file too and runs no test, and the
+workers it starts wait for it (importing torch here cost ~3 s of every run's start on a 2-core machine).
 """
 
 from __future__ import annotations
 
 import gc
-import gzip
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
-import torch
 
-from search.cli.app import main
-from search.data import CLASSES, Splits, load_splits, raw_dir
-from search.model.export import save_model
-from space import Architecture, ConvBlock, TrainConfig, TrialConfig, build_model
 from tests.pg_server import find_bin_dir, postgres_server
 
-REPO = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from search.data import Splits
+
 # tmp_path on a RAM disk where there is one (unless $TMPDIR says where): SQLite syncs every commit to
 # disk, ~4 ms each here, and a tiny search commits a thousand times.
 if "TMPDIR" not in os.environ and os.access("/dev/shm", os.W_OK):
     os.environ["TMPDIR"] = "/dev/shm"
     tempfile.tempdir = None  # gettempdir() looks again
-# The tiny networks gain nothing from intra-op threads; two threads spin-waiting on each other on a
-# busy 2-core machine (another test run, another worker) made training several times slower.
-torch.set_num_threads(1)
-TINY_TRAIN = 300  # 30 per class
-TINY_TEST = 50
-
-MEAN, STD = 0.2860, 0.3530  # the normalisation save_small_model records
-# A small network (two blocks, batch norm, a hidden dense layer): fast to train on tiny data.
-SMALL = TrialConfig(
-    arch=Architecture(blocks=(ConvBlock(8), ConvBlock(12)), dense=(16,), batch_norm=True),
-    train=TrainConfig(batch_size=32, epochs=1),
-)
 
 
-def package_modules(*roots: str) -> dict[str, Path]:
-    """Each module under the ``roots`` packages (default: search and space) by dotted name, a package by its own."""
-    found = {}
-    for root in roots or ("search", "space"):
-        for path in sorted((REPO / root).rglob("*.py")):
-            parts = path.relative_to(REPO).with_suffix("").parts
-            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return found
+# The modules that take longest (`pytest --durations=0`; module fixtures, searches, spawned processes), run
+# first. xdist hands a worker the next module when it is nearly done with its own, so the short ones fill in at
+# the end and the two workers end together; its default order (most tests first) left a 5 s module of one test
+# to run alone at the end. A module missing from here only runs later: the order never changes a result.
+SLOWEST_FIRST = (
+    "test_stages", "test_cli", "test_export", "test_workers", "test_dashboard", "test_runner", "test_graphs",
+    "test_storage_claims", "test_hardening_storage", "test_prior_sampler", "test_screen_end", "test_train",
+)  # fmt: skip
 
 
-def fsearch(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """Run ``fsearch ARGS`` in-process through the real entry point; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr("sys.argv", ["fsearch", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 1), out, err
-
-
-def save_small_model(directory: Path, cfg: TrialConfig = SMALL) -> tuple[torch.nn.Module, Path]:
-    """An untrained ``cfg`` network (seeded, with non-default batch-norm statistics) saved as a model
-    directory; returns the network and the directory."""
-    torch.manual_seed(0)
-    model = build_model(cfg.arch)
-    for module in model.modules():  # non-default running statistics, as after training
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    save_model(directory, model, cfg=cfg, mean=MEAN, std=STD, classes=CLASSES, extra={"test_accuracy": 0.5})
-    return model, directory
-
-
-class PicklePayload:
-    """Unpickling this would create ``marker``: the proof that a pickle was executed."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` (uint8) as a gzip'd IDX file, the format of the official files."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-def tiny_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noise images whose class is a bright horizontal bar at row ``2 * label + 4``: easy to learn."""
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    rng.shuffle(labels)
-    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-    for i, label in enumerate(labels):
-        row = 2 * int(label) + 4
-        images[i, row : row + 2, 4:24] = 230
-    return images, labels
-
-
-def write_tiny_dataset(root: Path, *, n_train: int = TINY_TRAIN, n_test: int = TINY_TEST) -> Path:
-    folder = raw_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
-        images, labels = tiny_images(n, seed)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module's tests stay together and in order; the modules in SLOWEST_FIRST go first (the same order
+    in every xdist worker, which each collect the suite, as xdist requires)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Import what the first trial of a search would import lazily, before the heap is first frozen."""
+    """In the process that runs the tests (not xdist's controller, which collects nothing): one intra-op thread,
+    and what the first trial of a search would import lazily, imported before the heap is first frozen."""
     import matplotlib.backends.backend_agg  # the trials' confusion-matrix artifacts
     import optuna_dashboard  # the trials' architecture notes
     import torch._dynamo  # the first optimizer imports it
 
-    del matplotlib, optuna_dashboard, torch
+    # The tiny networks gain nothing from intra-op threads; two threads spin-waiting on each other on a
+    # busy 2-core machine (another test run, another worker) made training several times slower.
+    torch.set_num_threads(1)
+    del matplotlib, optuna_dashboard
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -148,6 +77,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny data dir, written once for the session: never to be changed (copy it: tiny_data_dir)."""
+    from tests.support import write_tiny_dataset
+
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
@@ -161,6 +92,10 @@ def tiny_data_dir(tiny_files: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_splits(tiny_files: Path) -> Splits:
     """The tiny data loaded once for the session (training indexes into it and never writes it)."""
+    import torch
+
+    from search.data import load_splits
+
     return load_splits(tiny_files, device=torch.device("cpu"), val_size=100, verify=False, download=False)
 
 
@@ -171,12 +106,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     # `fsearch run` defaults to --workers auto (2 processes here); tests that want workers ask for them.
     monkeypatch.setenv("FSEARCH_WORKERS", "1")
+    import torch
+
     torch.manual_seed(0)
 
 
 @pytest.fixture
 def real_data_dir() -> Path:
     """The official files (``$FSEARCH_DATA_DIR`` or ``../shared/data``); the slow suite needs them."""
+    from search.data import raw_dir
+    from tests.support import REPO
+
     candidates = [Path(os.environ["FSEARCH_DATA_DIR"])] if os.environ.get("FSEARCH_DATA_DIR") else []
     candidates.append(REPO.parent / "shared" / "data")
     for candidate in candidates:

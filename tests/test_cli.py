@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from space import PRESETS
-from tests.conftest import fsearch
+from tests.support import fsearch
 
 
 def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:

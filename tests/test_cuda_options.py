@@ -155,7 +155,7 @@ def test_each_training_command_hands_its_cuda_graphs_switch_on(
 ) -> None:  # fmt: skip
     """A way out where a GPU's capture fails: --no-cuda-graphs reaches the options every Runtime is built from."""
     from search.errors import ConfigError
-    from tests.conftest import fsearch
+    from tests.support import fsearch
 
     seen: list[Any] = []
 

@@ -31,7 +31,7 @@ from search.tune.runner import run_search
 from search.tune.samplers import make_sampler
 from search.tune.session import SearchOptions
 from space import build_model, count_macs, count_parameters, preset_config, summary_markdown
-from tests.conftest import fsearch, write_tiny_dataset
+from tests.support import fsearch, write_tiny_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RECORDED = {"parameters", "macs", "flops", "images_per_second", "train_seconds", "wall_seconds", "device"}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, fsearch
+from tests.support import REPO, fsearch
 
 pytestmark = pytest.mark.slow
 OUTPUT = REPO / "test-output"

@@ -11,7 +11,7 @@ import torch
 
 from search import data
 from search.data import DataError, default_data_dir, ensure_files, load_splits, raw_dir, read_idx, read_split
-from tests.conftest import TINY_TRAIN, write_idx
+from tests.support import TINY_TRAIN, write_idx
 
 CPU = torch.device("cpu")
 

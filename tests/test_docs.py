@@ -12,7 +12,7 @@ import typer.main
 
 from search.cli.app import app
 from search.store import record
-from tests.conftest import REPO, package_modules
+from tests.support import REPO, package_modules
 
 README = REPO / "README.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from search.data import CLASSES, load_test
-from tests.conftest import fsearch
+from tests.support import fsearch
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from search.data import load_splits
 from search.runtime import Runtime
 from search.train import train
 from space import build_model, preset_config
-from tests.conftest import fsearch
+from tests.support import fsearch
 
 pytestmark = pytest.mark.slow
 

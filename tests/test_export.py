@@ -27,7 +27,7 @@ from search.train import evaluate, prepare_model
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
 from space import Augment, preset_config
-from tests.conftest import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, write_tiny_dataset
+from tests.support import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, write_tiny_dataset
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from search.model.graph import GRAPH_FILES, TOLERANCE, export_graph
-from tests.conftest import MEAN, STD, save_small_model, tiny_images
+from tests.support import MEAN, STD, save_small_model, tiny_images
 
 
 def test_an_onnx_graph_runs_in_onnxruntime_with_the_logits_of_pytorch(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 from search.errors import ModelError
 from search.model import export
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, load_model, sha256_file
-from tests.conftest import REPO, PicklePayload, fsearch, save_small_model
+from tests.support import REPO, PicklePayload, fsearch, save_small_model
 
 CPU = torch.device("cpu")
 

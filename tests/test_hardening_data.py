@@ -24,7 +24,7 @@ from search import data
 from search.data import check_split, load_splits, raw_dir, read_idx, read_split
 from search.errors import DataError
 from search.model import retrain
-from tests.conftest import fsearch, write_idx
+from tests.support import fsearch, write_idx
 
 SPLIT_OF = {name: "train" if name.startswith("train") else "test" for name in data.FILES}
 FIX = "delete it and download it again, or point --data-dir at a good copy"

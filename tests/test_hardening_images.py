@@ -30,7 +30,7 @@ from PIL import Image, ImageOps
 
 from search.errors import ImageError, one_line
 from search.model.images import _orient, read_image
-from tests.conftest import REPO, fsearch, save_small_model
+from tests.support import REPO, fsearch, save_small_model
 
 PNG_MODES = ("1", "L", "LA", "P", "P+transparency", "RGB", "RGBA", "I;16")
 JPEG_MODES = ("L", "RGB", "CMYK")

@@ -11,7 +11,7 @@ import pytest
 
 from search.errors import StorageError
 from search.store.storage import OPTUNA_SCHEMA, mask_url, open_storage
-from tests.conftest import fsearch
+from tests.support import fsearch
 
 EXAMPLE = "use e.g. sqlite:///studies/fsearch.db or postgresql://user:password@host/db"
 

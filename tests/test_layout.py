@@ -9,7 +9,7 @@ from pathlib import Path
 
 import search
 import space
-from tests.conftest import REPO, package_modules
+from tests.support import REPO, package_modules
 
 MAX_LINES = 300
 # Lower layers never import higher ones; tune, model and dashboard do not import each other.

@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 
 from search.model.graph import ONNX_PACKAGES
 from space import PRESETS, SPACE_VERSION, suggest
-from tests.conftest import PicklePayload, fsearch, save_small_model
+from tests.support import PicklePayload, fsearch, save_small_model
 
 
 def _study(storage: BaseStorage, name: str, *, version: str | None = SPACE_VERSION) -> optuna.Study:

@@ -16,7 +16,7 @@ from search.data import CLASSES
 from search.errors import ImageError
 from search.model import images as imageio
 from search.model.images import read_image
-from tests.conftest import fsearch, save_small_model
+from tests.support import fsearch, save_small_model
 
 
 def _png_header(width: int, height: int) -> bytes:

@@ -6,9 +6,7 @@ import copy
 
 import pytest
 import torch
-import torchvision.transforms.functional as TF
 from torch import nn
-from torchvision.transforms import InterpolationMode
 
 import search.augment
 from search.augment import normalize, prepare_batch, random_crop, random_rotate, rotate
@@ -67,6 +65,10 @@ def test_quarter_turns_equal_rot90(k: int, degrees: float, dtype: torch.dtype) -
 
 
 def test_rotation_matches_torchvision_bilinear_rotate() -> None:
+    # Imported here: torchvision takes ~2 s to import, which every xdist worker would pay to collect this module.
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     x = _images(3, torch.float32)
     angles = [30.0, -12.5, 7.0]
     out = rotate(x, torch.tensor(angles))

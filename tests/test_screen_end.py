@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -22,6 +21,7 @@ from search.tune.clock import Deadline
 from search.tune.finals import screen_end
 from search.tune.runner import run_search
 from space import PRESETS
+from tests.spawned import read_deadline_when_told
 from tests.test_stages import _opts, _queue, fast_machine  # noqa: F401 (a fixture)
 
 EXPORT_C = 1 / (1550 * 19.1)  # the 2-core CPU's order of magnitude (as in test_plan.py)
@@ -89,15 +89,10 @@ def test_a_leader_too_costly_even_for_the_shortest_screen_leaves_it_to_the_final
     assert screen_end(trials, plan, measured=CPU) == START_S + plan.screen_s
 
 
-def _read_when_told(deadline: Deadline, told: Any, out: Any) -> None:
-    told.wait(30)
-    out.put(deadline.at)
-
-
 def test_a_worker_process_sees_the_deadline_its_parent_moves() -> None:
     ctx = multiprocessing.get_context("spawn")
     deadline, told, out = Deadline(1000.0), ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_read_when_told, args=(deadline, told, out))
+    proc = ctx.Process(target=read_deadline_when_told, args=(deadline, told, out))
     proc.start()
     deadline.move_to(500.0)  # after the worker started
     told.set()

@@ -22,7 +22,7 @@ from search.model import retrain
 from search.paths import DEFAULT_STUDY
 from search.tune import objective
 from space import PRESETS
-from tests.conftest import REPO, fsearch
+from tests.support import REPO, fsearch
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]

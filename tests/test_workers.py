@@ -30,7 +30,7 @@ from search.tune.runner import run_search
 from search.tune.session import LocalTickets, SearchOptions
 from search.tune.workers import AUTO_WORKERS_PER_GPU, SharedTickets, WorkerSpec, plan_workers
 from space import PRESETS
-from tests.conftest import REPO, fsearch
+from tests.support import REPO, fsearch
 
 FSEARCH = [sys.executable, "-c", "from search.cli.app import main; main()"]
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
