@@ -241,7 +241,7 @@ class _Window:
 
     def close(
         self, model: nn.Module, splits: Splits, runtime: Runtime, *, epoch: int, report: int, epochs_done: float,
-        lr: float, time_left_s: float | None = None,
+        lr: float, time_left_s: float | None,
     ) -> EpochStats:  # fmt: skip
         """Stop the clock, check the loss, validate; the stats of this window."""
         if self.device.type == "cuda":

@@ -67,7 +67,8 @@ class TrainingProgress:
     def ends_near(self, stats: EpochStats) -> str:
         """Where the time limit ends the run at this epoch's pace, when that is short of the epochs planned: the
         schedule runs on the clock (:class:`~search.optim.Pace`), so on a machine slower than timed the count
-        planned is not the count trained, and the line says so ("" otherwise)."""
+        planned is not the count trained, and the line says so ("" otherwise). A retraining evaluates once an
+        epoch, so ``stats.seconds`` is the last epoch's."""
         if stats.time_left_s is None or stats.seconds <= 0:
             return ""
         at_pace = stats.epochs_done + stats.time_left_s / stats.seconds
