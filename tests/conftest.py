@@ -74,6 +74,45 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     gc.freeze()
 
 
+# The figures a trial and an export draw (search.metrics), by the names their callers import them under.
+FIGURES = (
+    ("search.metrics", "plot_confusion_matrix"), ("search.model.retrain", "plot_confusion_matrix"),
+    ("search.model.retrain", "plot_training_curves"),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _placeholder_figures(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], object]]:
+    """Trials and exports write a one-pixel PNG where they would draw a matplotlib figure: a confusion matrix
+    takes ~0.3 s to draw here, and the figures were a tenth of the default suite's time, in tests that only check
+    that the file is there. tests/test_metrics.py draws the real figures; so do a test marked ``real_figures``
+    (the export's files) and a session that runs the slow suite. Yields the real functions by (module, name)."""
+    import importlib
+
+    from tests.support import write_placeholder_png
+
+    real = {(module, name): getattr(importlib.import_module(module), name) for module, name in FIGURES}
+    if any(item.get_closest_marker("slow") for item in request.session.items):
+        yield real
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in FIGURES:
+            patch.setattr(importlib.import_module(module), name, write_placeholder_png)
+        yield real
+
+
+@pytest.fixture(autouse=True)
+def _real_figures(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _placeholder_figures: dict[tuple[str, str], object]
+) -> None:
+    """The real figures back for a test marked ``real_figures``."""
+    if request.node.get_closest_marker("real_figures"):
+        import importlib
+
+        for (module, name), function in _placeholder_figures.items():
+            monkeypatch.setattr(importlib.import_module(module), name, function)
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny data dir, written once for the session: never to be changed (copy it: tiny_data_dir)."""

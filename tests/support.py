@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,23 @@ SMALL = TrialConfig(
     arch=Architecture(blocks=(ConvBlock(8), ConvBlock(12)), dense=(16,), batch_norm=True),
     train=TrainConfig(batch_size=32, epochs=1),
 )
+
+
+# A valid PNG of one white pixel.
+PLACEHOLDER_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a4944415478da63f80f00010101001bb6ee560000000049454e44ae426082"
+)
+
+
+def write_placeholder_png(path: Path, *args: Any, **kwargs: Any) -> None:
+    """Stands in for search.metrics' figures in the default suite (tests/conftest.py): the file, not the drawing."""
+    path.write_bytes(PLACEHOLDER_PNG)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def package_modules(*roots: str) -> dict[str, Path]:

@@ -230,6 +230,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return data_dir, storage
 
 
+@pytest.mark.real_figures  # the figures as an export draws them, not the placeholder
 def test_export_best_writes_every_file_and_records_the_result_on_the_study(
     searched: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
