@@ -113,6 +113,17 @@ def _real_figures(
             monkeypatch.setattr(importlib.import_module(module), name, function)
 
 
+@pytest.fixture
+def fast_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The staged tests' machine: calibrated as one on which everything fits (``FAST_MACHINE``), finals of 3 epochs."""
+    from search import plan
+    from search.tune import runner
+    from tests.support import FAST_MACHINE
+
+    monkeypatch.setattr(runner, "calibrate", lambda *a, **k: FAST_MACHINE)
+    monkeypatch.setattr(plan, "FINAL_EPOCHS", 3)  # the finals' fidelity, cut for tiny tests
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny data dir, written once for the session: never to be changed (copy it: tiny_data_dir)."""

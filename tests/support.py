@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
 from search.cli.app import main
 from search.data import CLASSES, raw_dir
 from search.model.export import save_model
+from search.throughput import Throughput
+from search.tune.session import SearchOptions
 from space import Architecture, ConvBlock, TrainConfig, TrialConfig, build_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +50,28 @@ def write_placeholder_png(path: Path, *args: Any, **kwargs: Any) -> None:
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     """One PNG chunk: length, type, data and CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+# A machine on which everything fits (seconds per image per million MACs): calibrate's answer in the staged tests.
+FAST_MACHINE = Throughput(worker=1e-7, export=1e-7)
+
+
+def staged_options(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
+    """A staged search of 3 trials on the tiny data, a 5-minute budget, one worker: ``kw`` overrides any field."""
+    base: dict[str, Any] = {
+        "storage": f"sqlite:///{tmp_path / 's.db'}", "study": "staged", "trials": 3, "data_dir": data_dir,
+        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100,
+        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False, "artifacts": False,
+        "budget_minutes": 5.0,
+    }  # fmt: skip
+    return SearchOptions(**(base | kw))
+
+
+def queue_trials(storage: str, params: list[dict[str, Any]]) -> None:
+    """Queue ``params`` in order in the study "staged" (created if need be)."""
+    study = optuna.create_study(storage=storage, study_name="staged", direction="maximize", load_if_exists=True)
+    for p in params:
+        study.enqueue_trial(p)
 
 
 def package_modules(*roots: str) -> dict[str, Path]:

@@ -233,3 +233,25 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str], monkeypatch
     code, out, _ = fsearch(["--help"], capsys, monkeypatch)
     assert code == 0
     assert all(cmd in out for cmd in ("run", "studies", "show"))
+
+
+def test_the_progress_line_says_where_the_time_limit_ends_a_run_behind_its_plan() -> None:
+    import io
+
+    from rich.console import Console
+
+    from search.cli.bars import TrainingProgress
+    from search.train import EpochStats
+    from search.tune.events import StopRequest
+
+    bars = TrainingProgress(Console(file=io.StringIO()), StopRequest())
+    bars.epochs = 22
+
+    def stats(left: float | None) -> EpochStats:
+        return EpochStats(epoch=6, train_loss=0.6, train_acc=0.9, val_loss=None, val_acc=None, lr=0.01,
+                          seconds=120.0, images=60_000, report=6, epochs_done=6, time_left_s=left)  # fmt: skip
+
+    # 840 s left at 120 s an epoch: 7 more, so near epoch 13 of the 22 planned.
+    assert bars.ends_near(stats(840.0)) == "; at this pace the time limit ends training near epoch 13"
+    assert bars.ends_near(stats(16 * 120.0)) == ""  # on pace for the 22 planned: nothing to say
+    assert bars.ends_near(stats(None)) == ""  # no time limit

@@ -22,7 +22,7 @@ from search.tune.finals import screen_end
 from search.tune.runner import run_search
 from space import PRESETS
 from tests.spawned import read_deadline_when_told
-from tests.test_stages import _opts, _queue, fast_machine  # noqa: F401 (a fixture)
+from tests.support import queue_trials, staged_options
 
 EXPORT_C = 1 / (1550 * 19.1)  # the 2-core CPU's order of magnitude (as in test_plan.py)
 CPU = Throughput(worker=EXPORT_C * 1.7, export=EXPORT_C / 1.2)
@@ -105,9 +105,9 @@ def test_a_worker_process_sees_the_deadline_its_parent_moves() -> None:
 def test_a_screen_whose_end_moves_to_now_stops_and_the_finals_still_run(
     tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path, trials=3)
+    opts = staged_options(tiny_data_dir, tmp_path, trials=3)
     lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
-    _queue(opts.storage, [PRESETS["lenet5"], lenet_flip, PRESETS["lenet5"] | {"batch_size": 128}])
+    queue_trials(opts.storage, [PRESETS["lenet5"], lenet_flip, PRESETS["lenet5"] | {"batch_size": 128}])
     seen: list[int] = []
 
     def now_after_two(trials: list[optuna.trial.FrozenTrial], plan: Plan, *, measured: Throughput) -> float:

@@ -20,48 +20,23 @@ from search.speed import ExportTiming, export_seconds_per_image, export_timing
 from search.store import record
 from search.store.notes import study_note
 from search.store.record import TrialRecord
-from search.throughput import Throughput
 from search.tune import finals as finals_module
-from search.tune import runner
 from search.tune.clock import Deadline
 from search.tune.finals import candidates
 from search.tune.runner import run_search
 from search.tune.session import SearchOptions
 from space import PRESETS, preset_config
-
-FAST = Throughput(worker=1e-7, export=1e-7)  # seconds per image per million MACs: everything fits
-
-
-def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
-    base: dict[str, Any] = {
-        "storage": f"sqlite:///{tmp_path / 's.db'}", "study": "staged", "trials": 3, "data_dir": data_dir,
-        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100,
-        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False, "artifacts": False,
-        "budget_minutes": 5.0,
-    }  # fmt: skip
-    return SearchOptions(**(base | kw))
-
-
-@pytest.fixture
-def fast_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "calibrate", lambda *a, **k: FAST)
-    monkeypatch.setattr(plan_module, "FINAL_EPOCHS", 3)  # the finals' fidelity, cut for tiny tests
-
-
-def _queue(storage: str, params: list[dict[str, Any]]) -> None:
-    study = optuna.create_study(storage=storage, study_name="staged", direction="maximize", load_if_exists=True)
-    for p in params:
-        study.enqueue_trial(p)
+from tests.support import queue_trials, staged_options
 
 
 def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelity(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path)
+    opts = staged_options(tiny_data_dir, tmp_path)
     # Three small, different networks (queued: random draws at this cap would mostly be skipped).
     lenet_sgd = PRESETS["lenet5"] | {"optimizer": "sgd", "sgd_lr": 0.05, "weight_decay": 1e-4, "batch_size": 128}
     lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
-    _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
+    queue_trials(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
     plans: list[Plan] = []
     report = run_search(opts, on_plan=plans.append)
     # Planned, re-planned after the screen, and once more when the search ended (shown when it reads otherwise):
@@ -88,10 +63,10 @@ def test_finalists_are_trained_again_with_their_parameters_at_the_longer_fidelit
 def test_a_leader_too_slow_for_the_finals_is_passed_over_and_the_run_says_so(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path)
+    opts = staged_options(tiny_data_dir, tmp_path)
     lenet_sgd = PRESETS["lenet5"] | {"optimizer": "sgd", "sgd_lr": 0.05, "weight_decay": 1e-4, "batch_size": 128}
     lenet_flip = PRESETS["lenet5"] | {"flip": True, "crop_pad": 1, "activation": "gelu"}
-    _queue(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
+    queue_trials(opts.storage, [PRESETS["lenet5"], lenet_sgd, lenet_flip])
     leader: list[int] = []  # the screen's best, as the finals rank them; measured as far too slow to train again
     real_choose = finals_module.choose_affordable
 
@@ -112,8 +87,8 @@ def test_a_leader_too_slow_for_the_finals_is_passed_over_and_the_run_says_so(
 def test_without_finals_the_replan_at_the_screens_end_is_not_shown(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path, finalists=0)
-    _queue(opts.storage, [PRESETS["lenet5"]])
+    opts = staged_options(tiny_data_dir, tmp_path, finalists=0)
+    queue_trials(opts.storage, [PRESETS["lenet5"]])
     plans: list[Plan] = []
     report = run_search(opts, on_plan=plans.append)
     # The first plan, then the plan after the search (what the export gets); the replan at the screen's end says
@@ -125,8 +100,8 @@ def test_without_finals_the_replan_at_the_screens_end_is_not_shown(
 def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path, finalists=1)
-    _queue(opts.storage, [PRESETS["lenet5"]])
+    opts = staged_options(tiny_data_dir, tmp_path, finalists=1)
+    queue_trials(opts.storage, [PRESETS["lenet5"]])
     run_search(opts)
     study = optuna.load_study(study_name="staged", storage=opts.storage)
     plan = Plan.from_dict(study.user_attrs[record.PLAN])
@@ -211,10 +186,10 @@ def test_retraining_trains_in_the_memory_format_it_is_given(tiny_data_dir: Path,
 def test_a_finished_screen_trial_is_not_a_finalist_twice(
     tiny_data_dir: Path, tmp_path: Path, fast_machine: None
 ) -> None:
-    opts = _opts(tiny_data_dir, tmp_path, finalists=1, trials=1)
-    _queue(opts.storage, [PRESETS["lenet5"]])
+    opts = staged_options(tiny_data_dir, tmp_path, finalists=1, trials=1)
+    queue_trials(opts.storage, [PRESETS["lenet5"]])
     run_search(opts)
-    _queue(opts.storage, [PRESETS["lenet5"] | {"flip": True}])
+    queue_trials(opts.storage, [PRESETS["lenet5"] | {"flip": True}])
     second = run_search(opts)  # resumed: trial 0 has had its final; the new screen trial is the finalist
     parents = [TrialRecord(t).parent for t in second.study.trials if TrialRecord(t).stage == "final"]
     assert parents.count(0) == 1

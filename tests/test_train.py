@@ -219,24 +219,3 @@ def test_the_searchs_bf16_validation_agrees_with_fp32(tiny_splits: Splits, monke
     ]  # fmt: skip
     assert abs(scores[0].accuracy - scores[1].accuracy) <= 2 / len(tiny_splits.val)
     assert scores[1].logits.dtype == torch.float32 and not torch.equal(scores[0].logits, scores[1].logits)
-
-
-def test_the_progress_line_says_where_the_time_limit_ends_a_run_behind_its_plan() -> None:
-    import io
-
-    from rich.console import Console
-
-    from search.cli.bars import TrainingProgress
-    from search.tune.events import StopRequest
-
-    bars = TrainingProgress(Console(file=io.StringIO()), StopRequest())
-    bars.epochs = 22
-
-    def stats(left: float | None) -> EpochStats:
-        return EpochStats(epoch=6, train_loss=0.6, train_acc=0.9, val_loss=None, val_acc=None, lr=0.01,
-                          seconds=120.0, images=60_000, report=6, epochs_done=6, time_left_s=left)  # fmt: skip
-
-    # 840 s left at 120 s an epoch: 7 more, so near epoch 13 of the 22 planned.
-    assert bars.ends_near(stats(840.0)) == "; at this pace the time limit ends training near epoch 13"
-    assert bars.ends_near(stats(16 * 120.0)) == ""  # on pace for the 22 planned: nothing to say
-    assert bars.ends_near(stats(None)) == ""  # no time limit
