@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -82,35 +82,34 @@ FIGURES = (
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _placeholder_figures(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], object]]:
+def _placeholder_figures(request: pytest.FixtureRequest) -> Iterator[list[tuple[Any, str, Any]]]:
     """Trials and exports write a one-pixel PNG where they would draw a matplotlib figure: a confusion matrix
     takes ~0.3 s to draw here, and the figures were a tenth of the default suite's time, in tests that only check
     that the file is there. tests/test_metrics.py draws the real figures; so do a test marked ``real_figures``
-    (the export's files) and a session that runs the slow suite. Yields the real functions by (module, name)."""
+    (the export's files) and a session that runs the slow suite. Yields (module, name, real function) of each."""
     import importlib
 
     from tests.support import write_placeholder_png
 
-    real = {(module, name): getattr(importlib.import_module(module), name) for module, name in FIGURES}
+    sites = [(module, name, getattr(module, name)) for module, name in
+             ((importlib.import_module(m), n) for m, n in FIGURES)]  # fmt: skip
     if any(item.get_closest_marker("slow") for item in request.session.items):
-        yield real
+        yield sites
         return
     with pytest.MonkeyPatch.context() as patch:
-        for module, name in FIGURES:
-            patch.setattr(importlib.import_module(module), name, write_placeholder_png)
-        yield real
+        for module, name, _ in sites:
+            patch.setattr(module, name, write_placeholder_png)
+        yield sites
 
 
 @pytest.fixture(autouse=True)
 def _real_figures(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _placeholder_figures: dict[tuple[str, str], object]
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _placeholder_figures: list[tuple[Any, str, Any]]
 ) -> None:
     """The real figures back for a test marked ``real_figures``."""
     if request.node.get_closest_marker("real_figures"):
-        import importlib
-
-        for (module, name), function in _placeholder_figures.items():
-            monkeypatch.setattr(importlib.import_module(module), name, function)
+        for module, name, function in _placeholder_figures:
+            monkeypatch.setattr(module, name, function)
 
 
 @pytest.fixture
