@@ -56,15 +56,21 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 FAST_MACHINE = Throughput(worker=1e-7, export=1e-7)
 
 
-def staged_options(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
-    """A staged search of 3 trials on the tiny data, a 5-minute budget, one worker: ``kw`` overrides any field."""
+def tiny_options(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
+    """A search as most tests run one: 2 random draws of 1 epoch on the tiny data in ``data_dir``, on the CPU, one
+    worker, no prior, no pruning, no time plan, no confusion-matrix artifacts; ``kw`` overrides any field."""
     base: dict[str, Any] = {
-        "storage": f"sqlite:///{tmp_path / 's.db'}", "study": "staged", "trials": 3, "data_dir": data_dir,
-        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100,
-        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False, "artifacts": False,
-        "budget_minutes": 5.0,
+        "storage": storage, "study": "tiny", "trials": 2, "data_dir": data_dir, "device": "cpu", "sampler": "random",
+        "pruner": "none", "max_epochs": 1, "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0,
+        "workers": 1, "known_best": False, "budget_minutes": None, "artifacts": False,
     }  # fmt: skip
     return SearchOptions(**(base | kw))
+
+
+def staged_options(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
+    """A staged search (:func:`tiny_options` with a 5-minute budget) of 3 trials: ``kw`` overrides any field."""
+    staged = {"study": "staged", "trials": 3, "budget_minutes": 5.0}
+    return tiny_options(data_dir, f"sqlite:///{tmp_path / 's.db'}", **(staged | kw))
 
 
 def queue_trials(storage: str, params: list[dict[str, Any]]) -> None:

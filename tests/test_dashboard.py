@@ -31,20 +31,15 @@ from search.tune.runner import run_search
 from search.tune.samplers import make_sampler
 from search.tune.session import SearchOptions
 from space import build_model, count_macs, count_parameters, preset_config, summary_markdown
-from tests.support import fsearch, write_tiny_dataset
+from tests.support import fsearch, tiny_options, write_tiny_dataset
 
 PNG = b"\x89PNG\r\n\x1a\n"
 RECORDED = {"parameters", "macs", "flops", "images_per_second", "train_seconds", "wall_seconds", "device"}
 
 
 def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
-    base: dict[str, Any] = {
-        "storage": storage, "study": "tiny", "trials": 2, "data_dir": data_dir, "device": "cpu",
-        "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None, "val_size": 100,
-        "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False,
-        "budget_minutes": None,
-    }  # fmt: skip
-    return SearchOptions(**(base | kw))
+    """With the confusion-matrix artifacts the dashboard serves."""
+    return tiny_options(data_dir, storage, **({"artifacts": True} | kw))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.data import CLASSES, ImageSet, load_test
+from search.defaults import DEFAULT_MAX_MMACS
 from search.errors import ModelError
 from search.metrics import classification_metrics
 from search.model.epochs import default_epochs
@@ -25,9 +26,8 @@ from search.model.tta import FlipAveraged, validation_says
 from search.runtime import Runtime
 from search.train import evaluate, prepare_model
 from search.tune.runner import run_search
-from search.tune.session import SearchOptions
 from space import Augment, preset_config
-from tests.support import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, write_tiny_dataset
+from tests.support import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, tiny_options, write_tiny_dataset
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:
@@ -219,14 +219,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("searched")
     data_dir = write_tiny_dataset(root / "data")
     storage = f"sqlite:///{root / 'search.db'}"
-    run_search(
-        SearchOptions(
-            storage=storage, study="tiny", trials=2, data_dir=data_dir, device="cpu", sampler="random",
-            pruner="none", max_epochs=2, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
-            workers=1, known_best=False, budget_minutes=None,
-            artifacts=False,  # the trials' confusion-matrix plots are test_dashboard's; they cost most of the search
-        )
-    )  # fmt: skip
+    run_search(tiny_options(data_dir, storage, max_epochs=2))
     return data_dir, storage
 
 
@@ -313,13 +306,7 @@ def flip_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, opt
     root = tmp_path_factory.mktemp("flip")
     data_dir = write_tiny_dataset(root / "data")
     storage = f"sqlite:///{root / 'search.db'}"
-    run_search(
-        SearchOptions(
-            storage=storage, study="w1", trials=1, data_dir=data_dir, device="cpu", sampler="random", pruner="none",
-            max_epochs=1, train_subset=None, val_size=100, verify_data=False, workers=1, known_best=True,
-            budget_minutes=None, artifacts=False,
-        )
-    )  # fmt: skip
+    run_search(tiny_options(data_dir, storage, study="w1", trials=1, known_best=True, max_mmacs=DEFAULT_MAX_MMACS))
     trial = optuna.load_study(study_name="w1", storage=storage).trials[0]
     return data_dir, storage, trial
 

@@ -24,8 +24,8 @@ from search.train import DivergedError, EpochStats, TrainResult, train
 from search.tune import objective
 from search.tune.objective import Objective, ObjectiveSettings
 from search.tune.runner import run_search
-from search.tune.session import SearchOptions
 from space import PRESETS, build_model, preset_config
+from tests.support import tiny_options
 
 LENET = preset_config("lenet5", epochs=1)
 
@@ -126,11 +126,7 @@ def test_an_exception_or_a_non_finite_result_fails_one_trial_and_the_search_goes
     queued = optuna.create_study(storage=storage, study_name="faults", direction="maximize")
     for _ in range(5):  # small known networks: the draws themselves are not what is tested here
         queued.enqueue_trial(PRESETS["lenet5"])
-    opts = SearchOptions(
-        storage=storage, study="faults", trials=5, data_dir=tiny_data_dir, device="cpu",
-        sampler="random", pruner="none", max_epochs=1, train_subset=None, val_size=100, max_mmacs=3.0,
-        verify_data=False, workers=1, known_best=False, budget_minutes=None,
-    )  # fmt: skip
+    opts = tiny_options(tiny_data_dir, storage, study="faults", trials=5)
     report = run_search(opts)
     trained = [t for t in report.study.trials if not t.user_attrs.get("over_budget")]
     assert [t.state for t in trained] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.FAIL,
@@ -152,11 +148,7 @@ def test_a_trial_enqueued_with_absurd_sizes_fails_before_allocating_and_the_sear
     storage = f"sqlite:///{tmp_path / 's.db'}"
     hostile = optuna.create_study(storage=storage, study_name="shared", direction="maximize")
     hostile.enqueue_trial(PRESETS["lenet5"] | {"b0_filters": 10**6, "dense0_units": 10**9})
-    opts = SearchOptions(
-        storage=storage, study="shared", trials=2, data_dir=tiny_data_dir, device="cpu", sampler="random",
-        pruner="none", max_epochs=1, train_subset=None, val_size=100, max_mmacs=3.0, verify_data=False,
-        workers=1, known_best=False, budget_minutes=None,
-    )  # fmt: skip
+    opts = tiny_options(tiny_data_dir, storage, study="shared")
     with pytest.warns(UserWarning, match="out of range"):
         report = run_search(opts)
     first = report.study.trials[0]

@@ -19,19 +19,13 @@ from search.tune.runner import run_search
 from search.tune.samplers import OneSamplerPerTrial
 from search.tune.session import SearchOptions
 from space import PRESETS
+from tests.support import tiny_options
 
 RECORDED = {"seed", "parameters", "macs", "flops", "device", "epochs_run", "train_seconds", "images_per_second"}
 
 
 def _opts(data_dir: Path, tmp_path: Path, **kw: Any) -> SearchOptions:
-    base: dict[str, Any] = {
-        "storage": f"sqlite:///{tmp_path / 'search.db'}", "study": "tiny", "trials": 2, "data_dir": data_dir,
-        "device": "cpu", "sampler": "random", "pruner": "none", "max_epochs": 1, "train_subset": None,
-        "val_size": 100, "max_mmacs": 3.0, "verify_data": False, "seed": 0, "workers": 1, "known_best": False,
-        "budget_minutes": None,
-        "artifacts": False,  # the confusion-matrix artifacts are test_dashboard's
-    }  # fmt: skip
-    return SearchOptions(**(base | kw))
+    return tiny_options(data_dir, f"sqlite:///{tmp_path / 'search.db'}", **kw)
 
 
 def _queue_lenet5(storage: str, n: int) -> None:

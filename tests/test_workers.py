@@ -30,7 +30,7 @@ from search.tune.runner import run_search
 from search.tune.session import LocalTickets, SearchOptions
 from search.tune.workers import AUTO_WORKERS_PER_GPU, SharedTickets, WorkerSpec, plan_workers
 from space import PRESETS
-from tests.support import REPO, fsearch
+from tests.support import REPO, fsearch, tiny_options
 
 FSEARCH = [sys.executable, "-c", "from search.cli.app import main; main()"]
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -154,13 +154,8 @@ def test_a_worker_stopped_on_its_own_is_named_with_its_signal() -> None:
 
 
 def _opts(data_dir: Path, storage: str, **kw: Any) -> SearchOptions:
-    base: dict[str, Any] = {
-        "storage": storage, "study": "tiny", "trials": 5, "data_dir": data_dir, "device": "cpu",
-        "sampler": "random", "pruner": "none", "max_epochs": 1, "val_size": 100, "max_mmacs": 1.5,
-        "verify_data": False, "seed": 3, "workers": 2, "artifacts": False, "known_best": False,
-        "budget_minutes": None,
-    }  # fmt: skip
-    return SearchOptions(**(base | kw))
+    """Two workers share 5 draws, small enough (a lower cost cap) to keep the spawned processes quick."""
+    return tiny_options(data_dir, storage, **({"trials": 5, "max_mmacs": 1.5, "seed": 3, "workers": 2} | kw))
 
 
 class _Lanes:
