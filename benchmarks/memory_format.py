@@ -1,14 +1,16 @@
 """Which memory format trains an exported network faster on this machine: channels_last or contiguous.
 
     python -m benchmarks.memory_format --data-dir ../shared/data [--records docs/measurements/A.json ...]
-        [--presets fsearch-w1] [--recipes recipes.json] [--timings 2] [--epochs 1] [--out results.json]
+        [--presets fsearch-w1] [--recipes recipes.json] [--timings 2] [--rounds 1 2] [--epochs 1]
+        [--out results.json]
 
 ``export-best`` times the chosen configuration in both memory formats on the CPU and trains in the faster
-(:func:`search.speed.export_timing`). Per network, in one process, this takes that timing ``--timings`` times,
-then trains ``--epochs`` real export epochs (all 60,000 training images, all threads, no validation) in each
-format, so that the timing's choice is checked against whole epochs (``--epochs 0``: the timings alone, to size
-candidates before training them). The networks are the winners of the given headline records
-(``benchmarks/headline_record.py``), the given presets and the configurations of a ``benchmarks.recipe`` file.
+(:func:`search.speed.export_timing`). Per network, in one process, this takes that timing ``--timings`` times
+with each number of ``--rounds`` in turn (the timing's default alone unless given), then trains ``--epochs`` real
+export epochs (all 60,000 training images, all threads, no validation) in each format, so that each timing's
+choice is checked against whole epochs (``--epochs 0``: the timings alone, to size candidates before training
+them). The networks are the winners of the given headline records (``benchmarks/headline_record.py``), the given
+presets and the configurations of a ``benchmarks.recipe`` file.
 """
 
 from __future__ import annotations
@@ -28,23 +30,28 @@ from benchmarks.derived import winner_row
 from benchmarks.recipe import recipe_config
 from search.data import Splits, load_splits
 from search.runtime import Runtime
-from search.speed import export_timing
+from search.speed import TIMING_ROUNDS, export_timing
 from search.throughput import EXPORT_IMAGES
 from search.train import seed_everything, train
 from space import PRESETS, TrialConfig, build_model, replay
 from space.model import model_size
 
 
-def measure(splits: Splits | None, name: str, cfg: TrialConfig, *, timings: int) -> dict[str, Any]:
-    """The export's timings of ``cfg`` in both formats, then its trained epochs in each on ``splits`` (all the
-    training images, on this machine's CPU; none when ``cfg`` trains 0 epochs)."""
+def measure(
+    splits: Splits | None, name: str, cfg: TrialConfig, *, timings: int, rounds: tuple[int, ...] = (TIMING_ROUNDS,)
+) -> dict[str, Any]:
+    """The export's timings of ``cfg`` in both formats, ``timings`` times with each number of ``rounds`` in turn,
+    then its trained epochs in each format on ``splits`` (all the training images, on this machine's CPU; none
+    when ``cfg`` trains 0 epochs)."""
     device = torch.device("cpu")
-    timed = [export_timing(cfg, Runtime(device=device)) for _ in range(timings)]
+    timed = [(r, export_timing(cfg, Runtime(device=device), rounds=r)) for _ in range(timings) for r in rounds]
     row = {
         "network": name, "mmacs": round(model_size(cfg.arch).macs / 1e6, 2),
         "filters": [b.filters for b in cfg.arch.blocks], "batch_norm": cfg.arch.batch_norm,
-        "timed_epoch_s": [{f: round(EXPORT_IMAGES * s, 1) for f, s in t.by_format.items()} for t in timed],
-        "chosen": [t.memory_format for t in timed],
+        "timed": [{"rounds": r, "chosen": t.memory_format,
+                   "epoch_s": {f: [round(EXPORT_IMAGES * s, 1) for s in ts] for f, ts in t.timings_by_format.items()},
+                   "mean_epoch_s": {f: round(EXPORT_IMAGES * s, 1) for f, s in t.by_format.items()}}
+                  for r, t in timed],
     }  # fmt: skip
     if splits is None:  # --epochs 0: the timings alone
         return row
@@ -53,11 +60,14 @@ def measure(splits: Splits | None, name: str, cfg: TrialConfig, *, timings: int)
         runtime = Runtime(device=device, channels_last=channels_last)
         seed_everything(0)
         result = train(build_model(cfg.arch), cfg.train, splits, runtime=runtime, seed=0)
-        trained[runtime.memory_format] = [round(stats.seconds, 1) for stats in result.history]
+        trained[runtime.memory_format] = [stats.seconds for stats in result.history]
     mean = {fmt: statistics.fmean(s) for fmt, s in trained.items()}
+    faster = min(mean, key=lambda fmt: mean[fmt])
     return row | {
-        "trained_epoch_s": trained,
+        "trained_epoch_s": {fmt: [round(x, 1) for x in s] for fmt, s in trained.items()},
         "contiguous_over_channels_last": round(mean["contiguous"] / mean["channels_last"], 3),
+        "faster_trained": faster,
+        "chose_faster": {str(r): sum(t.memory_format == faster for q, t in timed if q == r) for r in rounds},
     }
 
 
@@ -93,9 +103,13 @@ def main() -> None:
     parser.add_argument("--presets", nargs="*", default=["fsearch-w1"])
     parser.add_argument("--recipes", type=Path, help="a benchmarks.recipe file: time each recipe's configuration")
     parser.add_argument("--timings", type=int, default=2)
+    parser.add_argument("--rounds", type=int, nargs="+", default=[TIMING_ROUNDS],
+                        help="the timing's rounds per format; several: each in turn, to compare them")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=1, help="trained epochs per format (0: the timings alone)")
     parser.add_argument("--out", type=Path, default=Path("studies/memory-format.json"))
     args = parser.parse_args()
+    if min(args.rounds) < 1:
+        parser.error("--rounds: each number of rounds must be at least 1")
     try:
         networks = gather(args.records, args.presets, args.recipes, epochs=args.epochs)
     except ValueError as exc:
@@ -104,7 +118,7 @@ def main() -> None:
     splits = load_splits(args.data_dir, device=torch.device("cpu"), val_size=0, seed=0) if args.epochs else None
     rows = []
     for name, cfg in networks:
-        rows.append(measure(splits, name, cfg, timings=args.timings))
+        rows.append(measure(splits, name, cfg, timings=args.timings, rounds=tuple(args.rounds)))
         print(json.dumps(rows[-1]), flush=True)
     result = {
         "command": "python -m benchmarks.memory_format " + shlex.join(sys.argv[1:]),

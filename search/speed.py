@@ -9,6 +9,7 @@ processes and other networks was off by a fifth: docs/runs.md), and trains it in
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from search.train import train
 from space import TrialConfig, build_model
 
 TIMED_IMAGES = 2048  # per timing, after a warm-up run of a quarter of that
+# On the CPU the export times both memory formats this many times each, in the order ABBA (ABBAAB...), and keeps
+# each format's mean: a machine whose speed drifts during the timing then slows or speeds both alike.
+TIMING_ROUNDS = 2
 
 
 def seconds_per_image(
@@ -71,15 +75,21 @@ def export_seconds_per_image(cfg: TrialConfig, runtime: Runtime) -> float:
 
 @dataclass(frozen=True)
 class ExportTiming:
-    """How fast ``export-best`` trains a configuration on this machine: seconds per image in each memory format
-    timed, keyed by ``channels_last``. The export trains in the fastest (the first timed, on a tie); everything
-    else is derived from the timings, so the choice and its evidence cannot disagree."""
+    """How fast ``export-best`` trains a configuration on this machine: each memory format's timings in seconds
+    per image, keyed by ``channels_last``. The export trains in the format of the lowest mean (the first timed, on
+    a tie); everything else is derived from the timings, so the choice and its evidence cannot disagree."""
 
-    seconds: Mapping[bool, float]
+    timings: Mapping[bool, tuple[float, ...]]
+
+    @property
+    def seconds(self) -> dict[bool, float]:
+        """Each format's mean seconds per image."""
+        return {cl: statistics.fmean(s) for cl, s in self.timings.items()}
 
     @property
     def channels_last(self) -> bool:
-        return min(self.seconds, key=lambda cl: self.seconds[cl])
+        seconds = self.seconds
+        return min(seconds, key=lambda cl: seconds[cl])
 
     @property
     def seconds_per_image(self) -> float:
@@ -91,18 +101,30 @@ class ExportTiming:
 
     @property
     def by_format(self) -> dict[str, float]:
-        """Seconds per image of each memory format timed, by name (recorded in the export's rule)."""
+        """Mean seconds per image of each memory format timed, by name (recorded in the export's rule)."""
         return {Runtime(channels_last=cl).memory_format: s for cl, s in self.seconds.items()}
 
+    @property
+    def timings_by_format(self) -> dict[str, tuple[float, ...]]:
+        """Every timing of each memory format, by name, in the order taken (recorded in the export's rule)."""
+        return {Runtime(channels_last=cl).memory_format: s for cl, s in self.timings.items()}
 
-def export_timing(cfg: TrialConfig, runtime: Runtime) -> ExportTiming:
+
+def export_timing(cfg: TrialConfig, runtime: Runtime, *, rounds: int = TIMING_ROUNDS) -> ExportTiming:
     """Time ``cfg`` as the export trains it with ``runtime`` (:func:`export_seconds_per_image`); on the CPU in both
-    memory formats, whatever ``runtime`` asks, keeping the faster. Neither wins everywhere: on a 2-core CPU with
-    bf16 instructions and the export's two threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster
+    memory formats, whatever ``runtime`` asks, ``rounds`` times each in the order channels_last, contiguous,
+    contiguous, channels_last (and so on), keeping the faster mean. Neither format wins everywhere: on a 2-core CPU
+    with bf16 instructions and the export's two threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster
     channels_last, while four of six searched winners (widths off multiples of 16) trained 1.16-1.56 times faster
-    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``). Elsewhere the runtime's own
-    format is timed alone (by default channels_last on CUDA, contiguous on MPS)."""
-    formats = (True, False) if runtime.device.type == "cpu" else (runtime.use_channels_last,)
-    return ExportTiming(
-        {cl: export_seconds_per_image(cfg, dataclasses.replace(runtime, channels_last=cl)) for cl in formats}
-    )
+    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``). On a CPU without AVX-512 the
+    formats were about 1.13 times apart and single timings of one format up to 1.3 times: hence the rounds, in an
+    order that cancels a steady drift of the machine's speed (docs/training.md). Elsewhere the runtime's own format
+    is timed once, alone (by default channels_last on CUDA, contiguous on MPS)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    on_cpu = runtime.device.type == "cpu"
+    timed: dict[bool, list[float]] = {True: [], False: []} if on_cpu else {runtime.use_channels_last: []}
+    for r in range(rounds if on_cpu else 1):
+        for cl in list(timed) if r % 2 == 0 else reversed(timed):
+            timed[cl].append(export_seconds_per_image(cfg, dataclasses.replace(runtime, channels_last=cl)))
+    return ExportTiming({cl: tuple(s) for cl, s in timed.items()})

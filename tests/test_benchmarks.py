@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import cost_fit, dead_choices, draw_modes, export_speed
 from benchmarks.derived import spearman
 from benchmarks.fidelity_rank import gain_summary, pooled, run_of
 from benchmarks.finals_replay import replay_of
 from benchmarks.side_by_side import ratio_of
-from space import PRESETS
+from space import PRESETS, preset_config
 
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "measurements"
 
@@ -164,6 +165,21 @@ def test_memory_format_times_a_recipe_files_configurations(tmp_path: Path) -> No
         gather([], [], recipes, epochs=0)
     with pytest.raises(ValueError, match="unknown preset"):
         gather([], ["nope"], None, epochs=1)
+
+
+def test_memory_format_checks_each_timings_choice_against_trained_epochs() -> None:
+    from benchmarks.memory_format import measure
+    from search.speed import random_splits
+
+    cfg = preset_config("lenet5", epochs=1)
+    row = measure(random_splits(64, torch.device("cpu")), "lenet5", cfg, timings=2, rounds=(1, 2))
+    assert [t["rounds"] for t in row["timed"]] == [1, 2, 1, 2]  # the numbers of rounds in turn
+    assert [len(t["epoch_s"]["contiguous"]) for t in row["timed"]] == [1, 2, 1, 2]
+    assert set(row["trained_epoch_s"]) == {"channels_last", "contiguous"}
+    faster = row["faster_trained"]
+    assert row["chose_faster"] == {r: sum(t["chosen"] == faster for t in row["timed"] if t["rounds"] == int(r))
+                                   for r in ("1", "2")}  # fmt: skip
+    assert "trained_epoch_s" not in measure(None, "lenet5", cfg, timings=1)  # the timings alone
 
 
 def _screen(trials: list[tuple[str | None, str, float | None, float | None]]) -> dict:

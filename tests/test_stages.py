@@ -117,7 +117,7 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     # export-best times the trial itself: what the timing says decides (for a machine TIMING_MARGIN faster), not the
     # estimate from the search.
     export_s = study.user_attrs[record.PLAN]["export_s"]
-    seconds = {True: export_s / 3.0 / 60_000, False: export_s / 3.4 / 60_000}  # by channels_last
+    seconds = {True: (export_s / 3.0 / 60_000,), False: (export_s / 3.4 / 60_000,)}  # by channels_last
     timed = planned_epochs(study, chosen, timing=lambda: ExportTiming(seconds))
     assert timed.epochs == 4  # 3.4 epochs fit as timed, 4.1 on a machine TIMING_MARGIN (1.2) faster
     assert timed.rule["export_epoch_seconds_timed"] == pytest.approx(export_s / 3.4, abs=0.1)
@@ -125,8 +125,9 @@ def test_export_best_takes_the_best_finalist_and_the_plans_epochs(
     # ... and it trains in the memory format that was timed faster, which the rule records with both timings.
     assert timed.channels_last is False and timed.rule["memory_format"] == "contiguous"
     assert timed.rule["epoch_seconds_by_format"]["channels_last"] == pytest.approx(export_s / 3.0, abs=0.1)
+    assert timed.rule["epoch_seconds_timings"]["contiguous"] == [pytest.approx(export_s / 3.4, abs=0.1)]
     assert schedule.channels_last is None  # not timed: the runtime's default
-    fast = planned_epochs(study, chosen, timing=lambda: ExportTiming({True: export_s / 1000 / 60_000})).rule
+    fast = planned_epochs(study, chosen, timing=lambda: ExportTiming({True: (export_s / 1000 / 60_000,)})).rule
     assert fast["plan_export_epochs"] == plan_module.MAX_EXPORT_EPOCHS  # at most 45, whatever the time affords
     # export-best trains within the plan's time for the export; epochs given by hand lift that limit.
     study.set_user_attr(record.PLAN, plan.as_dict() | {"export_s": 2.0})
@@ -162,17 +163,42 @@ def test_the_export_trains_in_the_memory_format_timed_faster(monkeypatch: pytest
     monkeypatch.setattr(speed, "export_seconds_per_image", fake)
     cfg = preset_config("lenet5")
     on_cpu = export_timing(cfg, Runtime(channels_last=True))  # both formats, whatever the runtime asks
-    assert timed == [("cpu", True), ("cpu", False)]  # both formats, on the CPU
-    assert on_cpu == ExportTiming({True: 2e-3, False: 1e-3})
+    assert timed == [("cpu", True), ("cpu", False), ("cpu", False), ("cpu", True)]  # both formats, twice, ABBA
+    assert on_cpu == ExportTiming({True: (2e-3, 2e-3), False: (1e-3, 1e-3)})
     assert (on_cpu.channels_last, on_cpu.memory_format, on_cpu.seconds_per_image) == (False, "contiguous", 1e-3)
     assert on_cpu.by_format == {"channels_last": 2e-3, "contiguous": 1e-3}
-    assert ExportTiming({True: 1e-3, False: 1e-3}).channels_last  # a tie keeps the first timed
+    assert on_cpu.timings_by_format == {"channels_last": (2e-3, 2e-3), "contiguous": (1e-3, 1e-3)}
+    assert ExportTiming({True: (1e-3,), False: (1e-3,)}).channels_last  # a tie keeps the first timed
     timed.clear()
     on_cuda = export_timing(cfg, Runtime(device=torch.device("cuda")))  # its default alone (nothing runs here)
     assert timed == [("cuda", True)] and on_cuda.channels_last and on_cuda.by_format == {"channels_last": 2e-3}
     timed.clear()
     on_mps = export_timing(cfg, Runtime(device=torch.device("mps"), channels_last=True))  # the format asked for
     assert timed == [("mps", True)] and on_mps.channels_last
+    with pytest.raises(ValueError, match="rounds"):
+        export_timing(cfg, Runtime(), rounds=0)
+
+
+def test_a_drift_in_the_machines_speed_does_not_choose_the_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that speeds up while it is timed (a VM's neighbours going quiet) favours whatever is timed last;
+    the rounds' order, channels_last, contiguous, contiguous, channels_last, gives both formats the same mean
+    time on the clock, so a steady drift changes both means alike."""
+    from search import speed
+
+    calls: list[bool | None] = []
+
+    def speeding_up(cfg: Any, runtime: Runtime) -> float:  # channels_last 5% faster; each timing 0.2 s faster
+        calls.append(runtime.channels_last)
+        return {True: 1.0, False: 1.05}[bool(runtime.channels_last)] - 0.2 * (len(calls) - 1)
+
+    monkeypatch.setattr(speed, "export_seconds_per_image", speeding_up)
+    cfg = preset_config("lenet5")
+    assert not export_timing(cfg, Runtime(), rounds=1).channels_last  # one round each: the later one looks faster
+    calls.clear()
+    two = export_timing(cfg, Runtime(), rounds=2)
+    assert two.channels_last and two.seconds == pytest.approx({True: 0.7, False: 0.75})
+    calls.clear()
+    assert export_timing(cfg, Runtime(), rounds=4).channels_last  # ABBA ABBA
 
 
 def test_retraining_trains_in_the_memory_format_it_is_given(tiny_data_dir: Path, tmp_path: Path) -> None:

@@ -110,6 +110,8 @@ def planned_epochs(
             "export_epoch_seconds_timed": round(epoch_s, 1), "plan_export_seconds": plan.export_s,
             "memory_format": timed.memory_format,
             "epoch_seconds_by_format": {name: round(EXPORT_IMAGES * s, 1) for name, s in timed.by_format.items()},
+            "epoch_seconds_timings": {name: [round(EXPORT_IMAGES * s, 1) for s in timings]
+                                      for name, timings in timed.timings_by_format.items()},
         }  # fmt: skip
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
