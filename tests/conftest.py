@@ -74,11 +74,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     gc.freeze()
 
 
-# The figures a trial and an export draw (search.metrics), by the names their callers import them under.
-FIGURES = (
-    ("search.metrics", "plot_confusion_matrix"), ("search.model.retrain", "plot_confusion_matrix"),
-    ("search.model.retrain", "plot_training_curves"),
-)  # fmt: skip
+# The figures a trial and an export draw (search.metrics): patched wherever the search package holds them.
+FIGURES = ("plot_confusion_matrix", "plot_training_curves")
+
+
+def figure_sites() -> list[tuple[Any, str, Any]]:
+    """(module, name, real function) of every module of the search package that holds one of ``FIGURES``: the
+    metrics module and each caller that imported a figure by name, found, not listed, so a new caller is patched
+    too (a caller that imports the module's attribute at call time is covered by the metrics module's site)."""
+    import importlib
+
+    from search import metrics
+    from tests.support import package_modules
+
+    real = {name: getattr(metrics, name) for name in FIGURES}
+    modules = [importlib.import_module(name) for name in package_modules("search")]
+    return [(module, name, function) for module in modules for name, function in real.items()
+            if getattr(module, name, None) is function]  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -87,12 +99,9 @@ def _placeholder_figures(request: pytest.FixtureRequest) -> Iterator[list[tuple[
     takes ~0.3 s to draw here, and the figures were a tenth of the default suite's time, in tests that only check
     that the file is there. tests/test_metrics.py draws the real figures; so do a test marked ``real_figures``
     (the export's files) and a session that runs the slow suite. Yields (module, name, real function) of each."""
-    import importlib
-
     from tests.support import write_placeholder_png
 
-    sites = [(module, name, getattr(module, name)) for module, name in
-             ((importlib.import_module(m), n) for m, n in FIGURES)]  # fmt: skip
+    sites = figure_sites()
     if any(item.get_closest_marker("slow") for item in request.session.items):
         yield sites
         return

@@ -271,3 +271,12 @@ def test_dead_choices_counts_the_draws_no_screen_kept_and_their_seconds() -> Non
     assert choices["head=gap"] == {"trained": 1, "full": 0, "best": None, "top3": 0, "seconds": 0.031}
     total = dead_choices.never_kept([{"record": "r"} | s for s in kept])["total"]
     assert total["draws"] == 3 and total["of_trained"] == 4 and total["share_of_seconds"] == round(300 / 800, 3)
+
+
+def test_the_choices_no_screen_kept_are_the_ones_the_draws_rule_out() -> None:
+    """dead_choices counts the draws of what FIXED_IN_DRAWS now fixes to another value: the two lists agree."""
+    from search.defaults import FIXED_IN_DRAWS
+
+    assert dead_choices.NEVER_KEPT
+    for name, value in dead_choices.NEVER_KEPT:
+        assert name in dead_choices.CHOICES and name in FIXED_IN_DRAWS and FIXED_IN_DRAWS[name] != value

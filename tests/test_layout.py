@@ -123,3 +123,11 @@ def test_spaces_lazy_names_are_its_public_names() -> None:
     assert sorted(space.__all__) == sorted(space._HOMES)
     for name in space.__all__:
         assert getattr(space, name) is not None
+
+
+def test_the_suites_slowest_first_order_names_test_modules() -> None:
+    """A module renamed out of ``SLOWEST_FIRST`` (tests/conftest.py) would run last and end the run alone."""
+    from tests.conftest import SLOWEST_FIRST
+
+    assert len(set(SLOWEST_FIRST)) == len(SLOWEST_FIRST)
+    assert all((REPO / "tests" / f"{name}.py").is_file() for name in SLOWEST_FIRST)

@@ -39,3 +39,12 @@ def test_training_curves_are_drawn_with_or_without_validation(tmp_path: Path, va
     search.metrics.plot_training_curves(tmp_path / "curves.png", history, test_accuracy=0.71)
     size, colours = _pixels(tmp_path / "curves.png")
     assert size == (1100, 440) and colours > 50
+
+
+def test_every_module_that_holds_a_figure_is_patched_in_the_default_suite() -> None:
+    """The default suite's placeholder figures reach the callers that import a figure by name, found, not listed."""
+    from tests.conftest import FIGURES, figure_sites
+
+    sites = {(module.__name__, name) for module, name, _ in figure_sites()}
+    assert {("search.metrics", name) for name in FIGURES} <= sites
+    assert ("search.model.retrain", "plot_training_curves") in sites  # imported by name there
