@@ -22,9 +22,10 @@ from search.train import train
 from space import TrialConfig, build_model
 
 TIMED_IMAGES = 2048  # per timing, after a warm-up run of a quarter of that
-# On the CPU the export times both memory formats this many times each, in the order ABBA (ABBAAB...), and keeps
-# each format's mean: a machine whose speed drifts during the timing then slows or speeds both alike.
-TIMING_ROUNDS = 2
+# On the CPU the export times both memory formats this many times each and keeps the faster mean; more than one
+# round goes ABBA (ABBAAB...), so a steady drift of the machine's speed slows or speeds both alike. Two rounds chose
+# the faster format no more often than one on a VM whose single timings scatter by up to 1.3x (docs/training.md).
+TIMING_ROUNDS = 1
 
 
 def seconds_per_image(
@@ -116,10 +117,9 @@ def export_timing(cfg: TrialConfig, runtime: Runtime, *, rounds: int = TIMING_RO
     contiguous, channels_last (and so on), keeping the faster mean. Neither format wins everywhere: on a 2-core CPU
     with bf16 instructions and the export's two threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster
     channels_last, while four of six searched winners (widths off multiples of 16) trained 1.16-1.56 times faster
-    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``). On a CPU without AVX-512 the
-    formats were about 1.13 times apart and single timings of one format up to 1.3 times: hence the rounds, in an
-    order that cancels a steady drift of the machine's speed (docs/training.md). Elsewhere the runtime's own format
-    is timed once, alone (by default channels_last on CUDA, contiguous on MPS)."""
+    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``); on a CPU without AVX-512 the
+    formats were 1.05-1.13 times apart. Elsewhere the runtime's own format is timed once, alone (by default
+    channels_last on CUDA, contiguous on MPS)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     on_cpu = runtime.device.type == "cpu"

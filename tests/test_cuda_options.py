@@ -187,5 +187,5 @@ def test_the_search_and_the_export_build_their_runtimes_with_the_switch(monkeypa
     splits = speed.random_splits(64, cpu)
     runtime = SearchOptions(cuda_graphs=False).runtime(cpu)
     calibration.calibrate(cfg, splits, runtime=runtime, worker_threads=1, evals_per_epoch=1)
-    # Two memory formats, twice each, timed on the CPU, then the calibration's export and worker timings.
+    # Both memory formats timed on the CPU (TIMING_ROUNDS each), then the calibration's export and worker timings.
     assert built == [False] * (2 * speed.TIMING_ROUNDS + 2)
