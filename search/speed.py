@@ -23,8 +23,8 @@ from space import TrialConfig, build_model
 
 TIMED_IMAGES = 2048  # per timing, after a warm-up run of a quarter of that
 # On the CPU the export times both memory formats this many times each and keeps the faster mean; more than one
-# round goes ABBA (ABBAAB...), so a steady drift of the machine's speed slows or speeds both alike. Two rounds chose
-# the faster format no more often than one on a VM whose single timings scatter by up to 1.3x (docs/training.md).
+# round goes ABBA (ABBAAB...), so a steady drift of the machine's speed slows or speeds both alike. One: two rounds
+# chose the faster format no more often, at twice the seconds (docs/training.md).
 TIMING_ROUNDS = 1
 
 
@@ -114,12 +114,11 @@ class ExportTiming:
 def export_timing(cfg: TrialConfig, runtime: Runtime, *, rounds: int = TIMING_ROUNDS) -> ExportTiming:
     """Time ``cfg`` as the export trains it with ``runtime`` (:func:`export_seconds_per_image`); on the CPU in both
     memory formats, whatever ``runtime`` asks, ``rounds`` times each in the order channels_last, contiguous,
-    contiguous, channels_last (and so on), keeping the faster mean. Neither format wins everywhere: on a 2-core CPU
-    with bf16 instructions and the export's two threads, ``fsearch-w1`` (widths 32/64) trained 1.27 times faster
-    channels_last, while four of six searched winners (widths off multiples of 16) trained 1.16-1.56 times faster
-    contiguous (batch norm's channels_last kernels; ``benchmarks/memory_format.py``); on a CPU without AVX-512 the
-    formats were 1.05-1.13 times apart. Elsewhere the runtime's own format is timed once, alone (by default
-    channels_last on CUDA, contiguous on MPS)."""
+    contiguous, channels_last (and so on), keeping the faster mean. Neither format wins everywhere: on 2-core CPUs
+    the export's networks trained faster in one or the other depending on their widths and the CPU's instructions
+    (batch norm's channels_last kernels; measured by ``benchmarks/memory_format.py``, figures in docs/training.md).
+    Elsewhere the runtime's own format is timed once, alone (by default channels_last on CUDA, contiguous on
+    MPS)."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     on_cpu = runtime.device.type == "cpu"
