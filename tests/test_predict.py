@@ -111,6 +111,20 @@ def test_predict_human_output_and_all_good_exits_0(
     assert "rgb.png" in out and "rgba.png" in out and "confidence" in out
 
 
+def test_a_model_folder_given_as_an_image_is_named_as_such_and_the_images_are_still_classified(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _good_images(tmp_path / "in")
+    # A model's folder among the images, as `fsearch predict MODEL IMAGE` (the default model beside it) has it.
+    args = ["predict", "--model", str(model_dir), "--json", str(model_dir), str(good[0])]
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2
+    assert err.splitlines() == [
+        f"Error: {model_dir}: a saved model's folder, not an image; name the model with --model"
+    ]
+    assert [r["image"] for r in json.loads(out) if "class" in r] == [str(good[0])]
+
+
 def test_the_preprocessing_gives_fashion_mnist_polarity_and_framing(tmp_path: Path) -> None:
     paths = {p.name: p for p in _good_images(tmp_path / "in")}
     for name, path in paths.items():
@@ -164,5 +178,5 @@ def test_only_png_and_jpeg_are_decoded(tmp_path: Path) -> None:
     Image.fromarray(_garment(20, 20), "L").save(path)
     with pytest.raises(ImageError, match=r"anim\.gif: not a PNG or JPEG image"):
         read_image(path)
-    with pytest.raises(ImageError, match="not a file"):
+    with pytest.raises(ImageError, match="a folder, not an image"):
         read_image(tmp_path)

@@ -52,6 +52,8 @@ def read_image(path: Path) -> torch.Tensor:
     """
     if not path.exists():
         raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: a folder, not an image")
     if not path.is_file():
         raise ImageError(f"{path}: not a file")
     if path.stat().st_size == 0:

@@ -13,7 +13,7 @@ from search.data import CLASSES, load_test, resolve_data_dir
 from search.device import describe
 from search.errors import ConfigError, ImageError, ModelError, one_line
 from search.metrics import classification_metrics
-from search.model.export import LoadedModel
+from search.model.export import CONFIG_FILE, LoadedModel
 from search.model.images import read_image
 from search.runtime import Runtime
 from search.train import evaluate, prepare_model
@@ -66,7 +66,10 @@ def predict_files(loaded: LoadedModel, files: Sequence[Path | str], *, top: int 
             images[i] = read_image(path)
             results.append(None)
         except ImageError as exc:
-            results.append(Failure(image=str(path), error=one_line(str(exc))))
+            error = one_line(str(exc))
+            if (path / CONFIG_FILE).is_file():  # `fsearch predict MODEL IMAGE...`: the model named as an image
+                error = f"{path}: a saved model's folder, not an image; name the model with --model"
+            results.append(Failure(image=str(path), error=error))
     order = list(images)
     for start in range(0, len(order), BATCH):
         chunk = order[start : start + BATCH]
