@@ -30,11 +30,14 @@ from torch import nn
 
 from search.augment import prepare_batch
 from search.data import ImageSet, Splits
+from search.errors import ConfigError
 from search.graphs import training_graphs
 from search.optim import Pace, make_optimizer, make_scheduler
 from search.runtime import Runtime
 from space.config import TrainConfig
 
+# The largest seed every consumer takes: Optuna's samplers seed numpy's legacy generator (0 to 2**32 - 1).
+MAX_SEED = 2**32 - 1
 NONFINITE_CHECK_EVERY = 50  # steps between loss checks (each check syncs with the device)
 EVAL_BATCH_SIZE = 2048  # images per forward pass when evaluating (no gradients: memory is not the limit)
 
@@ -100,6 +103,12 @@ class Evaluation:
 
 EpochCallback = Callable[[EpochStats], None]
 StepCallback = Callable[[int, int], None]
+
+
+def check_seed(seed: int) -> None:
+    """The one check of ``--seed`` (run, export-best, train): a seed the samplers and the split can take."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be within 0..{MAX_SEED}, got {seed}")
 
 
 def seed_everything(seed: int) -> None:

@@ -34,6 +34,11 @@ def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
         (["run", "--trials", "-3"], "Error: --trials must be at least 1, got -3"),
         (["run", "--trials", "many"], None),
         (["run", "--timeout", "0"], "Error: --timeout must be positive, got 0.0"),
+        # The samplers seed numpy's legacy generator, which takes 0..2**32 - 1 (a traceback before).
+        (["run", "--seed", "-1"], "Error: --seed must be within 0..4294967295, got -1"),
+        (["run", "--seed", str(2**32)], "Error: --seed must be within 0..4294967295, got 4294967296"),
+        (["train", "--preset", "lenet5", "--seed", "-1"], "Error: --seed must be within 0..4294967295, got -1"),
+        (["export-best", "--seed", "-1"], "Error: --seed must be within 0..4294967295, got -1"),
         (["run", "--device", "tpu"], "Error: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"),
         (["run", "--storage", "nonsense"], None),  # checked below: names the URL and an example
         (

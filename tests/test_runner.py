@@ -12,10 +12,10 @@ from optuna.trial import TrialState
 
 from search import data
 from search.errors import ConfigError
-from search.train import DivergedError, EpochStats
+from search.train import MAX_SEED, DivergedError, EpochStats
 from search.tune import objective, session
 from search.tune.objective import Objective, ObjectiveSettings, trial_seed
-from search.tune.runner import run_search
+from search.tune.runner import _sampler_seed, run_search
 from search.tune.samplers import OneSamplerPerTrial
 from search.tune.session import SearchOptions
 from space import PRESETS
@@ -182,6 +182,15 @@ def test_trial_seeds_are_derived_from_the_study_seed_and_number() -> None:
     assert trial_seed(1, 5) != trial_seed(0, 5)
 
 
+def test_a_resumed_studys_sampler_seed_stays_within_what_the_samplers_take() -> None:
+    # Lane 0 moves its seed on by the trials the study has: the largest --seed wraps round instead of
+    # overflowing numpy's legacy seeding (which Optuna's samplers use) once the study has trials.
+    assert _sampler_seed(7, 3, 0) == 10
+    assert _sampler_seed(MAX_SEED, 3, 0) == 2
+    optuna.samplers.RandomSampler(seed=_sampler_seed(MAX_SEED, 3, 0))
+    assert 0 <= _sampler_seed(MAX_SEED, 3, 1) <= MAX_SEED
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -191,6 +200,7 @@ def test_trial_seeds_are_derived_from_the_study_seed_and_number() -> None:
         ({"train_subset": -5}, "--train-subset must be positive"),
         ({"sampler": "bohb"}, "unknown sampler 'bohb'"),
         ({"study": " "}, "--study must not be empty"),
+        ({"seed": -1}, "--seed must be within 0..4294967295"),
     ],
 )
 def test_options_are_validated_before_anything_runs(

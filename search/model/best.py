@@ -37,7 +37,7 @@ from search.store.record import TrialRecord, best_trial
 from search.store.storage import mask_url
 from search.store.study import check_space_version, open_study
 from search.throughput import EXPORT_IMAGES
-from search.train import EpochCallback, StepCallback
+from search.train import EpochCallback, StepCallback, check_seed
 from space import SpaceMismatch, TrialConfig
 from space import replay as replay_params
 
@@ -158,6 +158,8 @@ def export_best(
     started = time.perf_counter()  # the plan's time for the export counts from here: timing and loading included
     if epochs is not None:
         check_epochs(epochs)
+    if seed is not None:
+        check_seed(seed)
     if opts is not None:  # fail on a --format that is unknown or whose packages are missing before anything else
         check_formats(opts.formats)
     found = open_study(storage, study)

@@ -36,7 +36,7 @@ from search.model.graph import GRAPH_FILES, check_formats, export_graph
 from search.model.tta import FLIP, with_tta
 from search.paths import preset_dir
 from search.runtime import Runtime
-from search.train import EpochCallback, StepCallback, TrainResult, evaluate, seed_everything, train
+from search.train import EpochCallback, StepCallback, TrainResult, check_seed, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
 
 StartCallback = Callable[[TrialConfig], None]
@@ -137,6 +137,7 @@ def retrain(
             "--tta averages each image with its mirror image, but this model does not train with flips; drop --tta"
         )
     check_epochs(cfg.train.epochs)
+    check_seed(opts.seed)
     data_dir = resolve_data_dir(opts.data_dir)
     runtime = opts.runtime()
     device = runtime.device

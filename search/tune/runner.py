@@ -29,6 +29,7 @@ from search.store.record import FINALS_PASSED_OVER, PLAN, PRESET, TrialRecord, b
 from search.store.storage import open_storage
 from search.store.study import create_or_resume
 from search.throughput import Throughput, measured_throughput
+from search.train import MAX_SEED
 from search.tune.calibrate import calibrate
 from search.tune.clock import Deadline
 from search.tune.events import Lanes
@@ -71,9 +72,10 @@ class SearchReport:
 
 def _sampler_seed(seed: int, already: int, lane: int) -> int:
     """Lane 0 (and a lone process) draws from ``seed``, moved on by the trials a resumed study has,
-    so a resumed run does not replay the first run's draws; other workers get seeds of their own."""
+    so a resumed run does not replay the first run's draws (modulo 2**32, the samplers' range); other workers
+    get seeds of their own."""
     if lane == 0:
-        return seed + already
+        return (seed + already) % (MAX_SEED + 1)
     return int(np.random.SeedSequence([seed, already, lane]).generate_state(1)[0] & 0x7FFFFFFF)
 
 

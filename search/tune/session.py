@@ -40,6 +40,7 @@ from search.store.artifacts import artifact_dir
 from search.store.notes import save_study_note
 from search.store.record import TrialRecord
 from search.store.storage import GRACE_PERIOD_S, check_grace_period, check_storage, open_storage
+from search.train import check_seed
 from search.tune.clock import Deadline, StopAtDeadline
 from search.tune.objective import Objective, ObjectiveSettings, TrialObserver
 from search.tune.pruners import check_pruner, explore_epochs, make_pruner
@@ -125,6 +126,7 @@ class SearchOptions:
             raise ConfigError(f"--val-size must be positive, got {self.val_size}")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             raise ConfigError(f"--budget must be positive, got {self.budget_minutes:g}")
+        check_seed(self.seed)
         if self.finalists is not None and self.finalists < 0:
             raise ConfigError(f"--finalists must be 0 or more, got {self.finalists}")
         if self.max_mmacs is not None and self.max_mmacs <= 0:
