@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from search.errors import ConfigError
+
 STUDIES = Path("studies")
 DEFAULT_STORAGE = f"sqlite:///{STUDIES.as_posix()}/fsearch.db"
 DEFAULT_STUDY = "fashion-mnist"
@@ -18,6 +20,17 @@ DEFAULT_ARTIFACTS = STUDIES / "artifacts"  # for storages that are not a SQLite 
 def safe_name(name: str) -> str:
     """A study or preset name usable as one folder name (no separators, no '..')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "_"
+
+
+def make_output_dir(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) for a command's output before any long work: one that cannot be made
+    (a file in its path, no permission) is one line naming it, not a traceback after the training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot create the output folder {folder} ({reason}); pass another --out") from None
+    return folder
 
 
 def model_dir(study: str) -> Path:

@@ -201,6 +201,12 @@ def test_report_writes_the_plots_as_html_and_png(
         assert 'src="plotly.min.js"' in (tmp_path / "r" / f"{plot}.html").read_text()
     index = (tmp_path / "r" / "index.html").read_text()
     assert all(f'<img src="{p}.png"' in index for p in plots) and "## Search: tiny" in index
+    # An output folder that cannot be made (a file in its path) is one line, not a traceback.
+    (tmp_path / "a-file").write_text("")
+    args[args.index("--out") + 1] = str(tmp_path / "a-file" / "r")
+    code, out, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2 and out == ""
+    assert err.startswith(f"Error: cannot create the output folder {tmp_path}/a-file/r (")
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from search.data import CLASSES, ImageSet, load_test
 from search.defaults import DEFAULT_MAX_MMACS
 from search.errors import ModelError
 from search.metrics import classification_metrics
+from search.model import retrain as retrain_module
 from search.model.epochs import default_epochs
 from search.model.export import WEIGHTS_FILE, load_model, sha256_file
 from search.model.predict import evaluate_saved
@@ -298,6 +299,25 @@ def test_train_preset_goes_through_the_same_export(
     assert meta["provenance"]["source"] == "preset" and meta["provenance"]["preset"] == "lenet5"
     assert meta["parameters"] == 61_706 and (folder / "metrics.json").is_file()
     assert load_model(folder, device=torch.device("cpu")).cfg == preset_config("lenet5", epochs=1)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_the_training(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file where the folder should go: before, the training ran to its end and the save raised a traceback.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(retrain_module, "train", _never_called)
+    out = blocker / "model"
+    args = ["train", "--preset", "lenet5", "--epochs", "1", "--out", str(out), "--device", "cpu",
+            "--data-dir", str(tiny_data_dir), "--no-verify-data"]  # fmt: skip
+    code, stdout, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"Error: cannot create the output folder {out} (") and err.endswith("; pass another --out\n")
+
+
+def _never_called(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("the training started before the output folder was made")
 
 
 @pytest.fixture(scope="module")

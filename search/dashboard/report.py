@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import StorageError
+from search.paths import make_output_dir
 from search.store.notes import study_note
 from search.store.record import TrialRecord
 
@@ -201,7 +202,7 @@ def write_report(study: optuna.Study, out: Path) -> Report:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         raise StorageError(f"study {study.study_name!r} has no completed trial to plot; run a search first")
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     skipped: dict[str, str] = {}
     drawn: list[str] = []
     with warnings.catch_warnings():

@@ -34,7 +34,7 @@ from search.metrics import classification_metrics, plot_confusion_matrix, plot_t
 from search.model.export import CONFIG_FILE, WEIGHTS_FILE, save_model, write_json
 from search.model.graph import GRAPH_FILES, check_formats, export_graph
 from search.model.tta import FLIP, with_tta
-from search.paths import preset_dir
+from search.paths import make_output_dir, preset_dir
 from search.runtime import Runtime
 from search.train import EpochCallback, StepCallback, TrainResult, check_seed, evaluate, seed_everything, train
 from space import PRESETS, TrialConfig, build_model, count_parameters, preset_config
@@ -144,6 +144,7 @@ def retrain(
     # val_size=0: every training image trains; nothing is held out, and the test set stays unread.
     splits = load_splits(data_dir, device=device, val_size=0, seed=opts.seed, verify=opts.verify_data)
     check_split(data_dir, "test", verify=opts.verify_data)  # a corrupt test file fails now, not after training
+    make_output_dir(opts.out)  # and a folder that cannot be made (made once the data is good: no empty folder)
     seed_everything(opts.seed)
     model = build_model(cfg.arch)
     if on_start is not None:
