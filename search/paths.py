@@ -22,14 +22,14 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip(".") or "_"
 
 
-def make_output_dir(folder: Path) -> Path:
+def make_output_dir(folder: Path, *, option: str = "--out") -> Path:
     """Create ``folder`` (and its parents) for a command's output before any long work: one that cannot be made
-    (a file in its path, no permission) is one line naming it, not a traceback after the training."""
+    (a file in its path, no permission) is one line naming it and ``option``, not a traceback after the training."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"cannot create the output folder {folder} ({reason}); pass another --out") from None
+        raise ConfigError(f"cannot create the output folder {folder} ({reason}); pass another {option}") from None
     return folder
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 
+from search.model import retrain
 from space import PRESETS
 from tests.support import fsearch
 
@@ -260,3 +262,28 @@ def test_the_progress_line_says_where_the_time_limit_ends_a_run_behind_its_plan(
     assert bars.ends_near(stats(840.0)) == "; at this pace the time limit ends training near epoch 13"
     assert bars.ends_near(stats(16 * 120.0)) == ""  # on pace for the 22 planned: nothing to say
     assert bars.ends_near(stats(None)) == ""  # no time limit
+
+
+def test_an_artifacts_folder_that_cannot_be_made_is_one_line_before_any_training(
+    tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file where the artifacts should go: before, every trial trained and then failed on its upload, and
+    # export-best raised a traceback after its training.
+    blocker, db = tmp_path / "a-file", tmp_path / "s.db"
+    blocker.write_text("")
+    code, out, err = fsearch(_tiny_run(tiny_data_dir, db, "--artifacts", str(blocker)), capsys, monkeypatch)
+    assert code == 2 and out == ""
+    assert err.startswith(f"Error: cannot create the output folder {blocker} (") and "pass another --artifacts" in err
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == []  # no study, no trial
+    code, _, err = fsearch(_tiny_run(tiny_data_dir, db), capsys, monkeypatch)
+    assert code == 0, err
+    monkeypatch.setattr(retrain, "train", _never_called)
+    args = ["export-best", "--storage", f"sqlite:///{db}", "--study", "cli", "--epochs", "1", "--device", "cpu",
+            "--data-dir", str(tiny_data_dir), "--no-verify-data", "--artifacts", str(blocker / "x")]  # fmt: skip
+    code, _, err = fsearch(args, capsys, monkeypatch)
+    assert code == 2
+    assert err.startswith(f"Error: cannot create the output folder {blocker}/x (") and "pass another --artifacts" in err
+
+
+def _never_called(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the training started before the artifact folder was made")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import StorageError
@@ -164,6 +165,7 @@ def export_best(
         check_formats(opts.formats)
     found = open_study(storage, study)
     check_space_version(found, fix="export it with the fsearch version that made it")
+    store = open_store(artifact_dir(storage, artifacts), create=True)  # made now, not after the training
     chosen = pick_trial(found, trial)
     chosen_record = TrialRecord(chosen)
     cfg = replay(chosen, epochs=epochs or 1, study=study)
@@ -208,13 +210,12 @@ def export_best(
             "device": report.device, "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )  # fmt: skip
-    _publish(found, chosen.number, report, artifact_dir(storage, artifacts))
+    _publish(found, chosen.number, report, store)
     return report
 
 
-def _publish(study: optuna.Study, number: int, report: ExportReport, folder: Path) -> None:
+def _publish(study: optuna.Study, number: int, report: ExportReport, store: FileSystemArtifactStore) -> None:
     """The export's files as study artifacts (a finished trial takes none) and the study note rewritten."""
-    store = open_store(folder, create=True)
     for name, shown in EXPORT_ARTIFACTS.items():
         if (report.directory / name).is_file():
             upload(store, report.directory / name, study, name=f"trial-{number}-{shown}")

@@ -19,7 +19,7 @@ import sqlalchemy.exc
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from search.errors import ConfigError
-from search.paths import DEFAULT_ARTIFACTS
+from search.paths import DEFAULT_ARTIFACTS, make_output_dir
 
 
 def artifact_dir(storage_url: str, override: Path | None = None) -> Path:
@@ -38,7 +38,7 @@ def artifact_dir(storage_url: str, override: Path | None = None) -> Path:
 def open_store(folder: Path, *, create: bool) -> FileSystemArtifactStore:
     """The file-system artifact store in ``folder`` (made on demand when ``create``)."""
     if create:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_output_dir(folder, option="--artifacts")
     elif not folder.is_dir():
         raise ConfigError(f"artifact folder {folder} does not exist; pass --artifacts DIR or run a search first")
     return FileSystemArtifactStore(str(folder))

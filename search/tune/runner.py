@@ -24,6 +24,7 @@ from search.data import Splits
 from search.defaults import KNOWN_BEST_PRESET, WARM_START_PRESETS
 from search.device import describe, resolve_device
 from search.plan import Plan, make_plan
+from search.store.artifacts import artifact_dir, open_store
 from search.store.notes import name_objective
 from search.store.record import FINALS_PASSED_OVER, PLAN, PRESET, TrialRecord, best_trial
 from search.store.storage import open_storage
@@ -150,6 +151,8 @@ def run_search(
     # workers load their own copies).
     splits = load_search_splits(opts, torch.device(specs[0].device), verify=opts.verify_data)
     storage = open_storage(opts.storage, create=True, grace_period=opts.grace_period)
+    if opts.artifacts:  # a folder that cannot be made fails now, not every trial after its training
+        open_store(artifact_dir(opts.storage, opts.artifact_dir), create=True)
     study = create_or_resume(
         storage, opts.study,
         sampler=make_sampler(opts.sampler, seed=opts.seed, parallel=len(specs) > 1, prior=prior_of(opts)),
