@@ -35,7 +35,12 @@ def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
         ),
         (["run", "--trials", "-3"], "Error: --trials must be at least 1, got -3"),
         (["run", "--trials", "many"], None),
-        (["run", "--timeout", "0"], "Error: --timeout must be positive, got 0.0"),
+        (["run", "--timeout", "0"], "Error: --timeout must be positive and finite, got 0.0"),
+        # NaN compares false with everything: it ran a search with no deadline, or a traceback (inf).
+        (["run", "--timeout", "nan"], "Error: --timeout must be positive and finite, got nan"),
+        (["run", "--budget", "inf"], "Error: --budget must be positive and finite, got inf"),
+        (["run", "--budget", "nan"], "Error: --budget must be positive and finite, got nan"),
+        (["run", "--max-mmacs", "nan"], "Error: --max-mmacs must be positive and finite, got nan"),
         # The samplers seed numpy's legacy generator, which takes 0..2**32 - 1 (a traceback before).
         (["run", "--seed", "-1"], "Error: --seed must be within 0..4294967295, got -1"),
         (["run", "--seed", str(2**32)], "Error: --seed must be within 0..4294967295, got 4294967296"),

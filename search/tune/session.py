@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,19 +119,19 @@ class SearchOptions:
         check_grace_period(self.grace_period)
         if self.evals_per_epoch < 1:
             raise ConfigError(f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be positive, got {self.timeout}")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:  # NaN too: it compares false
+            raise ConfigError(f"--timeout must be positive and finite, got {self.timeout}")
         if self.train_subset is not None and self.train_subset < 1:
             raise ConfigError(f"--train-subset must be positive, got {self.train_subset}")
         if self.val_size < 1:
             raise ConfigError(f"--val-size must be positive, got {self.val_size}")
-        if self.budget_minutes is not None and self.budget_minutes <= 0:
-            raise ConfigError(f"--budget must be positive, got {self.budget_minutes:g}")
+        if self.budget_minutes is not None and not 0 < self.budget_minutes < math.inf:
+            raise ConfigError(f"--budget must be positive and finite, got {self.budget_minutes:g}")
         check_seed(self.seed)
         if self.finalists is not None and self.finalists < 0:
             raise ConfigError(f"--finalists must be 0 or more, got {self.finalists}")
-        if self.max_mmacs is not None and self.max_mmacs <= 0:
-            raise ConfigError(f"--max-mmacs must be positive, got {self.max_mmacs}")
+        if self.max_mmacs is not None and not 0 < self.max_mmacs < math.inf:
+            raise ConfigError(f"--max-mmacs must be positive and finite, got {self.max_mmacs}")
         check_sampler(self.sampler)
         check_pruner(self.pruner)
         if not self.study.strip():
