@@ -209,6 +209,12 @@ def _whole(epochs: float) -> int:
     return math.floor(epochs + 1e-9)
 
 
+def fewest_finalists(asked: int) -> int:
+    """The fewest finalists worth their time: two (one is the screen's best again and decides nothing), or one
+    when one is all that was asked for."""
+    return max(1, min(2, asked))
+
+
 def _finals(
     room: float, *, asked: int, available: int, round_epoch_s: Callable[[int], float], screen_epochs: int
 ) -> tuple[int, int, float]:
@@ -217,8 +223,7 @@ def _finals(
     screen's (below that a final says little the screen did not). Never a single finalist unless one is all
     that was asked for: a lone finalist is the screen's best again, it decides nothing. ``round_epoch_s(n)``:
     the seconds one epoch of the first ``n`` finalists takes, in rounds of the workers."""
-    fewest = max(1, min(2, asked))
-    for n in range(min(asked, available), fewest - 1, -1):
+    for n in range(min(asked, available), fewest_finalists(asked) - 1, -1):
         per_epoch = round_epoch_s(n)
         epochs = min(FINAL_EPOCHS, _whole(room / max(per_epoch, 1e-9)))
         if epochs >= 2 * screen_epochs:

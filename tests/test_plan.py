@@ -375,6 +375,10 @@ def test_a_finalist_too_slow_for_the_time_left_is_passed_over_for_the_next() -> 
     costs[0] = 80.0
     assert choose(assumed=80.0) == ([0, 1], [])
     assert choose(assumed=19.1, fits=lambda chosen: False) == ([1, 2], [0])  # then the rest, as they are
+    # A lone candidate makes no finals whatever it costs (one finalist is the screen's best again): not passed over
+    # as too slow, which `fsearch run --trials 1` said of it.
+    alone, passed = choose_affordable(trials[:1], 2, cost=lambda t: costs[t.number], fits=fits, assumed=19.1)
+    assert [t.number for t in alone] == [0] and passed == []
 
 
 def _space_trial(number: int, params: dict[str, Any], value: float, epochs: float = 5) -> optuna.trial.FrozenTrial:

@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.plan import START_S, Plan, least_screen_s, replan
+from search.plan import START_S, Plan, fewest_finalists, least_screen_s, replan
 from search.store import record
 from search.store.record import TrialRecord
 from search.throughput import Throughput
@@ -111,13 +111,14 @@ def choose_affordable(
     While the finals of those chosen do not ``fit`` the time left and the costliest of them (``cost``: million
     MACs as its measured speed implies) is costlier than the plan ``assumed``, they are chosen again without it: a
     leader too slow for the finals would otherwise cost the run its finals (docs/defaults.md, the finals). When the
-    finals do not fit though none is costlier than assumed, the time left is what is short: the chosen are returned
-    as they are, and the plan has no finals."""
+    finals do not fit though none is costlier than assumed, the time left is what is short, and when fewer are chosen
+    than finals need (:func:`~search.plan.fewest_finalists`), the number is: either way the chosen are returned as
+    they are, and the plan has no finals."""
     passed: list[FrozenTrial] = []
     pool = list(trials)
     while True:
         chosen = choose_finalists(pool, k)
-        if not chosen or fits(chosen):
+        if not chosen or fits(chosen) or len(chosen) < fewest_finalists(k):
             return chosen, passed
         costliest = max(chosen, key=cost)
         if cost(costliest) <= assumed:
