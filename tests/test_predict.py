@@ -180,3 +180,13 @@ def test_only_png_and_jpeg_are_decoded(tmp_path: Path) -> None:
         read_image(path)
     with pytest.raises(ImageError, match="a folder, not an image"):
         read_image(tmp_path)
+
+
+def test_a_path_that_cannot_be_looked_at_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a folder on the way that this user may not enter: stat raises, where a missing file returns False.
+    def denied(self: Path, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "stat", denied)
+    with pytest.raises(ImageError, match=r"x\.png: cannot read it \(Permission denied\)"):
+        read_image(tmp_path / "x.png")

@@ -50,14 +50,17 @@ def read_image(path: Path) -> torch.Tensor:
 
     Raises :class:`ImageError` with one line naming the file and the problem.
     """
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: a folder, not an image")
-    if not path.is_file():
-        raise ImageError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
+    try:  # stat can fail too: a folder on the way that this user may not enter
+        if not path.exists():
+            raise ImageError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImageError(f"{path}: a folder, not an image")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a file")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file")
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own limit and raises above twice that: both are refusals here.
