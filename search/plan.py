@@ -29,9 +29,8 @@ from search.throughput import Throughput
 
 FINAL_EPOCHS = 15  # the validation recipe table: the ranking after 15 epochs matches 30 (docs/defaults.md)
 EXPORT_EPOCHS = 30  # the reference's epochs the plan sizes the export's time for: twice the finals' (docs/defaults.md)
-# A winner whose export's time holds more epochs than that (one smaller than the reference, or a search that ended
-# early) trains up to this many in the same time (docs/defaults.md, how export-best picks its epochs). The plan does
-# not take time from the screen for them.
+# A winner whose export's time holds more epochs than that (smaller than the reference, or a search that ended early)
+# trains up to this many in it; the plan takes no time from the screen for them (docs/defaults.md, export-best).
 MAX_EXPORT_EPOCHS = 45
 # The export's time is at least these epochs of the reference when the screen's share leaves room for them: below
 # 15 an export epoch gains more validation accuracy than a screen's minute finds (docs/defaults.md, the time plan).
@@ -104,16 +103,14 @@ class Plan:
         """The export's epochs when one epoch takes ``epoch_s``: the export's time over ``epoch_s``, rounded to the
         nearest whole epoch, at least 1 and at most ``MAX_EXPORT_EPOCHS``. Rounded, not floored: the export keeps to
         its time (:class:`~search.optim.Pace` anneals the schedule to end at the limit), so the last part of an
-        epoch is trained rather than left unused (2.8 epochs' time gave 2, and a 15-minute job ended 2
-        minutes early). A winner smaller than the reference trains more epochs than ``export_epochs`` (the
-        reference's) in the same time: with a short budget the time is the limit, not the count."""
+        epoch is trained rather than left unused. A winner smaller than the reference trains more epochs than
+        ``export_epochs`` (the reference's) in the same time: with a short budget the time is the limit."""
         return _export_epochs(self.export_s, epoch_s, cap=MAX_EXPORT_EPOCHS, rounded=True)
 
     def export_epochs_timed(self, timed_epoch_s: float) -> int:
         """The export's epochs for an epoch timed at ``timed_epoch_s`` (``export-best``'s timing): as many as the
         export's time holds on a machine ``TIMING_MARGIN`` faster than timed. The export keeps to its time
-        whatever the count, so a count on the high side costs nothing, while one on the low side leaves time unused
-        (a timing 17% slow ended an hour's job 5 minutes early)."""
+        whatever the count, so a count on the high side costs nothing; one on the low side leaves time unused."""
         return self.export_epochs_within(timed_epoch_s / TIMING_MARGIN)
 
     def fewest_export_epochs(self) -> int:
@@ -210,8 +207,7 @@ def _whole(epochs: float) -> int:
 
 
 def fewest_finalists(asked: int) -> int:
-    """The fewest finalists worth their time: two (one is the screen's best again and decides nothing), or one
-    when one is all that was asked for."""
+    """Two finalists at least (a lone one is the screen's best again: it decides nothing), or one if one was asked."""
     return max(1, min(2, asked))
 
 
@@ -219,9 +215,8 @@ def _finals(
     room: float, *, asked: int, available: int, round_epoch_s: Callable[[int], float], screen_epochs: int
 ) -> tuple[int, int, float]:
     """(finalists, epochs, seconds) of the largest finals that fit ``room``: ``asked`` finalists, or as many of
-    the ``available`` candidates as there are, then fewer finalists, then fewer epochs, down to twice the
-    screen's (below that a final says little the screen did not). Never a single finalist unless one is all
-    that was asked for: a lone finalist is the screen's best again, it decides nothing. ``round_epoch_s(n)``:
+    the ``available`` candidates as there are, then fewer finalists (not below :func:`fewest_finalists`), then fewer
+    epochs, down to twice the screen's (below that a final says little the screen did not). ``round_epoch_s(n)``:
     the seconds one epoch of the first ``n`` finalists takes, in rounds of the workers."""
     for n in range(min(asked, available), fewest_finalists(asked) - 1, -1):
         per_epoch = round_epoch_s(n)
