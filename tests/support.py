@@ -90,6 +90,11 @@ def package_modules(*roots: str) -> dict[str, Path]:
     return found
 
 
+def never_called(*args: Any, **kwargs: Any) -> None:
+    """Patched over a function a test forbids (e.g. the training, when a check must fail before it)."""
+    raise AssertionError("a function the test forbids was called")
+
+
 def fsearch(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from search.model import retrain
 from space import PRESETS
-from tests.support import fsearch
+from tests.support import fsearch, never_called
 
 
 def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
@@ -282,13 +282,9 @@ def test_an_artifacts_folder_that_cannot_be_made_is_one_line_before_any_training
     assert optuna.get_all_study_names(f"sqlite:///{db}") == []  # no study, no trial
     code, _, err = fsearch(_tiny_run(tiny_data_dir, db), capsys, monkeypatch)
     assert code == 0, err
-    monkeypatch.setattr(retrain, "train", _never_called)
+    monkeypatch.setattr(retrain, "train", never_called)
     args = ["export-best", "--storage", f"sqlite:///{db}", "--study", "cli", "--epochs", "1", "--device", "cpu",
             "--data-dir", str(tiny_data_dir), "--no-verify-data", "--artifacts", str(blocker / "x")]  # fmt: skip
     code, _, err = fsearch(args, capsys, monkeypatch)
     assert code == 2
     assert err.startswith(f"Error: cannot create the output folder {blocker}/x (") and "pass another --artifacts" in err
-
-
-def _never_called(*args: object, **kwargs: object) -> None:
-    raise AssertionError("the training started before the artifact folder was made")

@@ -28,7 +28,17 @@ from search.runtime import Runtime
 from search.train import evaluate, prepare_model
 from search.tune.runner import run_search
 from space import Augment, preset_config
-from tests.support import MEAN, SMALL, STD, PicklePayload, fsearch, save_small_model, tiny_options, write_tiny_dataset
+from tests.support import (
+    MEAN,
+    SMALL,
+    STD,
+    PicklePayload,
+    fsearch,
+    never_called,
+    save_small_model,
+    tiny_options,
+    write_tiny_dataset,
+)
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path) -> None:
@@ -307,17 +317,13 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_the_training(
     # A file where the folder should go: before, the training ran to its end and the save raised a traceback.
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setattr(retrain_module, "train", _never_called)
+    monkeypatch.setattr(retrain_module, "train", never_called)
     out = blocker / "model"
     args = ["train", "--preset", "lenet5", "--epochs", "1", "--out", str(out), "--device", "cpu",
             "--data-dir", str(tiny_data_dir), "--no-verify-data"]  # fmt: skip
     code, stdout, err = fsearch(args, capsys, monkeypatch)
     assert code == 2 and stdout == ""
     assert err.startswith(f"Error: cannot create the output folder {out} (") and err.endswith("; pass another --out\n")
-
-
-def _never_called(*args: Any, **kwargs: Any) -> None:
-    raise AssertionError("the training started before the output folder was made")
 
 
 @pytest.fixture(scope="module")

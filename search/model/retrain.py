@@ -202,8 +202,8 @@ def _write(
     out: Path, model: nn.Module, cfg: TrialConfig, splits: Splits, metrics: dict[str, Any], result: TrainResult,
     provenance: dict[str, Any],
 ) -> tuple[str, ...]:  # fmt: skip
-    """The model directory, metrics.json, history.csv and the two plots; returns the file names."""
-    out.mkdir(parents=True, exist_ok=True)
+    """The model directory (made by :func:`retrain` before training), metrics.json, history.csv and the two plots;
+    returns the file names."""
     for name in GRAPH_FILES.values():
         (out / name).unlink(missing_ok=True)  # no stale graph from an earlier export of another model
     extra = {
