@@ -107,15 +107,19 @@ def _download(folder: Path, name: str, md5: str) -> None:
     )
 
 
-def ensure_files(data_dir: Path, *, verify: bool = True, download: bool = True) -> Path:
-    """Make sure the four files are in ``data_dir``, downloading what is missing; return their folder.
+def ensure_files(
+    data_dir: Path, *, verify: bool = True, download: bool = True, names: tuple[str, ...] = tuple(FILES)
+) -> Path:
+    """Make sure the files ``names`` (default: all four) are in ``data_dir``, downloading what is missing;
+    return their folder.
 
     Raises :class:`DataError` naming the file and the fix when one is missing or corrupt.
     """
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"data dir {data_dir} is not a folder; point --data-dir at a folder")
     folder = raw_dir(data_dir)
-    for name, md5 in FILES.items():
+    for name in names:
+        md5 = FILES[name]
         path = folder / name
         if not path.is_file():
             if not download:
@@ -194,8 +198,13 @@ class Splits:
 
 
 def read_split(data_dir: Path, split: str, *, verify: bool = True, download: bool = True) -> ImageSet:
-    """One split (``train`` or ``test``) on the CPU, checked for consistency."""
-    folder = ensure_files(data_dir, verify=verify, download=download)
+    """One split (``train`` or ``test``) on the CPU, checked for consistency.
+
+    Reading the training split fetches all four files: what trains is exported and tested later, perhaps offline.
+    Reading the test split alone (``evaluate``, a saved model's test) fetches only its two.
+    """
+    names = SPLIT_FILES["test"] if split == "test" else tuple(FILES)
+    folder = ensure_files(data_dir, verify=verify, download=download, names=names)
     images_name, labels_name = SPLIT_FILES[split]
     images, labels = read_idx(folder / images_name), read_idx(folder / labels_name)
     if images.ndim != 3 or images.shape[1:] != (28, 28):

@@ -68,6 +68,22 @@ def test_missing_files_are_downloaded_with_verification(tmp_path: Path, monkeypa
     assert fetched == list(data.FILES.items())  # every file, with its official md5 for torchvision to check
 
 
+def test_reading_the_test_split_fetches_only_its_files_and_the_training_split_all_four(
+    tiny_files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[str] = []
+
+    def fake_download(folder: Path, name: str, md5: str) -> None:  # a mirror serving the tiny files
+        fetched.append(name)
+        (folder / name).write_bytes((raw_dir(tiny_files) / name).read_bytes())
+
+    monkeypatch.setattr(data, "_download", fake_download)
+    assert len(read_split(tmp_path / "fresh", "test", verify=False)) == 50  # `fsearch evaluate` on a new machine
+    assert fetched == list(data.SPLIT_FILES["test"])
+    read_split(tmp_path / "fresh", "train", verify=False)  # a search: the export will test what it finds
+    assert fetched == list(data.SPLIT_FILES["test"]) + list(data.SPLIT_FILES["train"])
+
+
 def test_a_file_where_the_data_dir_should_be_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("oops")
     with pytest.raises(DataError, match="is not a folder"):
