@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 import search.plan
+from search.model.best import planned_epochs
 from search.plan import (
     EXPORT_EPOCHS,
     EXPORT_SLOWER,
@@ -25,6 +26,7 @@ from search.plan import (
     make_plan,
     replan,
 )
+from search.speed import ExportTiming
 from search.store import record
 from search.store.record import TrialRecord, best_trial
 from search.store.study import top_trials
@@ -480,3 +482,27 @@ def test_on_a_fast_device_the_plan_shows_the_exports_epochs_time_not_the_budgets
     assert "screen up to 2 min" in ended.describe()  # as it ran (90 s)
     cpu = _plan(60)  # where the time binds, the export's whole time is its expected time
     assert cpu.export_expected_s() == pytest.approx(cpu.export_s)
+
+
+def test_a_still_rising_winner_trains_the_epochs_the_exports_time_holds_and_a_peaked_one_its_curves() -> None:
+    # A cheap screen winner: the curve's rule says 6 x 5 = 30 epochs; the plan's export share holds more of them.
+    study = optuna.create_study()
+    plan = _plan(60)
+    study.set_user_attr(record.PLAN, plan.as_dict())
+    epoch_s = plan.export_s / 40  # as timed: 40 epochs fit, 48 on a machine TIMING_MARGIN faster, at most 45
+    timing = ExportTiming({False: (epoch_s / EXPORT_IMAGES,)})
+    affordable = plan.export_epochs_timed(epoch_s)
+    assert affordable == MAX_EXPORT_EPOCHS
+    rising = create_trial(value=0.88, intermediate_values={1: 0.80, 2: 0.84, 3: 0.86, 4: 0.87, 5: 0.88},
+                          user_attrs={"epochs_run": 5.0}, params={}, distributions={})  # fmt: skip
+    schedule = planned_epochs(study, rising, timing=lambda: timing)
+    assert (schedule.rule["still_rising"], schedule.rule["plan_export_epochs"]) == (True, affordable)
+    assert schedule.epochs == schedule.rule["epochs"] == affordable  # not the curve's 30
+    # A winner whose curve peaked keeps the curve's count (2 x its best epoch, at least 5)...
+    peaked = create_trial(value=0.86, intermediate_values={1: 0.80, 2: 0.86, 3: 0.85, 4: 0.85, 5: 0.84},
+                          user_attrs={"epochs_run": 5.0}, params={}, distributions={})  # fmt: skip
+    assert planned_epochs(study, peaked, timing=lambda: timing).epochs == 5
+    # ... and a share that holds fewer epochs than the curve's rule caps both.
+    slow = ExportTiming({False: (plan.export_s / 12 / EXPORT_IMAGES,)})
+    fewer = plan.export_epochs_timed(plan.export_s / 12)
+    assert planned_epochs(study, rising, timing=lambda: slow).epochs == fewer < 30

@@ -94,10 +94,12 @@ def planned_epochs(
     study: optuna.Study, chosen: FrozenTrial, *, timing: Callable[[], ExportTiming] | None = None
 ) -> ExportSchedule:
     """The export's default epochs: the curve's rule (:func:`~search.model.epochs.default_epochs`), capped
-    by what the export's share of the study's time plan affords. ``timing`` times the trial's export training on
-    this machine (:func:`~search.speed.export_timing`; called only when the study has a plan), which then trains in
-    the memory format timed faster; without it, the time is estimated for a network of the trial's size (as its
-    measured speed in the search implies: :meth:`~search.throughput.Throughput.effective_mmacs`)."""
+    by what the export's share of the study's time plan affords; a trial still rising trains all that the share
+    affords (at most ``MAX_EXPORT_EPOCHS``), even where the curve's rule asks for fewer. ``timing`` times the
+    trial's export training on this machine (:func:`~search.speed.export_timing`; called only when the study has a
+    plan), which then trains in the memory format timed faster; without it, the time is estimated for a network of
+    the trial's size (as its measured speed in the search implies:
+    :meth:`~search.throughput.Throughput.effective_mmacs`)."""
     epochs, rule = default_epochs(chosen)
     if (stored := study.user_attrs.get(record.PLAN)) is None:
         return ExportSchedule(epochs, rule, None)
@@ -116,7 +118,10 @@ def planned_epochs(
         }  # fmt: skip
     else:
         affordable = plan.export_epochs_for(TrialRecord(chosen).effective_mmacs(plan.throughput))
-    epochs = min(epochs, affordable)
+    # A still-rising trial trains the epochs the plan's share affords (at most MAX_EXPORT_EPOCHS), more than the
+    # curve's rule asks when the winner is cheap: the share is the export's either way, and an epoch not trained
+    # buys nothing back. A trial that peaked keeps the curve's count, capped by the share.
+    epochs = affordable if rule["still_rising"] else min(epochs, affordable)
     rule |= {"plan_export_epochs": affordable, "epochs": epochs}
     return ExportSchedule(epochs, rule, plan.export_s, channels_last)
 
