@@ -498,6 +498,7 @@ def test_a_still_rising_winner_trains_the_epochs_the_exports_time_holds_and_a_pe
     schedule = planned_epochs(study, rising, timing=lambda: timing)
     assert (schedule.rule["still_rising"], schedule.rule["plan_export_epochs"]) == (True, affordable)
     assert schedule.epochs == schedule.rule["epochs"] == affordable  # not the curve's 30
+    assert schedule.rule["plan_rule"].startswith("still rising: plan_export_epochs")  # config.json says why
     # A winner whose curve peaked keeps the curve's count (2 x its best epoch, at least 5)...
     peaked = create_trial(value=0.86, intermediate_values={1: 0.80, 2: 0.86, 3: 0.85, 4: 0.85, 5: 0.84},
                           user_attrs={"epochs_run": 5.0}, params={}, distributions={})  # fmt: skip

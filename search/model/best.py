@@ -122,7 +122,10 @@ def planned_epochs(
     # curve's rule asks when the winner is cheap: the share is the export's either way, and an epoch not trained
     # buys nothing back. A trial that peaked keeps the curve's count, capped by the share.
     epochs = affordable if rule["still_rising"] else min(epochs, affordable)
-    rule |= {"plan_export_epochs": affordable, "epochs": epochs}
+    rule |= {
+        "plan_rule": "still rising: plan_export_epochs; else the curve's epochs, at most plan_export_epochs",
+        "plan_export_epochs": affordable, "epochs": epochs,
+    }  # fmt: skip
     return ExportSchedule(epochs, rule, plan.export_s, channels_last)
 
 
