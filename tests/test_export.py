@@ -176,6 +176,21 @@ def test_the_epochs_rule_reads_a_dip_against_the_trials_own_validation_size() ->
     assert (got, rule["still_rising"]) == (30, True)
 
 
+def test_the_epochs_rule_compares_epoch_means_not_one_high_report() -> None:
+    # Two reports an epoch at a constant learning rate: one high report (0.9135 after 4 epochs) among its
+    # neighbours is not a peak (the --no-known-best answer at cc118e0, docs/defaults.md). Its epochs' means
+    # end 0.19 points below their best: still rising, 6 x 5. Judged report by report it was peaked at 4: 8 epochs.
+    reports = [0.8637, 0.8844, 0.8844, 0.8857, 0.9035, 0.9052, 0.9014, 0.9135, 0.9019, 0.9093]
+    curve = dict(enumerate(reports, start=1))
+    got, rule = default_epochs(_finished(curve, reports_per_epoch=2, epochs_run=5.0))
+    assert (got, rule["still_rising"]) == (30, True)
+    assert rule["epoch_means"]["4"] == pytest.approx((0.9014 + 0.9135) / 2)
+    # A whole epoch below the best is still a drop: the last epoch's two reports 1.2 points under epoch 4's.
+    dropped = curve | {9: 0.8950, 10: 0.8960}
+    got, rule = default_epochs(_finished(dropped, reports_per_epoch=2, epochs_run=5.0))
+    assert (got, rule["still_rising"], rule["best_epoch"]) == (8, False, 4)
+
+
 def test_a_trial_the_deadline_cut_short_is_retrained_for_the_epochs_it_was_to_run() -> None:
     # A screen trial cut short at 2.5 of its 5 epochs, still rising (docs/defaults.md, the export's epochs).
     curve = {1: 0.8817, 2: 0.8957, 3: 0.9055, 4: 0.9123, 5: 0.9185}  # two reports an epoch
