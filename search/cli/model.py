@@ -55,10 +55,10 @@ def export_best(
     """Retrain the best trial (or --trial N) on all 60,000 training images, test it once, save it.
 
     Default epochs: 6x the epochs the trial ran (or was to run, if the search's deadline cut it short) if
-    its validation accuracy had not dropped from its best by its last report (by more than the noise of its
-    validation set), else 2x its best epoch, clamped to 5..45. With the study's time plan, a still-rising trial
-    trains the epochs the export's share of the time holds (at most 45), and no trial trains more
-    (docs/defaults.md explains the rule).
+    its validation accuracy (each epoch's reports averaged) had not dropped from its best by its last epoch
+    (by more than the noise of its validation set), else 2x its best epoch, clamped to 5..45. With the
+    study's time plan, a still-rising trial trains the epochs the export's share of the time holds (at most
+    45), and no trial trains more (docs/defaults.md explains the rule).
 
     Flip test-time augmentation ships when the trial trained with flips, unless its validation accuracy
     with it was lower than without by more than noise; the test set is read once, after training, and
