@@ -64,8 +64,9 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
 
 def epoch_means(curve: dict[float, float]) -> dict[int, float]:
     """The mean of each epoch's validation reports, keyed by the epoch they fall in (a report after 2.5 epochs
-    falls in epoch 3). With one report an epoch, the curve itself."""
+    falls in epoch 3). With one report an epoch, the curve itself. The keys are whole steps over whole reports an
+    epoch (:meth:`~search.store.record.TrialRecord.curve`), a division that is exact where it gives a whole number."""
     groups: dict[int, list[float]] = {}
     for epoch, value in curve.items():
-        groups.setdefault(math.ceil(epoch - 1e-9), []).append(value)
+        groups.setdefault(math.ceil(epoch), []).append(value)
     return {epoch: statistics.fmean(values) for epoch, values in sorted(groups.items())}
