@@ -103,7 +103,7 @@ class ExportTiming:
     @property
     def by_format(self) -> dict[str, float]:
         """Mean seconds per image of each memory format timed, by name (recorded in the export's rule)."""
-        return {name: statistics.fmean(s) for name, s in self.timings_by_format.items()}
+        return {Runtime(channels_last=cl).memory_format: s for cl, s in self.seconds.items()}
 
     @property
     def timings_by_format(self) -> dict[str, tuple[float, ...]]:

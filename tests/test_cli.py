@@ -35,7 +35,7 @@ def _tiny_run(data_dir: Path, db: Path, *extra: str) -> list[str]:
         ),
         (["run", "--trials", "-3"], "Error: --trials must be at least 1, got -3"),
         (["run", "--trials", "many"], None),
-        (["run", "--timeout", "0"], "Error: --timeout must be positive and finite, got 0.0"),
+        (["run", "--timeout", "0"], "Error: --timeout must be positive and finite, got 0"),
         # NaN compares false with everything: it ran a search with no deadline, or a traceback (inf).
         (["run", "--timeout", "nan"], "Error: --timeout must be positive and finite, got nan"),
         (["run", "--budget", "inf"], "Error: --budget must be positive and finite, got inf"),

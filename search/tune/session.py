@@ -119,24 +119,27 @@ class SearchOptions:
         check_grace_period(self.grace_period)
         if self.evals_per_epoch < 1:
             raise ConfigError(f"--evals-per-epoch must be at least 1, got {self.evals_per_epoch}")
-        if self.timeout is not None and not 0 < self.timeout < math.inf:  # NaN too: it compares false
-            raise ConfigError(f"--timeout must be positive and finite, got {self.timeout}")
+        _check_positive_finite("--timeout", self.timeout)
         if self.train_subset is not None and self.train_subset < 1:
             raise ConfigError(f"--train-subset must be positive, got {self.train_subset}")
         if self.val_size < 1:
             raise ConfigError(f"--val-size must be positive, got {self.val_size}")
-        if self.budget_minutes is not None and not 0 < self.budget_minutes < math.inf:
-            raise ConfigError(f"--budget must be positive and finite, got {self.budget_minutes:g}")
+        _check_positive_finite("--budget", self.budget_minutes)
         check_seed(self.seed)
         if self.finalists is not None and self.finalists < 0:
             raise ConfigError(f"--finalists must be 0 or more, got {self.finalists}")
-        if self.max_mmacs is not None and not 0 < self.max_mmacs < math.inf:
-            raise ConfigError(f"--max-mmacs must be positive and finite, got {self.max_mmacs}")
+        _check_positive_finite("--max-mmacs", self.max_mmacs)
         check_sampler(self.sampler)
         check_pruner(self.pruner)
         if not self.study.strip():
             raise ConfigError("--study must not be empty")
         check_storage(self.storage, create=True)  # a bad URL fails now, before the data is loaded
+
+
+def _check_positive_finite(flag: str, value: float | None) -> None:
+    """An optional number that must be positive and finite when given (NaN fails too: it compares false)."""
+    if value is not None and not 0 < value < math.inf:
+        raise ConfigError(f"{flag} must be positive and finite, got {value:g}")
 
 
 MAX_SKIPS_PER_TRIAL = 20  # over-budget draws allowed per requested trial before giving up
