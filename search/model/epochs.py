@@ -38,8 +38,9 @@ def default_epochs(trial: FrozenTrial) -> tuple[int, dict[str, Any]]:
     means = epoch_means(curve)
     epochs_run = rec.epochs_run if rec.epochs_run is not None else float(max(curve, default=1))
     if means:
-        best_value = max(means.values())
-        best_epoch: float = min(epoch for epoch, value in means.items() if value == best_value)
+        best = max(means, key=means.__getitem__)  # the earliest of equal bests: the means are sorted by epoch
+        best_epoch: float = best
+        best_value = means[best]
         noise = rec.noise(best_value)
         still_rising = best_value - means[max(means)] <= noise
     else:  # no curve recorded: treat it as still rising
